@@ -1,0 +1,32 @@
+"""Test setup: 8 fake CPU devices (set before jax is imported) and absl flags."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") +
+    " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import jax  # noqa: E402  (after XLA_FLAGS on purpose)
+import pytest  # noqa: E402
+from absl import flags  # noqa: E402
+
+# absl flags must be parsed before library code reads them (e.g. logging).
+if not flags.FLAGS.is_parsed():
+  flags.FLAGS.mark_as_parsed()
+
+
+@pytest.fixture(scope="session")
+def eight_devices():
+  devices = jax.devices()
+  assert len(devices) == 8, f"expected 8 fake CPU devices, got {devices}"
+  return devices
+
+
+@pytest.fixture
+def mesh222(eight_devices):
+  from armap_jax import sharding
+  return sharding.make_mesh(sharding.MeshConfig(data=2, fsdp=2, tensor=2))
