@@ -1,0 +1,82 @@
+"""Shared fixtures for the reward-model tests: a tiny tokenizer and records."""
+
+from __future__ import annotations
+
+import random
+
+from armap_jax.records import PreferencePair, Step, StepValue, Trajectory
+
+WORDS = ("Instruction Action Observation Thought Evaluate the trajectory above "
+         "does it successfully fulfil instruction Answer with a score make 24 "
+         "from numbers go left right up down take put open close look see box "
+         "key door room apple red blue green done ok fail win MARKER").split()
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>"
+    "assistant\n{% endif %}")
+
+
+def tiny_tokenizer(chat: bool = False):
+  """A word-level fast tokenizer over WORDS + digits + punctuation."""
+  from tokenizers import Tokenizer, models, pre_tokenizers
+  from transformers import PreTrainedTokenizerFast
+
+  vocab = {"<pad>": 0, "<unk>": 1, "<s>": 2, "</s>": 3, "<|im_start|>": 4,
+           "<|im_end|>": 5}
+  for w in WORDS + list("0123456789") + list(".,:;?!()+-*/=\n") + [
+      "user", "assistant", "system"]:
+    vocab.setdefault(w, len(vocab))
+  tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+  tok.pre_tokenizer = pre_tokenizers.Sequence([
+      pre_tokenizers.Split("\n", behavior="isolated"),
+      pre_tokenizers.WhitespaceSplit(),
+      pre_tokenizers.Punctuation(),
+      pre_tokenizers.Digits(individual_digits=True),
+  ])
+  fast = PreTrainedTokenizerFast(
+      tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>",
+      bos_token="<s>", eos_token="</s>",
+      additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+  if chat:
+    fast.chat_template = CHATML
+  return fast
+
+
+def rand_steps(rng: random.Random, n: int, marker: bool = False) -> list[Step]:
+  pool = WORDS[10:-1]
+  steps = []
+  for i in range(n):
+    act = " ".join(rng.choice(pool) for _ in range(rng.randint(1, 3)))
+    obs = " ".join(rng.choice(pool) for _ in range(rng.randint(1, 4)))
+    if marker and i == rng.randrange(n):
+      act += " MARKER"
+    steps.append(Step(action=act, observation=obs))
+  return steps
+
+
+def marker_pairs(n: int, seed: int = 0) -> list[PreferencePair]:
+  """Pairs whose positive contains the MARKER token somewhere in an action."""
+  rng = random.Random(seed)
+  out = []
+  for i in range(n):
+    instr = "make 24 from " + " ".join(str(rng.randint(1, 9)) for _ in range(4))
+    pos = Trajectory(f"t{i}", "toy", instr, rand_steps(rng, rng.randint(1, 3),
+                                                       marker=True), 1.0, True)
+    neg = Trajectory(f"t{i}", "toy", instr, rand_steps(rng, rng.randint(1, 3)),
+                     0.0, False)
+    out.append(PreferencePair(f"t{i}", "toy", instr, pos, neg))
+  return out
+
+
+def step_values(n: int, seed: int = 0) -> list[StepValue]:
+  """Values = fraction of 'win' words in the last action (learnable)."""
+  rng = random.Random(seed)
+  out = []
+  for i in range(n):
+    steps = rand_steps(rng, rng.randint(1, 3))
+    k = rng.randint(0, 3)
+    act = " ".join(["win"] * k + ["fail"] * (3 - k))
+    steps[-1] = Step(action=act, observation=steps[-1].observation)
+    out.append(StepValue(f"s{i}", "toy", "make 24 from 1 2 3 4", steps, k / 3))
+  return out
