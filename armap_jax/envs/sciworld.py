@@ -1,0 +1,286 @@
+"""ScienceWorld through the `scienceworld` package (a Scala simulator in a JVM).
+
+Task ids are ``"<task name>/<variation>"`` (e.g. ``"boil/14"``) over the 30
+ScienceWorld tasks. Splits follow the convention of ETO and ARMAP, which use
+the simulator's own per-task variation splits:
+
+  * ``train``: `get_variations_train()` of each task,
+  * ``dev``:   `get_variations_dev()` (the "seen" evaluation set),
+  * ``test``:  `get_variations_test()` (the "unseen" evaluation set).
+
+Scoring: the simulator reports a raw score in [-100, 100] after every step
+(negative means the task was failed, which ends the episode). The episode score
+is the maximum raw score reached, clamped at 0 and divided by 100, so it lies in
+[0, 1]. Each `StepResult.reward` is the increase of that running maximum, so the
+rewards of an episode sum to its score minus the score the opening observation
+already earned (`initial_score`); use ``info["score"]`` of the last step as the
+episode's score. `info` carries ``score`` (running
+maximum, in [0, 1]), ``raw_score`` (the simulator's current score, /100),
+``success`` (the simulator marked the task completed with score 100),
+``invalid`` and ``moves``.
+
+The JVM cannot be copied, so snapshots are (task id, action history) and
+restore replays them (`ReplayEnv`); a restore to the loaded task resets the
+simulator instead of reloading it. Java 17+ must be on PATH. Always `close()`
+an env (or use it as a context manager): each env owns one JVM.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from absl import logging
+
+from armap_jax.envs.base import SPLITS, EnvError, ReplayEnv, StepResult
+
+NAME = "sciworld"
+
+# Actions the agent may not issue: they would reset the simulator behind the
+# wrapper's back and break the score bookkeeping and replay.
+_BLOCKED = ("reset task",)
+_UNKNOWN = "No known action matches that input."
+_HINT = ("Valid actions look like 'open door to kitchen', 'go to kitchen', "
+         "'pick up thermometer', 'focus on substance in metal pot', "
+         "'move metal pot to stove', 'look around', 'wait1'.")
+
+# Per-process cache of {task name: (train, dev, test) variation lists}; the
+# splits are a property of the simulator, not of one JVM.
+_SPLIT_CACHE: dict[str, tuple[tuple[int, ...], ...]] = {}
+_SPLIT_LOCK = threading.Lock()
+
+
+def parse_task_id(task_id: str) -> tuple[str, int]:
+  """``"boil/14"`` -> ``("boil", 14)``; raises EnvError on a malformed id."""
+  name, sep, var = str(task_id).rpartition("/")
+  if not sep or not name or not var.isdigit():
+    raise EnvError(f"sciworld: malformed task id {task_id!r}; expected "
+                   "'<task name>/<variation>', e.g. 'boil/14'")
+  return name, int(var)
+
+
+class SciWorldEnv(ReplayEnv):
+  """One ScienceWorld episode at a time over one private JVM.
+
+  Args:
+    step_limit: the simulator's step limit (ETO/ARMAP use 100); the episode
+      ends when the number of moves exceeds it.
+    simplifications: ScienceWorld simplification string ("" or e.g. "easy").
+    task_names: restrict `task_ids()` to these tasks (default: all 30).
+    jar_path: an alternative scienceworld.jar.
+  """
+
+  name = NAME
+
+  def __init__(self,
+               step_limit: int = 100,
+               simplifications: str = "",
+               task_names: list[str] | tuple[str, ...] | None = None,
+               jar_path: str | None = None):
+    self.step_limit = int(step_limit)
+    self.simplifications = simplifications
+    self._task_names = tuple(task_names) if task_names else None
+    self._jar_path = jar_path
+    self._sw = None  # scienceworld.ScienceWorldEnv, started lazily
+    self._loaded: tuple[str, int] | None = None
+    self._history = []
+    self._instruction = ""
+    self._done = False
+    self._max_score = 0
+    self._last_raw = 0
+    self._initial = 0
+    self._obs = ""
+
+  # --- JVM lifecycle -------------------------------------------------------
+
+  def _server(self):
+    """Starts the JVM on first use; returns the py4j PythonInterface."""
+    if self._sw is None:
+      try:
+        from scienceworld import ScienceWorldEnv  # pylint: disable=g-import-not-at-top
+      except ImportError as e:  # pragma: no cover - depends on install
+        raise EnvError("sciworld: the 'scienceworld' package is not installed "
+                       "(pip install scienceworld; needs Java 17+)") from e
+      self._sw = ScienceWorldEnv("", serverPath=self._jar_path,
+                                 envStepLimit=self.step_limit)
+      logging.info("sciworld: started JVM pid %s",
+                   self._sw._gateway.java_process.pid)  # pylint: disable=protected-access
+    return self._sw.server
+
+  def close(self) -> None:
+    """Shuts the JVM down and waits for it to exit (kills it if it hangs)."""
+    sw, self._sw = self._sw, None
+    self._loaded = None
+    if sw is None:
+      return
+    proc = sw._gateway.java_process  # pylint: disable=protected-access
+    try:
+      sw.close()
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning("sciworld: error while closing the gateway: %s", e)
+    # ScienceWorldEnv.__del__ would close again; make that a no-op.
+    sw.close = lambda: None
+    try:
+      proc.wait(timeout=10)
+    except Exception:  # pylint: disable=broad-except
+      proc.kill()
+      proc.wait(timeout=10)
+
+  def __del__(self):
+    try:
+      self.close()
+    except Exception:  # pylint: disable=broad-except
+      pass
+
+  def __enter__(self) -> "SciWorldEnv":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+  # --- tasks ---------------------------------------------------------------
+
+  def task_names(self) -> list[str]:
+    """The ScienceWorld task names this env offers."""
+    from scienceworld.constants import ID2TASK  # pylint: disable=g-import-not-at-top
+    names = sorted(ID2TASK.values())
+    if self._task_names:
+      unknown = set(self._task_names) - set(names)
+      if unknown:
+        raise EnvError(f"sciworld: unknown task names {sorted(unknown)}")
+      names = [n for n in names if n in self._task_names]
+    return names
+
+  def _splits(self, task_name: str) -> tuple[tuple[int, ...], ...]:
+    with _SPLIT_LOCK:
+      if task_name not in _SPLIT_CACHE:
+        server = self._server()
+        server.load(task_name, 0, "", False)
+        _SPLIT_CACHE[task_name] = (tuple(server.getVariationsTrain()),
+                                   tuple(server.getVariationsDev()),
+                                   tuple(server.getVariationsTest()))
+        self._reload_episode()
+      return _SPLIT_CACHE[task_name]
+
+  def _reload_episode(self) -> None:
+    """After loading another task into the JVM, rebuild the current episode."""
+    self._loaded = None
+    if self._task_id is not None:
+      snap = self.snapshot()
+      done = self._done
+      self.restore(snap)
+      self._done = done
+
+  def task_ids(self, split: str) -> list[str]:
+    """``"<task>/<variation>"`` ids of `split` (train / dev=seen / test=unseen)."""
+    if split not in SPLITS:
+      raise EnvError(f"sciworld: unknown split {split!r}; expected {SPLITS}")
+    k = SPLITS.index(split)
+    return [f"{n}/{v}" for n in self.task_names() for v in self._splits(n)[k]]
+
+  # --- episode -------------------------------------------------------------
+
+  @property
+  def instruction(self) -> str:
+    return self._instruction
+
+  @property
+  def done(self) -> bool:
+    return self._done
+
+  @property
+  def observation(self) -> str:
+    """The latest observation."""
+    return self._obs
+
+  @property
+  def initial_score(self) -> float:
+    """The score after the opening 'look around' of this episode."""
+    return self._initial / 100.0
+
+  @property
+  def score(self) -> float:
+    """The episode score so far: max raw score reached, clamped, / 100."""
+    return max(0, self._max_score) / 100.0
+
+  def _reset(self, task_id: str) -> str:
+    name, var = parse_task_id(task_id)
+    if name not in self.task_names():
+      raise EnvError(f"sciworld: unknown task {name!r} in task id {task_id!r}")
+    server = self._server()
+    if self._loaded != (name, var):
+      max_var = int(server.getTaskMaxVariations(name))
+      if not 0 <= var < max_var:
+        raise EnvError(f"sciworld: variation {var} of {name!r} out of range "
+                       f"[0, {max_var})")
+      server.load(name, var, self.simplifications, False)
+      self._loaded = (name, var)
+    server.reset()
+    self._done = False
+    self._max_score = 0
+    self._last_raw = 0
+    self._obs = str(server.step("look around"))
+    # The opening 'look around' can already earn progress (e.g. being in the
+    # right room); it counts toward the episode's maximum.
+    self._last_raw = self._max_score = int(round(100 * server.getScore()))
+    self._initial = max(0, self._max_score)
+    self._instruction = str(server.getTaskDescription())
+    return self._obs
+
+  def _step(self, action: str) -> StepResult:
+    if self._done:
+      raise EnvError("sciworld: step() after the episode ended; call reset()")
+    server = self._server()
+    text = " ".join(str(action).split())  # one line, single spaces
+    invalid = False
+    if not text:
+      obs, invalid = f"{_UNKNOWN} The action was empty. {_HINT}", True
+    elif text.lower() in _BLOCKED:
+      obs = f"The action '{text}' is not available in this environment."
+      invalid = True
+    else:
+      obs = str(server.step(text))
+      if obs.strip() == _UNKNOWN:
+        obs, invalid = f"{_UNKNOWN} {_HINT}", True
+    raw = int(round(100 * server.getScore()))
+    moves = int(server.getNumMoves())
+    completed = bool(server.getCompleted())
+    prev = max(0, self._max_score)
+    self._max_score = max(self._max_score, raw)
+    self._last_raw = raw
+    success = completed and raw >= 100
+    self._done = completed or raw < 0 or moves > self.step_limit
+    self._obs = obs
+    reward = (max(0, self._max_score) - prev) / 100.0
+    info: dict[str, Any] = {
+        "score": self.score, "raw_score": raw / 100.0, "success": success,
+        "invalid": invalid, "moves": moves,
+    }
+    return StepResult(obs, reward, self._done, info)
+
+  def valid_actions(self) -> list[str] | None:
+    """The simulator's valid action-object combinations in this state."""
+    if self._loaded is None or self._done:
+      return [] if self._done else None
+    return sorted(set(str(a) for a in
+                      self._server().getValidActionObjectCombinations()))
+
+  def look(self) -> str:
+    """'look around' without spending a move."""
+    return str(self._server().freeActionLook())
+
+  def inventory(self) -> str:
+    """'inventory' without spending a move."""
+    return str(self._server().freeActionInventory())
+
+  def gold_actions(self, task_id: str) -> list[str]:
+    """The simulator's gold action sequence for `task_id` (an oracle plan).
+
+    Loads the task with gold-path generation; the next `reset()` reloads.
+    """
+    name, var = parse_task_id(task_id)
+    server = self._server()
+    server.load(name, var, self.simplifications, True)
+    gold = [str(a) for a in server.getGoldActionSequence()]
+    self._reload_episode()
+    return gold

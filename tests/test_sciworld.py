@@ -1,0 +1,138 @@
+"""ScienceWorld adapter: gold plans win, bad actions explained, replay, no JVM leaks."""
+
+import os
+import random
+import shutil
+
+import pytest
+
+pytest.importorskip("scienceworld")
+if shutil.which("java") is None:
+  pytest.skip("ScienceWorld needs Java on PATH", allow_module_level=True)
+
+from armap_jax.envs.base import EnvError  # noqa: E402
+from armap_jax.envs.sciworld import SciWorldEnv, parse_task_id  # noqa: E402
+
+
+def _child_java_pids() -> set[int]:
+  """Pids of java processes whose parent is this Python process."""
+  me = os.getpid()
+  out = set()
+  for d in os.listdir("/proc"):
+    if not d.isdigit():
+      continue
+    try:
+      with open(f"/proc/{d}/stat") as f:
+        stat = f.read()
+    except OSError:
+      continue
+    comm = stat[stat.index("(") + 1:stat.rindex(")")]
+    fields = stat[stat.rindex(")") + 2:].split()
+    if comm == "java" and int(fields[1]) == me and fields[0] != "Z":
+      out.add(int(d))
+  return out
+
+
+def _run(env, actions):
+  res = None
+  for a in actions:
+    res = env.step(a)
+    if res.done:
+      break
+  return res
+
+
+def test_parse_task_id():
+  assert parse_task_id("boil/14") == ("boil", 14)
+  for bad in ("boil", "boil/x", "/3", ""):
+    with pytest.raises(EnvError):
+      parse_task_id(bad)
+
+
+def test_quick_gold_invalid_replay_and_no_leak():
+  """One JVM: splits, a gold plan wins with reward summing to 1, bad actions
+  are explained, replay restores exactly, and the JVM is gone after close."""
+  before = _child_java_pids()
+  env = SciWorldEnv(task_names=["find-plant"])
+  try:
+    train, dev, test = (env.task_ids(s) for s in ("train", "dev", "test"))
+    assert train and dev and test
+    assert not (set(train) & set(dev)) and not (set(dev) & set(test))
+    assert len(_child_java_pids() - before) == 1
+    tid = dev[0]
+    gold = env.gold_actions(tid)
+    assert gold and not gold[0].startswith("ERROR")
+
+    obs0 = env.reset(tid)
+    assert "This room is called" in obs0
+    assert "plant" in env.instruction
+    acts = env.valid_actions()
+    assert acts and "look around" in acts
+
+    # Invalid actions: explained, never raise, episode goes on.
+    rng = random.Random(0)
+    junk = ["", "   ", "reset task", "x" * 3000, "go to", "🙂 ünïcode\nfoo",
+            "".join(chr(rng.randrange(32, 127)) for _ in range(40))]
+    for a in junk:
+      r = env.step(a)
+      assert r.observation and not r.done and r.reward == 0.0
+      assert r.info["invalid"], (a, r.observation)
+    assert "not available" in env.step("reset task").observation
+
+    # Gold plan from a fresh reset; snapshot midway.
+    env.reset(tid)
+    total, res, mid_snap, mid_next = 0.0, None, None, None
+    for i, a in enumerate(gold):
+      if i == len(gold) // 2:
+        mid_snap, mid_look = env.snapshot(), env.look()
+      res = env.step(a)
+      if i == len(gold) // 2:
+        mid_next = res
+      total += res.reward
+      if res.done:
+        break
+    assert res.done and res.info["success"]
+    assert res.info["score"] == pytest.approx(1.0)
+    assert total + env.initial_score == pytest.approx(1.0)
+    with pytest.raises(EnvError):
+      env.step("look around")
+
+    # Replay restore: identical state and identical next step.
+    env.restore(mid_snap)
+    assert env.look() == mid_look
+    again = env.step(gold[len(gold) // 2])
+    assert again.observation == mid_next.observation
+    assert again.reward == mid_next.reward
+    assert again.info["score"] == mid_next.info["score"]
+  finally:
+    env.close()
+  assert _child_java_pids() == before
+
+
+@pytest.mark.slow
+def test_gold_plans_win_across_tasks():
+  """The simulator's gold plan wins one dev variation of every task."""
+  before = _child_java_pids()
+  with SciWorldEnv() as env:
+    names = env.task_names()
+    assert len(names) == 30
+    for name in names:
+      tid = f"{name}/{env._splits(name)[1][0]}"  # pylint: disable=protected-access
+      gold = env.gold_actions(tid)
+      env.reset(tid)
+      res = _run(env, gold)
+      assert res.info["score"] == pytest.approx(1.0), (tid, res)
+  assert _child_java_pids() == before
+
+
+@pytest.mark.slow
+def test_many_envs_no_leak():
+  before = _child_java_pids()
+  envs = [SciWorldEnv(task_names=["boil"]) for _ in range(3)]
+  for e in envs:
+    e.reset("boil/0")
+    e.step("look around")
+  assert len(_child_java_pids() - before) == 3
+  for e in envs:
+    e.close()
+  assert _child_java_pids() == before
