@@ -192,7 +192,7 @@ def collect(env_factory: EnvFactory, policy: Policy, task_ids: Sequence[str],
   try:
     with records.JsonlWriter(out_path) as writer:
       while queue or live:
-        while queue and not free_envs and len(envs) < config.num_envs:
+        while len(free_envs) < len(queue) and len(envs) < config.num_envs:
           env = env_factory()
           envs.append(env)
           free_envs.append(env)
