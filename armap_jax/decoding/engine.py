@@ -1,0 +1,350 @@
+"""Batched generation: one bucketed prefill, then a jitted while_loop decode.
+
+Flow of `Decoder.generate`:
+  1. Host: tokenize, validate, left-pad the P prompts to a power-of-two length
+     bucket, choose power-of-two row counts (multiples of the mesh's batch
+     shards).
+  2. `_prefill` (jit): one forward over all prompts into a fresh KV cache, then
+     gather cache rows and last-position logits to the R = P * n decode rows
+     (n samples per prompt share that one prefill).
+  3. `_decode` (jit, cache donated): a `lax.while_loop` that samples a token
+     per row, records it and its log-prob in fixed buffers, updates per-row
+     stop state (EOS ids, stop-token ids, the stop-string automaton of
+     `stops.py`, length), and runs one cached forward step, until every row is
+     done.
+  4. Host: decode text, trim at stop strings, build `Completion`s.
+
+Jitted functions live at module level with the model's GraphDef as a static
+argument and its State as an ordinary argument, so compiled programs are
+reused across calls and across `Decoder` objects for the same architecture;
+they are keyed only by the static shapes (buckets).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from armap_jax.decoding import batching
+from armap_jax.decoding.sampling import SamplingArrays, row_keys, sample_tokens
+from armap_jax.decoding.stops import MATCHED, StopTables, trim_at_stop
+
+# Finish codes carried on device.
+RUNNING, EOS, STOP_STRING, LENGTH, STOP_TOKEN = 0, 1, 2, 3, 4
+FINISH_REASON = {EOS: "eos", STOP_STRING: "stop", LENGTH: "length",
+                 STOP_TOKEN: "stop"}
+PAD_ID = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+  """One generated continuation.
+
+  `logprobs` are the model's (temperature 1, untruncated) log-probs of each
+  generated token; `token_ids` include a final EOS / stop token when one ended
+  the row, while `text` leaves special tokens and the stop string out.
+  """
+
+  text: str
+  token_ids: list[int]
+  logprobs: list[float]
+  finish_reason: str  # "stop" | "eos" | "length"
+  prompt_tokens: int
+  completion_tokens: int
+
+  @property
+  def cumulative_logprob(self) -> float:
+    return float(np.sum(self.logprobs, dtype=np.float64))
+
+
+# --------------------------------------------------------------------------
+# Jitted pieces.
+
+
+@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("cache_len",))
+def _prefill(graphdef, state, tokens_bp, mask_bp, row_prompt_r, *, cache_len):
+  """Prefill B prompts; return cache and next-token logits for R rows."""
+  model = nnx.merge(graphdef, state)
+  tokens_bp = batching.shard_rows(tokens_bp)
+  mask_bp = batching.shard_rows(mask_bp)
+  batch = tokens_bp.shape[0]
+  positions_bp = batching.positions_from_mask(mask_bp)
+  attn_bps = batching.prefill_mask(mask_bp, cache_len)
+  cache = model.init_cache(batch, cache_len)
+  hidden_bpd, cache = model.hidden(tokens_bp, positions_bp, attn_bps,
+                                   cache=cache, cache_index=jnp.int32(0))
+  logits_bv = model.logits(hidden_bpd[:, -1:])[:, 0].astype(jnp.float32)
+  cache = jax.tree.map(lambda c: c[:, row_prompt_r], cache)
+  cache = batching.shard_cache(cache)
+  return cache, batching.shard_rows(logits_bv[row_prompt_r])
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class _Rows:
+  """Per-row inputs to the decode loop (all leading dim R)."""
+
+  keys: jax.Array          # PRNG keys.
+  knobs: SamplingArrays
+  max_new: jax.Array       # int32; 0 marks a padding row.
+  prompt_len: jax.Array    # int32 real prompt tokens (next RoPE position).
+  kv_valid: jax.Array      # bool [R, S]: prompt slots holding real tokens.
+
+
+def _finish_codes(tok_r, t, max_new_r, eos_e, stop_ids_e, stop_state_r,
+                  stop_table_sv):
+  """Finish code per row after emitting token t (0-based), new stop state."""
+  nxt_r = stop_table_sv[stop_state_r, tok_r]
+  hit_r = nxt_r == MATCHED
+  is_eos = jnp.any(tok_r[:, None] == eos_e[None, :], axis=-1)
+  is_stop_id = jnp.any(tok_r[:, None] == stop_ids_e[None, :], axis=-1)
+  code = jnp.where(is_eos, EOS, jnp.where(
+      is_stop_id, STOP_TOKEN, jnp.where(
+          hit_r, STOP_STRING, jnp.where(t + 1 >= max_new_r, LENGTH, RUNNING))))
+  return code.astype(jnp.int32), jnp.where(hit_r, 0, nxt_r)
+
+
+@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("n_buf",),
+                   donate_argnames=("cache",))
+def _decode(graphdef, state, cache, logits_rv, rows: _Rows, eos_e, stop_ids_e,
+            stop_table_sv, *, n_buf):
+  """Sample up to n_buf tokens per row with a while_loop over fixed buffers."""
+  model = nnx.merge(graphdef, state)
+  num_rows, cache_len = rows.kv_valid.shape
+  prompt_slots = cache_len - n_buf
+
+  def emit(carry, logits_rv, t):
+    tokens, logprobs, finish, stop_state, count = carry
+    done_r = finish != RUNNING
+    tok_r, lp_r = sample_tokens(logits_rv, rows.keys, t, rows.knobs)
+    tok_r = jnp.where(done_r, PAD_ID, tok_r)
+    lp_r = jnp.where(done_r, 0.0, lp_r)
+    tokens = jax.lax.dynamic_update_slice(tokens, tok_r[:, None], (0, t))
+    logprobs = jax.lax.dynamic_update_slice(logprobs, lp_r[:, None], (0, t))
+    code_r, new_stop = _finish_codes(tok_r, t, rows.max_new, eos_e,
+                                     stop_ids_e, stop_state, stop_table_sv)
+    finish = jnp.where(done_r, finish, code_r)
+    return tokens, logprobs, finish, new_stop, count + (~done_r)
+
+  tokens = jnp.full((num_rows, n_buf), PAD_ID, jnp.int32)
+  logprobs = jnp.zeros((num_rows, n_buf), jnp.float32)
+  finish = jnp.where(rows.max_new > 0, RUNNING, LENGTH).astype(jnp.int32)
+  stop_state = jnp.zeros((num_rows,), jnp.int32)
+  count = jnp.zeros((num_rows,), jnp.int32)
+  carry = emit((tokens, logprobs, finish, stop_state, count), logits_rv,
+               jnp.int32(0))
+
+  def cond(loop):
+    t, _, _, inner = loop
+    return (t < n_buf) & jnp.any(inner[2] == RUNNING)
+
+  def body(loop):
+    t, cache, kv_valid, inner = loop
+    slot = prompt_slots + t - 1
+    kv_valid = jax.lax.dynamic_update_slice(
+        kv_valid, jnp.ones((num_rows, 1), bool), (0, slot))
+    prev_r = jax.lax.dynamic_slice_in_dim(inner[0], t - 1, 1, axis=1)
+    pos_r1 = (rows.prompt_len + t - 1)[:, None]
+    logits, cache = model(prev_r, pos_r1, kv_valid[:, None, :], cache=cache,
+                          cache_index=slot)
+    cache = batching.shard_cache(cache)
+    inner = emit(inner, logits[:, -1].astype(jnp.float32), t)
+    return t + 1, cache, kv_valid, inner
+
+  _, cache, _, (tokens, logprobs, finish, _, count) = jax.lax.while_loop(
+      cond, body, (jnp.int32(1), cache, rows.kv_valid, carry))
+  return tokens, logprobs, finish, count, cache
+
+
+# --------------------------------------------------------------------------
+# Host side.
+
+_STOP_TABLES: dict[tuple[int, int], tuple[object, StopTables]] = {}
+
+
+def stop_tables_for(tokenizer, vocab_size: int) -> StopTables:
+  key = (id(tokenizer), vocab_size)
+  hit = _STOP_TABLES.get(key)
+  if hit is not None and hit[0] is tokenizer:
+    return hit[1]
+  tables = StopTables(tokenizer, vocab_size)
+  if len(_STOP_TABLES) > 8:
+    _STOP_TABLES.clear()
+  _STOP_TABLES[key] = (tokenizer, tables)
+  return tables
+
+
+def _as_tuple(x) -> tuple[int, ...]:
+  if x is None:
+    return ()
+  if isinstance(x, (int, np.integer)):
+    return (int(x),)
+  return tuple(int(v) for v in x)
+
+
+def _padded_ids(ids: Sequence[int], minimum: int = 8) -> np.ndarray:
+  out = np.full((batching.next_pow2(len(ids), minimum),), -1, np.int32)
+  out[:len(ids)] = ids
+  return out
+
+
+class Decoder:
+  """Generation, beam search and scoring for one model + tokenizer.
+
+  Holds the model split into (GraphDef, State); call `update(model)` after
+  the weights change. Compiled programs are shared at module level.
+  """
+
+  def __init__(self, model, tokenizer=None, *,
+               eos_token_ids: Sequence[int] | int | None = None,
+               context_length: int | None = None):
+    self.graphdef, self.state = nnx.split(model)
+    self.tokenizer = tokenizer
+    config = getattr(model, "config", None)
+    self.vocab_size = int(getattr(config, "vocab_size", 0) or len(tokenizer))
+    self.context = int(context_length or getattr(
+        config, "max_position_embeddings", 0) or 1 << 30)
+    if eos_token_ids is None:
+      eos = set(_as_tuple(getattr(config, "eos_token_id", None)))
+      if tokenizer is not None and tokenizer.eos_token_id is not None:
+        eos.add(int(tokenizer.eos_token_id))
+      eos_token_ids = sorted(eos)
+    self.eos_token_ids = _as_tuple(eos_token_ids)
+
+  def update(self, model) -> None:
+    self.graphdef, self.state = nnx.split(model)
+
+  # -- helpers shared with beam search / scoring --------------------------
+
+  def encode(self, prompts, add_special_tokens: bool = True) -> list[list[int]]:
+    return batching.encode_prompts(self.tokenizer, prompts, self.vocab_size,
+                                   self.context, add_special_tokens)
+
+  def split_stop(self, stop) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Separates stop strings from stop token ids and validates both."""
+    if stop is None:
+      stop = ()
+    if isinstance(stop, (str, int)):
+      stop = (stop,)
+    strings, ids = [], []
+    for s in stop:
+      if isinstance(s, str):
+        if not s:
+          raise ValueError("stop: empty stop string")
+        strings.append(s)
+      elif isinstance(s, (int, np.integer)):
+        if not 0 <= int(s) < self.vocab_size:
+          raise ValueError(f"stop: unknown stop token id {int(s)} (vocab size "
+                           f"{self.vocab_size})")
+        ids.append(int(s))
+      else:
+        raise ValueError(f"stop: expected str or int token id, got {s!r}")
+    if strings and self.tokenizer is None:
+      raise ValueError("stop strings need a tokenizer")
+    return tuple(strings), tuple(ids)
+
+  def stop_table(self, strings: Sequence[str]) -> np.ndarray:
+    if not strings:
+      return np.zeros((1, self.vocab_size), np.int32)
+    return stop_tables_for(self.tokenizer, self.vocab_size).table(strings)
+
+  def prefill(self, prompt_ids: list[list[int]], row_prompt: np.ndarray,
+              n_buf: int):
+    """Runs the prefill; returns (cache, logits_rv, kv_valid_rs, lens_p)."""
+    p_len = batching.next_pow2(max(len(p) for p in prompt_ids), 16)
+    rows_p = batching.batch_bucket(len(prompt_ids))
+    tokens, mask = batching.left_pad(prompt_ids, rows_p, p_len)
+    cache_len = p_len + n_buf
+    cache, logits = _prefill(self.graphdef, self.state, tokens, mask,
+                             row_prompt.astype(np.int32), cache_len=cache_len)
+    kv_valid = np.zeros((len(row_prompt), cache_len), bool)
+    kv_valid[:, :p_len] = mask[row_prompt]
+    return cache, logits, kv_valid
+
+  def text(self, ids: Sequence[int]) -> str:
+    if self.tokenizer is None:
+      return ""
+    return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+  # -- generation ---------------------------------------------------------
+
+  def generate(self, prompts, *, n: int = 1, max_new_tokens: int = 64,
+               temperature=0.0, top_p=1.0, top_k=0, stop=(), seed: int = 0,
+               keys: jax.Array | None = None,
+               add_special_tokens: bool = True) -> list[list[Completion]]:
+    """Generates `n` completions per prompt from one shared prefill.
+
+    Args:
+      prompts: list of strings or of token-id lists.
+      n: samples per prompt.
+      max_new_tokens: per-row budget (also capped by the context length).
+      temperature, top_p, top_k: scalars or one value per prompt.
+      stop: stop strings and/or stop token ids.
+      seed: row (prompt i, sample j) uses key fold_in(key(seed), i * n + j).
+      keys: optional [len(prompts), n] typed PRNG keys overriding `seed`.
+      add_special_tokens: passed to the tokenizer for text prompts.
+
+    Returns:
+      For each prompt, its n `Completion`s.
+    """
+    if n < 1:
+      raise ValueError(f"n must be >= 1, got {n}")
+    if max_new_tokens < 1:
+      raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    prompt_ids = self.encode(prompts, add_special_tokens)
+    strings, stop_ids = self.split_stop(stop)
+    num_p = len(prompt_ids)
+    num_rows = batching.batch_bucket(num_p * n)
+    row_prompt = np.zeros((num_rows,), np.int32)
+    row_prompt[:num_p * n] = np.repeat(np.arange(num_p), n)
+    n_buf = batching.next_pow2(max_new_tokens, 16)
+
+    knobs = SamplingArrays.make(num_p, temperature, top_k, top_p).take(
+        row_prompt)
+    lens = np.asarray([len(p) for p in prompt_ids], np.int32)
+    max_new = np.minimum(max_new_tokens, self.context - lens)[row_prompt]
+    max_new[num_p * n:] = 0
+    if keys is None:
+      keys_r = row_keys(seed, num_rows)
+    else:
+      keys = jnp.asarray(keys)
+      if keys.shape[:2] != (num_p, n):
+        raise ValueError(f"keys: expected shape ({num_p}, {n}), got "
+                         f"{keys.shape}")
+      keys_r = jnp.concatenate([keys.reshape((num_p * n,) + keys.shape[2:]),
+                                row_keys(seed, num_rows)[num_p * n:]])
+
+    cache, logits, kv_valid = self.prefill(prompt_ids, row_prompt, n_buf)
+    rows = _Rows(keys=keys_r, knobs=knobs, max_new=max_new.astype(np.int32),
+                 prompt_len=lens[row_prompt], kv_valid=kv_valid)
+    tokens, logprobs, finish, counts, _ = _decode(
+        self.graphdef, self.state, cache, logits, rows,
+        _padded_ids(self.eos_token_ids), _padded_ids(stop_ids),
+        self.stop_table(strings), n_buf=n_buf)
+    tokens, logprobs, finish, counts = jax.device_get(
+        (tokens, logprobs, finish, counts))
+
+    out: list[list[Completion]] = []
+    for i in range(num_p):
+      group = []
+      for j in range(n):
+        r = i * n + j
+        code = int(finish[r])
+        count = int(counts[r])
+        ids = tokens[r, :count].tolist()
+        shown = ids[:-1] if code == STOP_TOKEN else ids
+        text = self.text(shown)
+        if code == STOP_STRING:
+          text, _ = trim_at_stop(text, strings)
+        group.append(Completion(
+            text=text, token_ids=ids, logprobs=logprobs[r, :count].tolist(),
+            finish_reason=FINISH_REASON.get(code, "length"),
+            prompt_tokens=int(lens[i]), completion_tokens=count))
+      out.append(group)
+    return out
