@@ -1,0 +1,118 @@
+"""Building blocks as pure functions over arrays.
+
+The transformer keeps its per-layer weights stacked along a leading `layers`
+axis and scans over them, so the blocks here take weight arrays rather than
+owning parameters.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from armap_jax.models.config import ModelConfig
+
+
+def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
+  """RMSNorm as in HF Llama: normalise in float32, scale in the input dtype."""
+  dtype = x.dtype
+  x32 = x.astype(jnp.float32)
+  var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+  y = (x32 * jax.lax.rsqrt(var + eps)).astype(dtype)
+  return weight.astype(dtype) * y
+
+
+def layer_norm(x: jax.Array, weight: jax.Array, bias: jax.Array,
+               eps: float) -> jax.Array:
+  """LayerNorm over the last axis, statistics in float32."""
+  dtype = x.dtype
+  x32 = x.astype(jnp.float32)
+  mean = jnp.mean(x32, axis=-1, keepdims=True)
+  var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+  y = (x32 - mean) * jax.lax.rsqrt(var + eps)
+  return (y * weight.astype(jnp.float32) + bias.astype(jnp.float32)).astype(dtype)
+
+
+def rope_inv_freq(config: ModelConfig) -> np.ndarray:
+  """Inverse frequencies [H/2] for RoPE incl. the supported scaling variants."""
+  dim = config.head_dim
+  inv_freq = 1.0 / (config.rope_theta ** (
+      np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim))
+  inv_freq = inv_freq.astype(np.float32)
+  scaling = config.rope_scaling
+  if not scaling:
+    return inv_freq
+  rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+  if rope_type == "default":
+    return inv_freq
+  if rope_type == "linear":
+    return (inv_freq / np.float32(scaling["factor"])).astype(np.float32)
+  if rope_type == "llama3":
+    factor = scaling["factor"]
+    low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old_len = scaling["original_max_position_embeddings"]
+    low_wavelen, high_wavelen = old_len / low, old_len / high
+    wavelen = 2 * math.pi / inv_freq
+    scaled = np.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+    return np.where(medium, smoothed, scaled).astype(np.float32)
+  raise ValueError(f"rope_scaling.rope_type={rope_type!r} is not supported")
+
+
+def rope_cos_sin(positions_bt: jax.Array, inv_freq: np.ndarray,
+                 dtype) -> tuple[jax.Array, jax.Array]:
+  """cos/sin tables [B, T, H] (HF layout: the half-frequencies repeated)."""
+  freqs = positions_bt.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)
+  emb = jnp.concatenate([freqs, freqs], axis=-1)
+  return jnp.cos(emb).astype(dtype), jnp.sin(emb).astype(dtype)
+
+
+def apply_rope(x_btnh: jax.Array, cos_bth: jax.Array,
+               sin_bth: jax.Array) -> jax.Array:
+  """HF `rotate_half` rotary embedding."""
+  half = x_btnh.shape[-1] // 2
+  x1, x2 = x_btnh[..., :half], x_btnh[..., half:]
+  rotated = jnp.concatenate([-x2, x1], axis=-1)
+  cos, sin = cos_bth[:, :, None, :], sin_bth[:, :, None, :]
+  return x_btnh * cos + rotated * sin
+
+
+def activation(name: str, x: jax.Array) -> jax.Array:
+  if name == "silu":
+    return jax.nn.silu(x)
+  if name in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
+    return jax.nn.gelu(x, approximate=True)
+  if name == "gelu":
+    return jax.nn.gelu(x, approximate=False)
+  if name == "relu":
+    return jax.nn.relu(x)
+  raise ValueError(f"hidden_act={name!r} is not supported")
+
+
+def attention(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array,
+              mask_bts: jax.Array) -> jax.Array:
+  """Grouped-query softmax attention; scores and softmax in float32.
+
+  Args:
+    q_btnh: queries, N = K * G heads.
+    k_bskh, v_bskh: keys/values with K heads.
+    mask_bts: True where query t may attend key s.
+
+  Returns:
+    [B, T, N, H] attention output in q's dtype.
+  """
+  b, t, n, h = q_btnh.shape
+  k = k_bskh.shape[2]
+  q_btkgh = q_btnh.reshape(b, t, k, n // k, h)
+  scores = jnp.einsum("btkgh,bskh->bkgts", q_btkgh, k_bskh,
+                      preferred_element_type=jnp.float32) / math.sqrt(h)
+  big_neg = jnp.finfo(jnp.float32).min
+  scores = jnp.where(mask_bts[:, None, None, :, :], scores, big_neg)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v_bskh.dtype)
+  out = jnp.einsum("bkgts,bskh->btkgh", probs, v_bskh)
+  return out.reshape(b, t, n, h)

@@ -1,0 +1,263 @@
+"""Decoder-only transformer family in Flax NNX (Llama / Mistral / Qwen2 / Qwen3 / GPT-2).
+
+Per-layer weights are stacked along a leading `layers` axis and the forward
+pass is one `lax.scan` over them, so compile time does not grow with depth.
+
+Call contract (see the project's cross-helper contracts):
+  model(tokens_bt, positions_bt, attn_mask_bts=None, cache=None,
+        cache_index=None) -> (logits_btv float32, new_cache)
+  Cache = {"k": [L, B, S, K, H], "v": [L, B, S, K, H]}.
+
+Without a cache, attention is over the T given tokens (default mask: causal).
+With a cache, the new k/v are written at slots [cache_index, cache_index + T)
+and queries attend over all S slots under `attn_mask_bts` [B, T, S] (default:
+slot <= cache_index + t). Mistral's sliding window is not applied (exact for
+sequences up to `sliding_window` tokens, 4096 for Mistral-7B).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from armap_jax import sharding as shd
+from armap_jax.models import layers
+from armap_jax.models.config import ModelConfig
+
+Cache = dict[str, jax.Array]
+
+_INIT_STD = 0.02
+
+
+def _param(rngs: nnx.Rngs | None, shape, names, dtype, init: str = "normal"):
+  """An nnx.Param with logical axis names (`out_sharding`), not eagerly sharded."""
+  if init == "ones":
+    value = jnp.ones(shape, dtype)
+  elif init == "zeros":
+    value = jnp.zeros(shape, dtype)
+  else:
+    value = (_INIT_STD * jax.random.normal(rngs.params(), shape)).astype(dtype)
+  return nnx.Param(value, out_sharding=tuple(names), eager_sharding=False)
+
+
+class DecoderLayers(nnx.Module):
+  """All decoder blocks, weights stacked on a leading `layers` axis."""
+
+  def __init__(self, config: ModelConfig, *, param_dtype, rngs: nnx.Rngs):
+    c = config
+    L, D, N, K, H, F = (c.num_layers, c.hidden_size, c.num_heads,
+                        c.num_kv_heads, c.head_dim, c.intermediate_size)
+    p = lambda shape, names, init="normal": _param(
+        rngs, shape, names, param_dtype, init)
+    self.attn_norm = p((L, D), ("layers", "norm"), "ones")
+    self.mlp_norm = p((L, D), ("layers", "norm"), "ones")
+    if c.norm_type == "layer":
+      self.attn_norm_bias = p((L, D), ("layers", "norm"), "zeros")
+      self.mlp_norm_bias = p((L, D), ("layers", "norm"), "zeros")
+    self.q_proj = p((L, D, N, H), ("layers", "embed", "heads", "head_dim"))
+    self.k_proj = p((L, D, K, H), ("layers", "embed", "kv_heads", "head_dim"))
+    self.v_proj = p((L, D, K, H), ("layers", "embed", "kv_heads", "head_dim"))
+    self.o_proj = p((L, N, H, D), ("layers", "heads", "head_dim", "embed"))
+    if c.attention_bias:
+      self.q_bias = p((L, N, H), ("layers", "heads", "head_dim"), "zeros")
+      self.k_bias = p((L, K, H), ("layers", "kv_heads", "head_dim"), "zeros")
+      self.v_bias = p((L, K, H), ("layers", "kv_heads", "head_dim"), "zeros")
+    if c.attention_out_bias:
+      self.o_bias = p((L, D), ("layers", "embed"), "zeros")
+    if c.qk_norm:
+      self.q_norm = p((L, H), ("layers", "head_dim"), "ones")
+      self.k_norm = p((L, H), ("layers", "head_dim"), "ones")
+    if c.mlp_type == "swiglu":
+      self.gate_proj = p((L, D, F), ("layers", "embed", "mlp"))
+    self.up_proj = p((L, D, F), ("layers", "embed", "mlp"))
+    self.down_proj = p((L, F, D), ("layers", "mlp", "embed"))
+    if c.mlp_bias:
+      self.up_bias = p((L, F), ("layers", "mlp"), "zeros")
+      self.down_bias = p((L, D), ("layers", "embed"), "zeros")
+
+  def weights(self) -> dict[str, jax.Array]:
+    """The stacked weight arrays by name (scan input)."""
+    return {name: var[...] for name, var in vars(self).items()
+            if isinstance(var, nnx.Param)}
+
+
+def _norm(config: ModelConfig, x, w, name):
+  if config.norm_type == "layer":
+    return layers.layer_norm(x, w[name], w[name + "_bias"], config.norm_eps)
+  return layers.rms_norm(x, w[name], config.norm_eps)
+
+
+def _block(config: ModelConfig, dtype, x_btd, w, cos_sin, mask_bts,
+           cache_kv, cache_index):
+  """One pre-norm decoder block. Returns (x, (k_cache, v_cache) or None)."""
+  c = config
+  cast = lambda a: a.astype(dtype)
+  h = _norm(c, x_btd, w, "attn_norm")
+  q = jnp.einsum("btd,dnh->btnh", h, cast(w["q_proj"]))
+  k = jnp.einsum("btd,dkh->btkh", h, cast(w["k_proj"]))
+  v = jnp.einsum("btd,dkh->btkh", h, cast(w["v_proj"]))
+  if c.attention_bias:
+    q, k, v = q + cast(w["q_bias"]), k + cast(w["k_bias"]), v + cast(w["v_bias"])
+  if c.qk_norm:
+    q = layers.rms_norm(q, w["q_norm"], c.norm_eps)
+    k = layers.rms_norm(k, w["k_norm"], c.norm_eps)
+  if cos_sin is not None:
+    q = layers.apply_rope(q, *cos_sin)
+    k = layers.apply_rope(k, *cos_sin)
+  q = shd.shard(q, "batch", "length", "heads", "head_dim")
+  if cache_kv is None:
+    keys, values, new_kv = k, v, None
+  else:
+    ck, cv = cache_kv
+    idx = (0, cache_index, 0, 0)
+    ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), idx)
+    cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), idx)
+    new_kv = (ck, cv)
+    keys, values = ck.astype(dtype), cv.astype(dtype)
+  attn = layers.attention(q, keys, values, mask_bts)
+  out = jnp.einsum("btnh,nhd->btd", attn, cast(w["o_proj"]))
+  if c.attention_out_bias:
+    out = out + cast(w["o_bias"])
+  x_btd = x_btd + out
+  h = _norm(c, x_btd, w, "mlp_norm")
+  up = jnp.einsum("btd,df->btf", h, cast(w["up_proj"]))
+  if c.mlp_bias:
+    up = up + cast(w["up_bias"])
+  if c.mlp_type == "swiglu":
+    gate = jnp.einsum("btd,df->btf", h, cast(w["gate_proj"]))
+    act = layers.activation(c.hidden_act, gate) * up
+  else:
+    act = layers.activation(c.hidden_act, up)
+  act = shd.shard(act, "batch", "length", "mlp")
+  down = jnp.einsum("btf,fd->btd", act, cast(w["down_proj"]))
+  if c.mlp_bias:
+    down = down + cast(w["down_bias"])
+  x_btd = shd.shard(x_btd + down, "batch", "length", "embed")
+  return x_btd, new_kv
+
+
+class Transformer(nnx.Module):
+  """Decoder-only LM. See the module docstring for the call contract."""
+
+  def __init__(self, config: ModelConfig, *, dtype=jnp.float32,
+               param_dtype=jnp.float32, rngs: nnx.Rngs | None = None):
+    rngs = rngs if rngs is not None else nnx.Rngs(0)
+    c = config
+    self.config = c
+    self.dtype = dtype
+    self.param_dtype = param_dtype
+    self.embed = _param(rngs, (c.vocab_size, c.hidden_size), ("vocab", "embed"),
+                        param_dtype)
+    if c.is_gpt2:
+      self.pos_embed = _param(rngs, (c.max_position_embeddings, c.hidden_size),
+                              (None, "embed"), param_dtype)
+    self.layers = DecoderLayers(c, param_dtype=param_dtype, rngs=rngs)
+    self.final_norm = _param(rngs, (c.hidden_size,), ("norm",), param_dtype,
+                             "ones")
+    if c.norm_type == "layer":
+      self.final_norm_bias = _param(rngs, (c.hidden_size,), ("norm",),
+                                    param_dtype, "zeros")
+    if not c.tie_word_embeddings:
+      self.lm_head = _param(rngs, (c.hidden_size, c.vocab_size),
+                            ("embed", "vocab"), param_dtype)
+
+  def init_cache(self, batch_size: int, max_len: int, dtype=None) -> Cache:
+    """Zeroed KV cache {"k","v"}: [L, B, S, K, H]."""
+    c = self.config
+    shape = (c.num_layers, batch_size, max_len, c.num_kv_heads, c.head_dim)
+    dtype = dtype or self.dtype
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+
+  def hidden(self, tokens_bt: jax.Array, positions_bt: jax.Array,
+             attn_mask_bts: jax.Array | None = None,
+             cache: Cache | None = None,
+             cache_index: jax.Array | int | None = None
+             ) -> tuple[jax.Array, Cache | None]:
+    """Final-norm hidden states [B, T, D] and the updated cache."""
+    c = self.config
+    b, t = tokens_bt.shape
+    x = jnp.take(self.embed[...], tokens_bt, axis=0).astype(self.dtype)
+    if c.is_gpt2:
+      x = x + jnp.take(self.pos_embed[...], positions_bt, axis=0).astype(
+          self.dtype)
+    x = shd.shard(x, "batch", "length", "embed")
+    cos_sin = None
+    if c.uses_rope:
+      cos_sin = layers.rope_cos_sin(positions_bt, layers.rope_inv_freq(c),
+                                    self.dtype)
+    if cache is None:
+      if attn_mask_bts is None:
+        attn_mask_bts = jnp.broadcast_to(
+            jnp.tril(jnp.ones((t, t), jnp.bool_)), (b, t, t))
+      cache_index = jnp.int32(0)
+    else:
+      cache_index = jnp.asarray(0 if cache_index is None else cache_index,
+                                jnp.int32)
+      if attn_mask_bts is None:
+        s = cache["k"].shape[2]
+        q_slot = cache_index + jnp.arange(t, dtype=jnp.int32)
+        allowed = jnp.arange(s, dtype=jnp.int32)[None, :] <= q_slot[:, None]
+        attn_mask_bts = jnp.broadcast_to(allowed, (b, t, s))
+    dtype = self.dtype
+
+    def body(x_btd, xs):
+      w, kv = xs
+      x_btd, new_kv = _block(c, dtype, x_btd, w, cos_sin, attn_mask_bts, kv,
+                             cache_index)
+      return x_btd, new_kv
+
+    kv_in = None if cache is None else (cache["k"], cache["v"])
+    x, kv_out = jax.lax.scan(body, x, (self.layers.weights(), kv_in))
+    if c.norm_type == "layer":
+      x = layers.layer_norm(x, self.final_norm[...], self.final_norm_bias[...],
+                            c.norm_eps)
+    else:
+      x = layers.rms_norm(x, self.final_norm[...], c.norm_eps)
+    new_cache = None if kv_out is None else {"k": kv_out[0], "v": kv_out[1]}
+    return x, new_cache
+
+  def logits(self, hidden_btd: jax.Array) -> jax.Array:
+    """LM head (or tied embedding) -> float32 logits [B, T, V]."""
+    if self.config.tie_word_embeddings:
+      return jnp.einsum("btd,vd->btv", hidden_btd,
+                        self.embed[...].astype(self.dtype),
+                        preferred_element_type=jnp.float32)
+    return jnp.einsum("btd,dv->btv", hidden_btd,
+                      self.lm_head[...].astype(self.dtype),
+                      preferred_element_type=jnp.float32)
+
+  def __call__(self, tokens_bt: jax.Array, positions_bt: jax.Array,
+               attn_mask_bts: jax.Array | None = None,
+               cache: Cache | None = None,
+               cache_index: jax.Array | int | None = None
+               ) -> tuple[jax.Array, Cache | None]:
+    h, new_cache = self.hidden(tokens_bt, positions_bt, attn_mask_bts, cache,
+                               cache_index)
+    return self.logits(h), new_cache
+
+
+def param_logical_axes(model: nnx.Module) -> dict[tuple[str, ...], Any]:
+  """{param path: logical axis names} for every nnx.Param in `model`."""
+  out = {}
+  for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+    out[tuple(str(p) for p in path)] = var.get_metadata().get("out_sharding")
+  return out
+
+
+def shard_model(model: nnx.Module, mesh: jax.sharding.Mesh,
+                rules=shd.DEFAULT_RULES) -> nnx.Module:
+  """Places every nnx.Param of `model` (in place) by its logical axis names."""
+  state = nnx.state(model, nnx.Param)
+
+  def place(var):
+    names = var.get_metadata().get("out_sharding")
+    return var.replace(jax.device_put(var[...],
+                                      shd.named_sharding(mesh, names, rules)))
+
+  state = jax.tree.map(place, state,
+                       is_leaf=lambda v: isinstance(v, nnx.Variable))
+  nnx.update(model, state)
+  return model
