@@ -1,0 +1,67 @@
+"""RewardModel: a decoder backbone plus a scalar value head.
+
+`rm(tokens_bt, positions_bt=None, attn_mask_bts=None) -> values_bt` gives one
+float32 scalar per position; callers pick the last real token (outcome RM,
+ARMAP) or each step's end position (process RM). Inputs are right-padded, so
+the default causal mask is correct and positions are 0..T-1.
+
+The backbone's LM head is dropped (a reward model never uses it), so a
+pretrained backbone costs no vocab x hidden head in memory or in the
+optimizer.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from armap_jax.models.config import ModelConfig
+from armap_jax.models.transformer import Transformer
+
+
+class RewardModel(nnx.Module):
+  """Backbone `Transformer` + value head (see module docstring)."""
+
+  def __init__(self,
+               config: ModelConfig,
+               *,
+               backbone: Transformer | None = None,
+               dtype=jnp.float32,
+               param_dtype=jnp.float32,
+               rngs: nnx.Rngs | None = None):
+    rngs = rngs if rngs is not None else nnx.Rngs(0)
+    self.config = config
+    self.backbone = backbone if backbone is not None else Transformer(
+        config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    if hasattr(self.backbone, "lm_head"):
+      del self.backbone.lm_head
+    d = config.hidden_size
+    w = jax.random.normal(rngs.params(), (d,)) / jnp.sqrt(d + 1.0)
+    self.value_w = nnx.Param(w.astype(param_dtype), out_sharding=("embed",),
+                             eager_sharding=False)
+    self.value_b = nnx.Param(jnp.zeros((), param_dtype), out_sharding=(),
+                             eager_sharding=False)
+
+  def __call__(self, tokens_bt: jax.Array,
+               positions_bt: jax.Array | None = None,
+               attn_mask_bts: jax.Array | None = None) -> jax.Array:
+    """Per-position scalar values [B, T] in float32."""
+    if positions_bt is None:
+      positions_bt = jnp.broadcast_to(
+          jnp.arange(tokens_bt.shape[1], dtype=jnp.int32), tokens_bt.shape)
+    h_btd, _ = self.backbone.hidden(tokens_bt, positions_bt, attn_mask_bts)
+    v = jnp.einsum("btd,d->bt", h_btd, self.value_w[...].astype(h_btd.dtype),
+                   preferred_element_type=jnp.float32)
+    return v + self.value_b[...].astype(jnp.float32)
+
+
+def gather_positions(values_bt: jax.Array, idx_bk: jax.Array) -> jax.Array:
+  """values[b, idx[b, k]] -> [B, K] (indices clipped into range)."""
+  idx = jnp.clip(idx_bk, 0, values_bt.shape[1] - 1)
+  return jnp.take_along_axis(values_bt, idx, axis=1)
+
+
+def last_token_values(values_bt: jax.Array, lengths_b: jax.Array) -> jax.Array:
+  """The value at each row's last real token (right padding). [B]."""
+  return gather_positions(values_bt, (lengths_b - 1)[:, None])[:, 0]

@@ -1,0 +1,368 @@
+"""Jitted, sharded train/eval steps for reward models.
+
+State is a plain pytree ``{"params", "opt_state", "step"}`` (params as a pure
+dict of arrays split from an NNX module), so it passes through `jax.jit` with
+explicit shardings, donation and Orbax without NNX objects. Parameters are
+placed by their logical axis names (`out_sharding` metadata) through the rules
+table in `armap_jax.sharding`; batches are sharded over ("data", "fsdp") on
+their leading axis.
+
+Kinds (`TrainConfig.kind`):
+  "pair"     ARMAP Bradley-Terry on the last-token reward of pos/neg.
+  "value"    AgentRM explicit PRM (MSE or soft BCE) at step-end positions.
+  "implicit" AgentRM implicit PRM: the model is a policy LM (`Transformer`);
+             a frozen copy of its initial params is the reference.
+
+Gradient accumulation splits the global batch into `grad_accum` interleaved
+micro-batches (rows j, j+A, j+2A, ...) and scans over them; the loss is the
+mean of the micro-batch losses. Non-finite loss or gradients never reach the
+parameters: the update is skipped inside the step (`metrics["skipped"]`), and
+the host loop raises (`nan_policy="raise"`) or logs and goes on ("skip").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from armap_jax import sharding as shd
+from armap_jax.training import losses
+from armap_jax.training.reward_model import gather_positions, last_token_values
+
+State = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Optimisation and loss settings."""
+
+  kind: str = "pair"  # "pair" | "value" | "implicit"
+  steps: int = 1000
+  batch_size: int = 16  # Global, across processes and micro-batches.
+  grad_accum: int = 1
+  lr: float = 1e-4
+  warmup_steps: int = 20
+  schedule: str = "cosine"  # "cosine" | "constant"
+  end_lr_frac: float = 0.1
+  weight_decay: float = 0.01
+  b1: float = 0.9
+  b2: float = 0.999
+  clip_norm: float = 1.0
+  margin: float = 0.0
+  center_coef: float = losses.CENTER_COEF
+  value_loss: str = "mse"  # "mse" | "bce"
+  beta: float = 0.05  # Implicit PRM.
+  nan_policy: str = "raise"  # "raise" | "skip"
+
+  def __post_init__(self):
+    if self.kind not in ("pair", "value", "implicit"):
+      raise ValueError(f"TrainConfig.kind={self.kind!r}: expected pair, value "
+                       "or implicit")
+    if self.schedule not in ("cosine", "constant"):
+      raise ValueError(f"TrainConfig.schedule={self.schedule!r}")
+    if self.nan_policy not in ("raise", "skip"):
+      raise ValueError(f"TrainConfig.nan_policy={self.nan_policy!r}")
+    if self.batch_size % self.grad_accum:
+      raise ValueError(f"batch_size {self.batch_size} is not divisible by "
+                       f"grad_accum {self.grad_accum}")
+
+
+def make_schedule(cfg: TrainConfig) -> optax.Schedule:
+  warm = max(cfg.warmup_steps, 0)
+  if cfg.schedule == "constant":
+    if warm == 0:
+      return optax.constant_schedule(cfg.lr)
+    return optax.join_schedules([
+        optax.linear_schedule(0.0, cfg.lr, warm),
+        optax.constant_schedule(cfg.lr)], [warm])
+  return optax.warmup_cosine_decay_schedule(
+      0.0, cfg.lr, max(warm, 1), max(cfg.steps, warm + 1),
+      end_value=cfg.lr * cfg.end_lr_frac)
+
+
+def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+  """AdamW with warmup + constant/cosine schedule and global-norm clipping."""
+  parts = []
+  if cfg.clip_norm and cfg.clip_norm > 0:
+    parts.append(optax.clip_by_global_norm(cfg.clip_norm))
+  parts.append(optax.adamw(make_schedule(cfg), b1=cfg.b1, b2=cfg.b2,
+                           weight_decay=cfg.weight_decay))
+  return optax.chain(*parts)
+
+
+def _nested(flat: Iterable[tuple[tuple, Any]]) -> dict:
+  out: dict = {}
+  for path, v in flat:
+    d = out
+    for k in path[:-1]:
+      d = d.setdefault(k, {})
+    d[path[-1]] = v
+  return out
+
+
+def param_shardings(model: nnx.Module, mesh: jax.sharding.Mesh,
+                    rules=shd.DEFAULT_RULES) -> dict:
+  """Pure dict of NamedShardings for `model`'s nnx.Params (logical names)."""
+  flat = []
+  for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+    names = var.get_metadata().get("out_sharding")
+    flat.append((tuple(path), shd.named_sharding(mesh, names, rules)))
+  return _nested(flat)
+
+
+def batch_sharding(mesh: jax.sharding.Mesh, ndim: int,
+                   rules=shd.DEFAULT_RULES) -> NamedSharding:
+  return shd.named_sharding(mesh, ("batch",) + (None,) * (ndim - 1), rules)
+
+
+def _key(k) -> str:
+  return str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+
+
+def _positions(tokens_bt):
+  return jnp.broadcast_to(jnp.arange(tokens_bt.shape[-1], dtype=jnp.int32),
+                          tokens_bt.shape)
+
+
+class Trainer:
+  """Builds and holds the jitted steps for one model graph on one mesh."""
+
+  def __init__(self, cfg: TrainConfig, model: nnx.Module,
+               mesh: jax.sharding.Mesh, rules=shd.DEFAULT_RULES):
+    """`model` gives the graph and parameter layout (its values are not kept)."""
+    self.cfg = cfg
+    self.mesh = mesh
+    self.rules = rules
+    self.tx = make_optimizer(cfg)
+    self.graphdef, _, self._rest = nnx.split(model, nnx.Param, ...)
+    self._param_shapes = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+        nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    self.param_sh = param_shardings(model, mesh, rules)
+    self._repl = NamedSharding(mesh, P())
+    self._state_sh = None
+    self._train = None
+    self._eval = None
+
+  # -- state -------------------------------------------------------------------
+  def _model(self, params):
+    return nnx.merge(self.graphdef, params, self._rest)
+
+  def init_state(self, model: nnx.Module) -> State:
+    """Places `model`'s params on the mesh and initialises the optimizer."""
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    params = jax.device_put(params, self.param_sh)
+    state = {"params": params, "opt_state": jax.jit(self.tx.init)(params),
+             "step": jnp.zeros((), jnp.int32)}
+    if self.cfg.kind == "implicit":
+      # Frozen reference: a copy of the initial policy.
+      state["ref_params"] = jax.tree.map(jnp.copy, params)
+    return jax.device_put(state, self.state_shardings(state))
+
+  def abstract_state(self) -> State:
+    """Shape/dtype/sharding structs of the state (an Orbax restore target)."""
+    params = jax.tree.map(
+        lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s),
+        self._param_shapes, self.param_sh)
+    state = {"params": params, "opt_state": jax.eval_shape(self.tx.init, params),
+             "step": jax.ShapeDtypeStruct((), jnp.int32)}
+    if self.cfg.kind == "implicit":
+      state["ref_params"] = params
+    return jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        state, self.state_shardings(state))
+
+  def state_shardings(self, state_like: State) -> State:
+    """Shardings for a state pytree: optimizer moments follow their params
+    (matched by key-path suffix and rank); everything else is replicated."""
+    if self._state_sh is not None:
+      return self._state_sh
+    by_path = {}
+    for (path, s), shape in zip(
+        jax.tree_util.tree_flatten_with_path(self.param_sh)[0],
+        jax.tree.leaves(self._param_shapes)):
+      by_path[tuple(_key(k) for k in path)] = (s, shape.shape)
+
+    def pick(path, leaf):
+      keys = tuple(_key(k) for k in path)
+      for n in range(len(keys)):
+        hit = by_path.get(keys[n:])
+        if hit is not None and tuple(np.shape(leaf)) == hit[1]:
+          return hit[0]
+      return self._repl
+
+    self._state_sh = jax.tree_util.tree_map_with_path(pick, state_like)
+    return self._state_sh
+
+  # -- steps -------------------------------------------------------------------
+  def loss_fn(self, params, batch, ref_params=None):
+    """(loss, metrics) for one (micro-)batch."""
+    cfg = self.cfg
+    model = self._model(params)
+    ex = batch["example_mask"]
+    if cfg.kind == "pair":
+      tok = batch["tokens"]  # [B, 2, T]
+      b, _, t = tok.shape
+      flat = tok.reshape(b * 2, t)
+      flat = shd.shard(flat, "batch", "length")
+      values = model(flat, _positions(flat))
+      r = last_token_values(values, batch["lengths"].reshape(b * 2))
+      r = r.reshape(b, 2)
+      return losses.pairwise_loss(r[:, 0], r[:, 1], ex, margin=cfg.margin,
+                                  center_coef=cfg.center_coef)
+    if cfg.kind == "value":
+      tok = shd.shard(batch["tokens"], "batch", "length")
+      values = model(tok, _positions(tok))
+      pred = gather_positions(values, batch["value_pos"])
+      mask = batch["value_mask"] & ex[:, None]
+      loss, m = losses.value_loss(pred, batch["value_tgt"], mask,
+                                  kind=cfg.value_loss)
+      return loss, m
+    # Implicit PRM: teacher-forced log-probs under policy and reference.
+    tok = shd.shard(batch["tokens"], "batch", "length")
+    inp, tgt = tok[:, :-1], tok[:, 1:]
+    logits, _ = model(inp, _positions(inp))
+    lp = losses.token_logprobs(logits, tgt)
+    ref_logits, _ = self._model(jax.lax.stop_gradient(ref_params))(
+        inp, _positions(inp))
+    lr = losses.token_logprobs(ref_logits, tgt)
+    tmask = batch["action_step"][:, 1:] >= 0
+    return losses.implicit_prm_loss(lp, lr, tmask, batch["label"], ex,
+                                    beta=cfg.beta)
+
+  def _train_step(self, state: State, batch):
+    cfg = self.cfg
+    a = cfg.grad_accum
+    ref = state.get("ref_params")
+    grad_fn = jax.value_and_grad(self.loss_fn, has_aux=True)
+    if a == 1:
+      (loss, metrics), grads = grad_fn(state["params"], batch, ref)
+    else:
+      def split(x):
+        y = x.reshape((x.shape[0] // a, a) + x.shape[1:])
+        return jnp.swapaxes(y, 0, 1)
+      micro = jax.tree.map(split, batch)
+
+      def body(carry, mb):
+        mb = jax.tree.map(lambda x: shd.shard(
+            x, "batch", *([None] * (x.ndim - 1))), mb)
+        (l, m), g = grad_fn(state["params"], mb, ref)
+        acc = jax.tree.map(jnp.add, carry, (l, m, g))
+        return acc, None
+
+      zeros = jax.tree.map(jnp.zeros_like, (
+          jnp.zeros((), jnp.float32),
+          jax.eval_shape(lambda: self.loss_fn(
+              state["params"], jax.tree.map(lambda x: x[0], micro), ref)[1]),
+          state["params"]))
+      (loss, metrics, grads), _ = jax.lax.scan(body, zeros, micro)
+      loss, metrics, grads = jax.tree.map(lambda x: x / a,
+                                          (loss, metrics, grads))
+    gnorm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
+    updates, new_opt = self.tx.update(grads, state["opt_state"],
+                                      state["params"])
+    new_params = optax.apply_updates(state["params"], updates)
+    keep = lambda new, old: jax.tree.map(
+        lambda n, o: jnp.where(finite, n, o), new, old)
+    out = dict(state)
+    out["params"] = keep(new_params, state["params"])
+    out["opt_state"] = keep(new_opt, state["opt_state"])
+    out["step"] = state["step"] + 1
+    metrics = dict(metrics, loss=loss, grad_norm=gnorm,
+                   skipped=1.0 - finite.astype(jnp.float32))
+    return out, metrics
+
+  def _eval_step(self, state: State, batch):
+    loss, metrics = self.loss_fn(state["params"], batch,
+                                 state.get("ref_params"))
+    n = jnp.sum(batch["example_mask"].astype(jnp.float32))
+    out = dict(metrics, loss=loss, n=n)
+    if self.cfg.kind == "value":
+      model = self._model(state["params"])
+      tok = batch["tokens"]
+      pred = gather_positions(model(tok, _positions(tok)), batch["value_pos"])
+      if self.cfg.value_loss == "bce":
+        pred = jax.nn.sigmoid(pred)
+      out["pred"] = pred
+    return out
+
+  def _batch_shardings(self, batch: Mapping[str, np.ndarray]):
+    return {k: batch_sharding(self.mesh, np.ndim(v), self.rules)
+            for k, v in batch.items()}
+
+  def put_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+    """Host numpy batch (this process's rows) -> global sharded arrays."""
+    sh = self._batch_shardings(batch)
+    return {k: jax.make_array_from_process_local_data(sh[k], np.asarray(v))
+            for k, v in batch.items()}
+
+  def train_step(self, state: State, batch) -> tuple[State, dict]:
+    """One optimizer step (jitted, sharded, state donated)."""
+    if not isinstance(next(iter(batch.values())), jax.Array):
+      batch = self.put_batch(batch)
+    if self._train is None:
+      state_sh = self.state_shardings(state)
+      self._train = jax.jit(
+          self._train_step,
+          in_shardings=(state_sh, self._batch_shardings(batch)),
+          out_shardings=(state_sh, self._repl),
+          donate_argnums=(0,))
+    with jax.set_mesh(self.mesh):
+      return self._train(state, batch)
+
+  def eval_step(self, state: State, batch) -> dict:
+    if not isinstance(next(iter(batch.values())), jax.Array):
+      batch = self.put_batch(batch)
+    if self._eval is None:
+      self._eval = jax.jit(self._eval_step,
+                           in_shardings=(self.state_shardings(state), None),
+                           out_shardings=self._repl)
+    with jax.set_mesh(self.mesh):
+      return self._eval(state, batch)
+
+  def evaluate(self, state: State, batches: Iterable[Mapping[str, np.ndarray]]
+               ) -> dict[str, float]:
+    """Example-weighted means of eval metrics over `batches` (+ spearman)."""
+    sums: dict[str, float] = {}
+    total = 0.0
+    preds, tgts = [], []
+    for b in batches:
+      m = jax.device_get(self.eval_step(state, b))
+      n = float(m.pop("n"))
+      if "pred" in m:
+        pred = np.asarray(m.pop("pred"))
+        mask = np.asarray(b["value_mask"]) & np.asarray(
+            b["example_mask"])[:, None]
+        preds.append(pred[mask])
+        tgts.append(np.asarray(b["value_tgt"])[mask])
+      for k, v in m.items():
+        sums[k] = sums.get(k, 0.0) + float(v) * n
+      total += n
+    out = {k: v / max(total, 1.0) for k, v in sums.items()}
+    out["n"] = total
+    if preds:
+      p, t = np.concatenate(preds), np.concatenate(tgts)
+      out["spearman"] = float(losses.spearman(jnp.asarray(p), jnp.asarray(t)))
+    return out
+
+
+def params_from_model(model: nnx.Module) -> dict:
+  return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+
+def model_from_params(model_template: nnx.Module, params: dict) -> nnx.Module:
+  """A module with `model_template`'s graph and the given pure-dict params."""
+  graphdef, _, rest = nnx.split(model_template, nnx.Param, ...)
+  return nnx.merge(graphdef, params, rest)
+
+
+StepFn = Callable[[State, Mapping[str, np.ndarray]], tuple[State, dict]]
