@@ -315,6 +315,7 @@ def _trajectory(ep: _Episode, policy: Policy, config: RolloutConfig,
       "completion_tokens": ep.completion_tokens,
       "seconds": round(time.monotonic() - ep.started, 4),
       "temperature": config.sampling.temperature,
+      "first_observation": ep.history.observation,
   }
   if ep.error:
     meta["error"] = ep.error
