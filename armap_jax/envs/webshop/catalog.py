@@ -248,7 +248,8 @@ def _first_existing(data_dir: str, names: Sequence[str]) -> str | None:
   return None
 
 
-def load_catalog(data_dir: str, *, human_goals: bool = True, seed: int = 0,
+def load_catalog(data_dir: str, *, human_goals: bool = True,
+                 seed: int | None = None,
                  num_products: int | None = None,
                  splits: tuple[int, int] | None = None) -> Catalog:
   """Loads WebShop's data files (real, or synthetic ones in the same format).
@@ -258,7 +259,8 @@ def load_catalog(data_dir: str, *, human_goals: bool = True, seed: int = 0,
       items_ins_v2[_1000].json, items_human_ins.json (optional reviews.json
       and, for synthetic catalogs, synthetic.json with the split sizes).
     human_goals: human instructions (the benchmark) or synthetic ones.
-    seed: seed for prices and price bounds.
+    seed: seed for prices and price bounds (default 0, or for a synthetic
+      catalog the seed it was generated with).
     num_products: keep only the first N products (WebShop's 1k/100k setups).
     splits: (n_test, n_dev); default WebShop's (500, 1000) or what
       synthetic.json says.
@@ -287,7 +289,9 @@ def load_catalog(data_dir: str, *, human_goals: bool = True, seed: int = 0,
     source = "synthetic"
     if splits is None:
       splits = tuple(meta["splits"])  # type: ignore[assignment]
+    if seed is None:
+      seed = int(meta.get("seed", 0))
   return build_catalog(items, attrs, human, reviews=reviews,
-                       human_goals=human_goals, seed=seed,
+                       human_goals=human_goals, seed=seed or 0,
                        num_products=num_products, source=source,
                        splits=splits or WEBSHOP_SPLITS)

@@ -141,11 +141,13 @@ class WebShopEnv:
 
   @property
   def instruction(self) -> str:
-    return self.goal.instruction
+    """The current goal's instruction ("" before the first reset)."""
+    return "" if self._s is None else self.goal.instruction
 
   @property
   def done(self) -> bool:
-    return self._state().done
+    """Whether the episode ended (False before the first reset)."""
+    return self._s is not None and self._s.done
 
   @property
   def observation(self) -> str:
