@@ -269,7 +269,10 @@ class Game24Env:
 
   @property
   def instruction(self) -> str:
-    return instruction_for(self._state().puzzle, self.protocol)
+    """The current task's instruction ('' before the first reset)."""
+    if self._s is None:
+      return ""
+    return instruction_for(self._s.puzzle, self.protocol)
 
   @property
   def puzzle(self) -> str:
@@ -444,10 +447,12 @@ def _apply(numbers, exprs, a: Fraction, op: str, b: Fraction, legal_only: bool):
   nums, ex = list(numbers), list(exprs)
   picked = []
   for x in (a, b):
-    try:
-      i = nums.index(x)
-    except ValueError:
+    # Of equal values, take the most recently made one (the step "6 * 5"
+    # after "10 - 4 = 6" most likely means that 6).
+    idx = [i for i, v in enumerate(nums) if v == x]
+    if not idx:
       return None
+    i = idx[-1]
     nums.pop(i)
     e = ex.pop(i)
     picked.append(e if " " not in e else f"({e})")

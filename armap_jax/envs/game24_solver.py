@@ -128,8 +128,6 @@ def _expressions_equal_to(numbers: tuple[_Q, ...], target: _Q) -> set[str]:
   tn, td = target
   out: set[str] = set()
   for lhs, rhs in _halves(numbers):
-    if target not in _reachable_pairs(lhs, rhs):
-      continue
     lvals, rvals = _expressions(lhs), _expressions(rhs)
     for a, aexprs in lvals.items():
       an, ad = a
@@ -147,19 +145,6 @@ def _expressions_equal_to(numbers: tuple[_Q, ...], target: _Q) -> set[str]:
         if b in rvals and _qop(a, op, b) == target:
           _combine(out, aexprs, op, rvals[b], len(lhs), len(rhs))
   return out
-
-
-@functools.lru_cache(maxsize=100_000)
-def _reachable_pairs(lhs: tuple[_Q, ...], rhs: tuple[_Q, ...]) -> frozenset:
-  out = set()
-  rvals = _values(rhs)
-  for a in _values(lhs):
-    for b in rvals:
-      for op in _OPS:
-        c = _qop(a, op, b)
-        if c is not None:
-          out.add(c)
-  return frozenset(out)
 
 
 def is_solvable(numbers: Iterable[Fraction | int]) -> bool:
