@@ -118,6 +118,11 @@ _REVIEWS = (("Great value", 5, "Exactly as described and works well."),
             ("Not for me", 2, "Did not meet my expectations."))
 
 
+def _cap(text: str) -> str:
+  """Capitalises each word's first letter ("men's t-shirt" -> "Men's T-shirt")."""
+  return " ".join(w[:1].upper() + w[1:] for w in text.split())
+
+
 def _price_str(rng: random.Random, lo: float, hi: float) -> str:
   p = round(rng.uniform(lo, hi), 2)
   if rng.random() < 0.15:
@@ -146,7 +151,7 @@ def generate(seed: int = 0, n_products: int = 1000,
     options = {name: sorted(rng.sample(vals, rng.randint(min(2, len(vals)), len(vals))))
                for name, vals in opt_pools.items()}
     brand, style = rng.choice(_BRANDS), rng.choice(_STYLES)
-    title = f"{brand} {style} {noun.title()} - {', '.join(a.title() for a in attrs[:2])}"
+    title = f"{brand} {style} {_cap(noun)} - {', '.join(_cap(a) for a in attrs[:2])}"
     bullets = [f"{a.capitalize()}: designed for everyday use." for a in attrs]
     bullets.append(f"Backed by {brand}'s satisfaction guarantee.")
     desc = (f"The {brand} {style} {noun} is {' and '.join(attrs)}. "
