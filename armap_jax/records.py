@@ -283,7 +283,7 @@ class JsonlWriter:
     d = record if isinstance(record, Mapping) else to_dict(record)
     try:
       line = json.dumps(d, ensure_ascii=False, allow_nan=False)
-    except ValueError as e:
+    except (TypeError, ValueError) as e:
       raise RecordError(f"{self.path}: record is not valid JSON ({e}): "
                         f"{str(d)[:200]}") from e
     self._f.write((line + "\n").encode("utf-8"))
@@ -323,6 +323,14 @@ def iter_jsonl_dicts(path: str | os.PathLike,
   A final line without a newline (a write interrupted by a crash) is skipped
   with a warning when `allow_torn_tail`.
   """
+  for _, d in _iter_numbered(path, allow_torn_tail):
+    yield d
+
+
+def _iter_numbered(path: str | os.PathLike,
+                   allow_torn_tail: bool = True
+                  ) -> Iterator[tuple[int, dict[str, Any]]]:
+  """`iter_jsonl_dicts` with the 1-based line number of each record."""
   path = os.fspath(path)
   with open(path, "rb") as f:
     data = f.read()
@@ -340,7 +348,7 @@ def iter_jsonl_dicts(path: str | os.PathLike,
     if not isinstance(d, dict):
       raise RecordError(f"{path}:{i}: expected a JSON object, got "
                         f"{type(d).__name__}")
-    yield d
+    yield i, d
   if torn:
     if allow_torn_tail:
       logging.warning("%s:%d: skipping a torn final line (no newline)", path,
@@ -354,8 +362,8 @@ def read_jsonl(path: str | os.PathLike,
   """Reads records; `kind` (e.g. `Trajectory`) checks every record's type."""
   path = os.fspath(path)
   out = []
-  for i, d in enumerate(iter_jsonl_dicts(path), start=1):
-    where = f"{path}:{i}"
+  for lineno, d in _iter_numbered(path):
+    where = f"{path}:{lineno}"
     rec = from_dict(d, where)
     if kind is not None and not isinstance(rec, kind):
       raise RecordError(f"{where}: expected a {kind.__name__} record, got "
@@ -391,6 +399,6 @@ def _flatten_free_form(d: Any) -> Any:
         k: (json.dumps(v, sort_keys=True) if k in ("info", "meta") else
             _flatten_free_form(v)) for k, v in d.items()
     }
-  if isinstance(d, list):
+  if isinstance(d, (list, tuple)):  # asdict() keeps `steps` a tuple.
     return [_flatten_free_form(v) for v in d]
   return d
