@@ -30,7 +30,7 @@ def test_reset_is_deterministic_and_describes_view():
   a = env.reset("GoToLocal/3")
   b = env.reset("GoToLocal/3")
   assert a == b and a != env.reset("GoToLocal/4")
-  assert a.startswith("Your goal: go to the ")
+  assert env.instruction.startswith("Your goal: go to the ")
   assert "steps in front of you" in a or "step in front of you" in a
   assert "You are not carrying anything." in a
 
@@ -61,7 +61,8 @@ def test_go_to_macro_solves_goto_tasks():
   wins = 0
   for seed in range(40):
     obs = env.reset(f"GoToLocal/{seed}")
-    color, kind = re.search(r"go to (?:the|a) (\w+) (\w+)", obs).groups()
+    color, kind = re.search(r"go to (?:the|a) (\w+) (\w+)",
+                            env.instruction).groups()
     target = next((a for a in env.valid_actions()
                    if re.fullmatch(rf"go to {color} {kind} \d+", a)), None)
     if target is None:

@@ -126,6 +126,9 @@ class BabyAIEnv:
             if (o := env.grid.get(x, y)) is not None and o.type != "wall"]
     if env.carrying is not None:
       objs.append((-1, -1, env.carrying))
+    # Objects hidden in boxes appear when a box is toggled.
+    objs += [(x, y, o.contains) for x, y, o in list(objs)
+             if o.type == "box" and o.contains is not None]
     for _, _, o in sorted(objs, key=lambda t: (t[1], t[0])):
       counts[(o.color, o.type)] += 1
       o.text_id = counts[(o.color, o.type)]
@@ -134,7 +137,7 @@ class BabyAIEnv:
     self._steps = 0
     self._done = self._won = False
     self._env_reward = 0.0
-    return f"{self.instruction}\n{self._describe()}"
+    return self._describe()
 
   # --- observation ---------------------------------------------------------
 
@@ -168,7 +171,7 @@ class BabyAIEnv:
       if o.type == "door":
         state = "locked " if o.is_locked else ("open " if o.is_open else
                                                "closed ")
-      parts.append(f"There is a {state}{_name(o)} {' and '.join(where)}.")
+      parts.append(f"There is a {state}{_name(o)}, {' and '.join(where)}.")
     text = ("In front of you in this room, you can see several objects: " +
             " ".join(parts)) if parts else "You see no objects in front of you."
     # What is straight ahead.
@@ -319,13 +322,15 @@ class BabyAIEnv:
             env.carrying.color == front.color):
           return False, (f"The {_name(front)} is locked; you need to carry a "
                          f"{front.color} key to open it.")
+      held = env.carrying
       self._tick([_PRIMITIVE[t]])
-      return True, {"turn left": "You turn left.",
-                    "turn right": "You turn right.",
-                    "move forward": "You move forward.",
-                    "pick up": "You pick up the object in front of you.",
-                    "drop": "You drop what you were carrying.",
-                    "toggle": "You toggle the object in front of you."}[t]
+      if t == "pick up":
+        return True, f"You pick up the {_name(front)}."
+      if t == "drop":
+        return True, f"You drop the {_name(held)}."
+      if t == "toggle":
+        return True, f"You toggle the {_name(front)}."
+      return True, f"You {t}."
     m = re.fullmatch(r"(go to|pick up|toggle|open|go through|toggle and go "
                      r"through) (?:the )?(.+)", t)
     if not m:
