@@ -1,0 +1,412 @@
+"""HTTP environment server: many envs behind one loopback port.
+
+    server = EnvServer({"webshop": make_webshop_env}, ServerConfig(port=36001))
+    server.run()                      # blocking (uvicorn)
+    # or, in tests / notebooks:
+    with ServerThread(server) as url: ...
+
+Native API (JSON bodies; env ids are ints):
+
+    GET  /health                          {"ok", "envs", "kinds"}
+    GET  /tasks?env=webshop&split=test    {"task_ids": [...]}
+    POST /envs            {"env"}         {"env_id"}
+    POST /envs/{id}/reset {"task_id"}     {"observation", "instruction"}
+    POST /envs/{id}/step  {"action"}      {"observation", "reward", "done", "info"}
+    GET  /envs/{id}/valid_actions         {"valid_actions": [...] | null}
+    GET  /envs/{id}/observation           {"observation", "instruction", "done"}
+    POST /envs/{id}/snapshot              {"snapshot_id"}
+    POST /envs/{id}/restore {"snapshot_id"}  {"observation", "done"}
+    POST /envs/{id}/close   (or DELETE /envs/{id})  {"closed"}
+
+Snapshots stay on the server (an env's snapshot is any Python object); a
+snapshot can be restored into any live env of the same kind, and is dropped
+when the env that took it is closed.
+
+AgentGym shapes (so AgentGym's own clients can use this server unchanged; point
+their `env_server_base` at the prefix): `/agentgym/webshop/...` speaks
+agentenv-webshop's routes (`/create` -> int, `/reset {env_idx, session_id}`,
+`/step {env_idx, action}` -> {state, reward, done, info}, `/observation`,
+`/available_actions`, `/instruction_text`, `/close`, `/list_envs`) and
+`/agentgym/alfworld/...` agentenv-alfworld's (`/create` -> {id}, `/reset {id,
+game, world_type}`, `/step {id, action}` -> {observation, reward, done,
+available_actions}, `/observation`, `/available_actions`, `/detail`, `/close`).
+An integer game/session index n maps to task id str(n) when that is a task id,
+else to the n-th of task_ids("train") + ("dev") + ("test").
+
+Safety: binds 127.0.0.1 by default; at most `max_envs` live envs (503 beyond);
+envs idle for `ttl_s` are closed by a reaper; every env call runs on a worker
+thread and answers 504 if it takes longer than `request_timeout_s` (the server
+keeps serving; the env is marked unusable until reset/restore, since its state
+is unknown); one request at a time per env (409 if busy). Errors are JSON
+{"error": message} with 400/404/409/503/504 status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import dataclasses
+import itertools
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import uvicorn
+from absl import logging
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from armap_jax.envs.base import SPLITS, Env, EnvError
+
+EnvFactory = Callable[[], Env]
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+  host: str = "127.0.0.1"
+  port: int = 36001
+  max_envs: int = 256
+  ttl_s: float = 900.0  # an env idle this long is closed
+  reap_interval_s: float | None = None  # default: ttl_s / 4
+  request_timeout_s: float = 60.0  # per env call
+  queue_timeout_s: float = 60.0  # waiting for a free worker thread
+  max_workers: int = 32
+  max_snapshots_per_env: int = 4096
+  agentgym_env: str | None = None  # env kind behind /agentgym/*; default: first
+
+
+class HTTPError(Exception):
+  def __init__(self, status: int, message: str):
+    super().__init__(message)
+    self.status, self.message = status, message
+
+
+@dataclasses.dataclass(eq=False)
+class _Slot:
+  env_id: int
+  kind: str
+  env: Env
+  lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+  last_used: float = dataclasses.field(default_factory=time.monotonic)
+  poisoned: str | None = None
+  observation: str = ""
+  task_id: str | None = None
+  reward: float = 0.0
+  done: bool = False
+  snapshots: collections.OrderedDict = dataclasses.field(
+      default_factory=collections.OrderedDict)
+
+
+def _jsonable(x: Any) -> Any:
+  return json.loads(json.dumps(x, default=str))
+
+
+class EnvServer:
+  """Hosts envs made by `factories` ({kind: zero-arg callable -> Env})."""
+
+  def __init__(self, factories: Mapping[str, EnvFactory],
+               config: ServerConfig = ServerConfig()):
+    if not factories:
+      raise ValueError("EnvServer needs at least one env factory")
+    self.factories = dict(factories)
+    self.config = config
+    self._slots: dict[int, _Slot] = {}
+    self._ids = itertools.count()
+    self._snap_ids = itertools.count()
+    self._snap_owner: dict[str, int] = {}
+    self._pending = 0
+    self._tasks_cache: dict[tuple[str, str], list[str]] = {}
+    self._pool = concurrent.futures.ThreadPoolExecutor(
+        max_workers=config.max_workers, thread_name_prefix="env")
+    self._sem: asyncio.Semaphore | None = None
+    self.app = Starlette(routes=self._routes(), lifespan=self._lifespan)
+
+  # -- plumbing ----------------------------------------------------------------
+  @contextlib.asynccontextmanager
+  async def _lifespan(self, app):
+    self._sem = asyncio.Semaphore(self.config.max_workers)
+    reaper = asyncio.create_task(self._reap_loop())
+    try:
+      yield
+    finally:
+      reaper.cancel()
+      for slot in list(self._slots.values()):
+        self._drop(slot)
+      self._pool.shutdown(wait=False, cancel_futures=True)
+
+  async def _in_thread(self, fn: Callable[[], Any],
+                       on_timeout: Callable[[], None] | None = None) -> Any:
+    """Runs fn on a worker; 503 if none frees up, 504 if fn runs too long."""
+    assert self._sem is not None
+    try:
+      await asyncio.wait_for(self._sem.acquire(), self.config.queue_timeout_s)
+    except TimeoutError as e:
+      raise HTTPError(503, "server busy: no free worker thread") from e
+    fut = asyncio.get_running_loop().run_in_executor(self._pool, fn)
+    fut.add_done_callback(lambda _: self._sem.release())
+    try:
+      return await asyncio.wait_for(asyncio.shield(fut),
+                                    self.config.request_timeout_s)
+    except TimeoutError as e:
+      if on_timeout is not None:
+        on_timeout()
+      raise HTTPError(504, f"timed out after {self.config.request_timeout_s}s") from e
+
+  async def _with_env(self, env_id: Any, fn: Callable[[_Slot], Any], *,
+                      repairs: bool = False) -> Any:
+    """Runs fn(slot) holding the env's lock (409 if busy or poisoned)."""
+    slot = self._slot(env_id)
+
+    def work():
+      if not slot.lock.acquire(blocking=False):
+        raise HTTPError(409, f"env {slot.env_id} is busy with another request")
+      try:
+        if slot.poisoned and not repairs:
+          raise HTTPError(409, f"env {slot.env_id}: {slot.poisoned}; reset or "
+                               "restore it before stepping")
+        out = fn(slot)
+        if repairs:
+          slot.poisoned = None
+        return out
+      except EnvError as e:
+        raise HTTPError(409, f"env {slot.env_id}: {e}") from e
+      finally:
+        slot.last_used = time.monotonic()
+        slot.lock.release()
+
+    def poison():
+      slot.poisoned = "a request timed out and the env's state is unknown"
+
+    return await self._in_thread(work, poison)
+
+  def _slot(self, env_id: Any) -> _Slot:
+    try:
+      slot = self._slots.get(int(env_id))
+    except (TypeError, ValueError):
+      raise HTTPError(400, f"env id must be an int, got {env_id!r}") from None
+    if slot is None:
+      raise HTTPError(404, f"no live env {env_id} (closed, reaped or never made)")
+    slot.last_used = time.monotonic()
+    return slot
+
+  def _drop(self, slot: _Slot) -> None:
+    self._slots.pop(slot.env_id, None)
+    for sid in slot.snapshots:
+      self._snap_owner.pop(sid, None)
+    slot.snapshots.clear()
+
+    def close():
+      with slot.lock:  # waits for a running request (e.g. a slow step)
+        try:
+          slot.env.close()
+        except Exception:  # pylint: disable=broad-except
+          logging.exception("closing env %d failed", slot.env_id)
+
+    threading.Thread(target=close, daemon=True).start()
+
+  async def _reap_loop(self) -> None:
+    ttl = self.config.ttl_s
+    interval = self.config.reap_interval_s or max(0.05, ttl / 4)
+    while True:
+      await asyncio.sleep(interval)
+      now = time.monotonic()
+      for slot in list(self._slots.values()):
+        if now - slot.last_used > ttl and not slot.lock.locked():
+          logging.info("reaping env %d (idle %.1fs)", slot.env_id,
+                       now - slot.last_used)
+          self._drop(slot)
+
+  # -- operations (shared by all route shapes) -----------------------------------
+  def _kind(self, kind: str | None) -> str:
+    kind = kind or self.config.agentgym_env or next(iter(self.factories))
+    if kind not in self.factories:
+      raise HTTPError(400, f"unknown env {kind!r}; this server has "
+                           f"{sorted(self.factories)}")
+    return kind
+
+  async def create(self, kind: str | None) -> _Slot:
+    kind = self._kind(kind)
+    if len(self._slots) + self._pending >= self.config.max_envs:
+      raise HTTPError(503, f"too many live envs (max {self.config.max_envs}); "
+                           "close some or wait for idle ones to be reaped")
+    self._pending += 1
+    abandoned = threading.Event()
+
+    def make():
+      env = self.factories[kind]()
+      if abandoned.is_set():
+        env.close()
+        return None
+      return env
+
+    try:
+      env = await self._in_thread(make, abandoned.set)
+    finally:
+      self._pending -= 1
+    slot = _Slot(env_id=next(self._ids), kind=kind, env=env)
+    self._slots[slot.env_id] = slot
+    return slot
+
+  async def task_ids(self, kind: str | None, split: str) -> list[str]:
+    kind = self._kind(kind)
+    if split not in SPLITS:
+      raise HTTPError(400, f"unknown split {split!r}; expected one of {SPLITS}")
+    key = (kind, split)
+    if key not in self._tasks_cache:
+      def list_ids():
+        env = self.factories[kind]()
+        try:
+          return list(env.task_ids(split))
+        finally:
+          env.close()
+      self._tasks_cache[key] = await self._in_thread(list_ids)
+    return self._tasks_cache[key]
+
+  async def task_for_index(self, slot: _Slot, n: Any) -> str:
+    try:
+      n = int(n)
+    except (TypeError, ValueError):
+      raise HTTPError(400, f"game/session index must be an int, got {n!r}") from None
+    ids = []
+    for s in ("train", "dev", "test"):
+      ids += await self.task_ids(slot.kind, s)
+    if str(n) in set(ids):
+      return str(n)
+    if not 0 <= n < len(ids):
+      raise HTTPError(400, f"index {n} out of range (0..{len(ids) - 1})")
+    return ids[n]
+
+  async def reset(self, env_id: Any, task_id: Any) -> _Slot:
+    def fn(slot: _Slot):
+      slot.observation = slot.env.reset(str(task_id))
+      slot.task_id, slot.reward, slot.done = str(task_id), 0.0, False
+      return slot
+    return await self._with_env(env_id, fn, repairs=True)
+
+  async def step(self, env_id: Any, action: Any) -> dict[str, Any]:
+    if not isinstance(action, str):
+      raise HTTPError(400, f"'action' must be a string, got {type(action).__name__}")
+
+    def fn(slot: _Slot):
+      res = slot.env.step(action)
+      slot.observation, slot.reward, slot.done = (res.observation, res.reward,
+                                                  res.done)
+      return {"observation": res.observation, "reward": float(res.reward),
+              "done": bool(res.done), "info": _jsonable(res.info)}
+    return await self._with_env(env_id, fn)
+
+  async def valid_actions(self, env_id: Any) -> list[str] | None:
+    return await self._with_env(env_id, lambda s: s.env.valid_actions())
+
+  async def call(self, env_id: Any, fn: Callable[[_Slot], Any]) -> Any:
+    return await self._with_env(env_id, fn)
+
+  async def snapshot(self, env_id: Any) -> str:
+    def fn(slot: _Slot):
+      sid = f"{slot.env_id}-{next(self._snap_ids)}"
+      slot.snapshots[sid] = (slot.env.snapshot(), slot.observation,
+                             slot.task_id, slot.reward, slot.done)
+      self._snap_owner[sid] = slot.env_id
+      while len(slot.snapshots) > self.config.max_snapshots_per_env:
+        old, _ = slot.snapshots.popitem(last=False)
+        self._snap_owner.pop(old, None)
+      return sid
+    return await self._with_env(env_id, fn)
+
+  async def restore(self, env_id: Any, snapshot_id: Any) -> _Slot:
+    owner = self._slots.get(self._snap_owner.get(str(snapshot_id), -1))
+    if owner is None or str(snapshot_id) not in owner.snapshots:
+      raise HTTPError(404, f"no snapshot {snapshot_id!r} (its env was closed?)")
+    data = owner.snapshots[str(snapshot_id)]
+    if self._slot(env_id).kind != owner.kind:
+      raise HTTPError(409, f"snapshot {snapshot_id} is of a {owner.kind} env")
+
+    def fn(slot: _Slot):
+      snap, slot.observation, slot.task_id, slot.reward, slot.done = data
+      slot.env.restore(snap)
+      return slot
+    return await self._with_env(env_id, fn, repairs=True)
+
+  def close(self, env_id: Any) -> bool:
+    try:
+      slot = self._slot(env_id)
+    except HTTPError:
+      return False
+    self._drop(slot)
+    return True
+
+  # -- routes ----------------------------------------------------------------------
+  def _routes(self) -> list[Route]:
+    from armap_jax.envs import server_routes  # pylint: disable=g-import-not-at-top
+    return server_routes.routes(self)
+
+  def run(self) -> None:
+    """Serves until interrupted (blocking)."""
+    uvicorn.run(self.app, host=self.config.host, port=self.config.port,
+                log_level="warning")
+
+
+class ServerThread:
+  """Runs an `EnvServer` on a background thread; a context manager -> base URL.
+
+  Binds `config.host` on an ephemeral port unless `port` is given.
+  """
+
+  def __init__(self, server: EnvServer, port: int = 0):
+    self.server = server
+    self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    self._sock.bind((server.config.host, port))
+    self.host, self.port = self._sock.getsockname()[:2]
+    self.url = f"http://{self.host}:{self.port}"
+    cfg = uvicorn.Config(server.app, log_level="warning", lifespan="on",
+                         timeout_graceful_shutdown=2)
+    self._uv = uvicorn.Server(cfg)
+    self._thread = threading.Thread(target=self._uv.run,
+                                    kwargs={"sockets": [self._sock]},
+                                    daemon=True, name="env-server")
+
+  def start(self, timeout_s: float = 30.0) -> str:
+    self._thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not self._uv.started:
+      if not self._thread.is_alive() or time.monotonic() > deadline:
+        raise RuntimeError(f"env server did not start on {self.url}")
+      time.sleep(0.01)
+    return self.url
+
+  def stop(self) -> None:
+    self._uv.should_exit = True
+    self._thread.join(timeout=10)
+    self._sock.close()
+
+  def __enter__(self) -> str:
+    return self.start()
+
+  def __exit__(self, *exc) -> None:
+    self.stop()
+
+
+def json_error(e: HTTPError) -> JSONResponse:
+  return JSONResponse({"error": e.message}, status_code=e.status)
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+  """The request's JSON object body ({} when empty); 400 when malformed."""
+  raw = await request.body()
+  if not raw.strip():
+    return {}
+  try:
+    body = json.loads(raw)
+  except json.JSONDecodeError as e:
+    raise HTTPError(400, f"request body is not JSON: {e}") from None
+  if not isinstance(body, dict):
+    raise HTTPError(400, "request body must be a JSON object")
+  return body
