@@ -38,12 +38,12 @@ Action: search[men's t-shirt machine wash regular fit]
 Observation: [Back to Search]
 Page 1 (Total results: 50)
 [Next >]
-[SY00000710]
-Orbit Classic Men's Crew Neck T-shirt - Cotton, Machine Wash
-$34.01
 [SY00000110]
 Kestrel Everyday Men's Crew Neck T-shirt - Machine Wash, Moisture Wicking
 $26.81
+[SY00000785]
+Harbor Signature Men's Crew Neck T-shirt - Machine Wash, Moisture Wicking
+$25.84
 ...
 Thought: SY00000110 is a machine wash men's t-shirt for $26.81, under $60. I will open it.
 Action: click[SY00000110]

@@ -1,12 +1,14 @@
 """BM25 product search (bm25s), standing in for WebShop's Pyserini/Lucene index.
 
-WebShop indexes each product as one document (title, description, bullet
-points, options) and returns the top 50 hits for the keywords; we do the same
-with `bm25s` (Lucene's BM25 variant, k1=1.5... defaults of bm25s). Only
-documents that share a term with the query are returned (as Lucene does), in
-order of decreasing score with ties broken by catalog order, so results are
-deterministic. Retrieval is read-only and guarded by a lock, so one index can
-serve many envs on many threads.
+WebShop (`search_engine/convert_product_file_format.py`) indexes each product
+as one lowercased document: title, description, the first bullet point and the
+options ("color: black, white, and size: s, m"), and returns the top 50 hits;
+we index the same text with `bm25s` using Lucene's BM25 and Pyserini's default
+parameters (k1=0.9, b=0.4) and English stop words. Deviation: Pyserini's
+analyzer also Porter-stems; we do not stem. Only documents that share a term
+with the query are returned (as Lucene does), by decreasing score with ties
+broken by catalog order, so results are deterministic. Retrieval is read-only
+and guarded by a lock, so one index serves many envs on many threads.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ SEARCH_RETURN_N = 50
 
 def product_document(p: Product) -> str:
   """The text indexed for a product."""
-  opts = " ".join(v for vals in p.options.values() for v in vals)
-  return " ".join([p.title, p.description, " ".join(p.bullet_points), opts])
+  opts = ", and ".join(f"{name}: {', '.join(vals)}"
+                       for name, vals in p.options.items())
+  first_bullet = p.bullet_points[0] if p.bullet_points else ""
+  return " ".join([p.title, p.description, first_bullet, opts]).lower()
 
 
 class SearchEngine:
@@ -35,7 +39,7 @@ class SearchEngine:
     self._asins = [p.asin for p in products]
     corpus = [product_document(p) for p in products]
     tokens = bm25s.tokenize(corpus, stopwords="en", show_progress=False)
-    self._bm25 = bm25s.BM25()
+    self._bm25 = bm25s.BM25(k1=0.9, b=0.4, method="lucene")
     self._bm25.index(tokens, show_progress=False)
     self._lock = threading.Lock()
 
