@@ -235,3 +235,38 @@ def test_live_env_bound_and_bad_requests():
     r = requests.post(url + f"/envs/{envs[1].env_id}/step", json={"action": "x"},
                       timeout=10)
     assert r.status_code == 409  # step before reset -> the env's EnvError
+
+
+@pytest.mark.slow
+def test_cli_server_process():
+  """`python -m armap_jax.envs.server` serves WebShop in its own process."""
+  import socket
+  import subprocess
+  import sys
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  proc = subprocess.Popen([sys.executable, "-m", "armap_jax.envs.server",
+                           f"--port={port}", "--env=webshop"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  url = f"http://127.0.0.1:{port}"
+  try:
+    deadline = time.monotonic() + 120
+    while True:
+      try:
+        if requests.get(url + "/health", timeout=2).json()["ok"]:
+          break
+      except requests.RequestException:
+        pass
+      assert proc.poll() is None and time.monotonic() < deadline
+      time.sleep(0.2)
+    env = RemoteEnv(url, "webshop")
+    world = WebShopWorld.synthetic()  # same seed as the server's catalog
+    env.reset("0")
+    for a in expert_actions(world, "0"):
+      res = env.step(a)
+    assert res.reward == pytest.approx(1.0)
+    env.close()
+  finally:
+    proc.terminate()
+    proc.wait(timeout=30)

@@ -410,3 +410,43 @@ async def read_json(request: Request) -> dict[str, Any]:
   if not isinstance(body, dict):
     raise HTTPError(400, "request body must be a JSON object")
   return body
+
+
+def make_factories(names: list[str], **env_kwargs: Any) -> dict[str, EnvFactory]:
+  """{name: factory} over `armap_jax.envs.registry.make_env` (kwargs per env
+  name, e.g. webshop={"data_dir": PATH})."""
+  from armap_jax.envs import registry  # pylint: disable=g-import-not-at-top
+  out: dict[str, EnvFactory] = {}
+  for name in names:
+    kwargs = dict(env_kwargs.get(name, {}))
+    registry.canonical_name(name)  # fail early on unknown names
+    out[name] = lambda name=name, kwargs=kwargs: registry.make_env(name, **kwargs)
+  return out
+
+
+def _main(argv: list[str]) -> None:
+  del argv
+  f = flags.FLAGS
+  webshop = {"data_dir": f.webshop_data} if f.webshop_data else {"synthetic_seed": 0}
+  factories = make_factories(f.env, webshop=webshop)
+  for name, factory in factories.items():  # build shared data before serving
+    factory().close()
+    logging.info("env %s ready", name)
+  cfg = ServerConfig(host=f.host, port=f.port, max_envs=f.max_envs,
+                     ttl_s=f.ttl_s, request_timeout_s=f.request_timeout_s,
+                     max_workers=f.max_workers)
+  logging.info("serving %s on http://%s:%d", sorted(factories), f.host, f.port)
+  EnvServer(factories, cfg).run()
+
+
+if __name__ == "__main__":
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_multi_string("env", ["webshop"], "Env kinds to serve (registry names).")
+  flags.DEFINE_string("host", "127.0.0.1", "Address to bind (loopback by default).")
+  flags.DEFINE_integer("port", 36001, "Port.")
+  flags.DEFINE_string("webshop_data", None, "WebShop data dir (default: synthetic).")
+  flags.DEFINE_integer("max_envs", 256, "Bound on live envs.")
+  flags.DEFINE_float("ttl_s", 900.0, "Idle seconds before an env is reaped.")
+  flags.DEFINE_float("request_timeout_s", 60.0, "Per-request env call timeout.")
+  flags.DEFINE_integer("max_workers", 32, "Worker threads for env calls.")
+  app.run(_main)
