@@ -2,7 +2,6 @@
 
 import concurrent.futures
 import random
-import threading
 import time
 
 import pytest

@@ -180,3 +180,59 @@ def test_files_roundtrip(tmp_path):
   for a in expert_actions(world, "0"):
     res = env.step(a)
   assert res.reward == pytest.approx(1.0)
+
+
+def test_loader_real_format_quirks(tmp_path):
+  """Records shaped like WebShop's real items_shuffle / items_ins_v2 / human files."""
+  import json
+  items = [
+      {"asin": "B078GWRC1J", "name": "Bright Citrus Deodorant by Earth Mama",
+       "full_description": "Natural deodorant.", "small_description": "Safe for sensitive skin",
+       "pricing": "$10.99", "category": "beauty", "query": "Deodorant ",
+       "product_category": "Beauty & Personal Care › Personal Care › Deodorants",
+       "images": ["x.jpg"],
+       "customization_options": {"Scent": [{"value": "Bright Citrus", "image": None},
+                                           {"value": "Ginger/Fresh", "image": None}],
+                                 "Size": None}},
+      {"asin": "B078GWRC1J", "name": "duplicate, skipped", "pricing": "",
+       "category": "", "query": "", "product_category": "", "images": [""],
+       "customization_options": None},
+      {"asin": "TOO-LONG-ASIN", "name": "skipped", "images": [""]},
+      {"asin": "B000000002", "name": "Plain Deodorant Stick", "pricing": "$20.00 - $30.00",
+       "small_description": ["a", "b"], "full_description": "", "category": "beauty",
+       "query": "deodorant", "product_category": "Beauty", "images": [""],
+       "customization_options": {}},
+  ]
+  ins = {"B078GWRC1J": {"attributes": ["sensitive skin"], "instruction": None,
+                        "instruction_attributes": None}}
+  human = {"B078GWRC1J": [
+      {"instruction": "i need a bright citrus deodorant for sensitive skin.",
+       "instruction_attributes": ["sensitive skin"],
+       "instruction_options": ["bright citrus"]},
+      {"instruction": "no attributes, skipped", "instruction_attributes": [],
+       "instruction_options": []}]}
+  for name, content in (("items_shuffle_1000.json", items),
+                        ("items_ins_v2_1000.json", ins),
+                        ("items_human_ins.json", human)):
+    (tmp_path / name).write_text(json.dumps(content))
+  cat = load_catalog(str(tmp_path))
+  assert cat.source == "webshop" and [p.asin for p in cat.products] == [
+      "B078GWRC1J", "B000000002"]
+  p = cat.product("B078GWRC1J")
+  assert p.options == {"scent": ("bright citrus", "ginger | fresh")}
+  assert p.query == "deodorant" and p.bullet_points == ("Safe for sensitive skin",)
+  assert p.price == 10.99 and p.price_tag == "$10.99"
+  q = cat.product("B000000002")
+  assert q.attributes == ("DUMMY_ATTR",) and q.price_tag == "$20.0 to $30.0"
+  assert 20.0 <= q.price <= 30.0
+  (g,) = cat.goals
+  assert g.instruction.startswith("i need a bright citrus deodorant for sensitive skin")
+  assert g.price_upper in (30.0, 40.0, 50.0) and g.goal_options == ("bright citrus",)
+  world = WebShopWorld(cat)
+  env = WebShopEnv(world)
+  env.reset("0")
+  for a in expert_actions(world, "0"):
+    res = env.step(a)
+  assert res.reward == pytest.approx(1.0)
+  with pytest.raises(Exception, match="items_shuffle"):
+    load_catalog(str(tmp_path / "missing"))
