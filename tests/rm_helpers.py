@@ -80,3 +80,35 @@ def step_values(n: int, seed: int = 0) -> list[StepValue]:
     steps[-1] = Step(action=act, observation=steps[-1].observation)
     out.append(StepValue(f"s{i}", "toy", "make 24 from 1 2 3 4", steps, k / 3))
   return out
+
+
+def tiny_model_config(tok, **kw):
+  from armap_jax.models.config import ModelConfig
+  base = dict(vocab_size=len(tok), hidden_size=32, num_layers=1, num_heads=2,
+              num_kv_heads=2, head_dim=16, intermediate_size=64,
+              max_position_embeddings=512, pad_token_id=0)
+  base.update(kw)
+  return ModelConfig.tiny(**base)
+
+
+def tiny_rm(tok, seed=0, **kw):
+  from flax import nnx
+  from armap_jax.training.reward_model import RewardModel
+  return RewardModel(tiny_model_config(tok, **kw), rngs=nnx.Rngs(seed))
+
+
+def tokenized(tok, recs, kind, max_length=64):
+  import datasets
+  from armap_jax import records
+  from armap_jax.data import batches as B
+  from armap_jax.data import format as F
+  ds = datasets.Dataset.from_list(
+      [records._flatten_free_form(records.to_dict(r)) for r in recs])
+  tds, _ = B.tokenize_dataset(ds, tok, kind, F.FormatConfig(max_length=max_length))
+  return tds
+
+
+def pair_iter(tds, batch_size, kind="pair", seed=0, max_length=64, **kw):
+  from armap_jax.data import batches as B
+  return B.BatchIterator(tds, kind, batch_size, max_length=max_length,
+                         min_bucket=max_length, seed=seed, **kw)

@@ -266,7 +266,7 @@ class Trainer:
       (loss, metrics, grads), _ = jax.lax.scan(body, zeros, micro)
       loss, metrics, grads = jax.tree.map(lambda x: x / a,
                                           (loss, metrics, grads))
-    gnorm = optax.global_norm(grads)
+    gnorm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
     updates, new_opt = self.tx.update(grads, state["opt_state"],
                                       state["params"])

@@ -1,0 +1,206 @@
+"""Orbax checkpoint facade for reward-model training.
+
+Layout of a run directory::
+
+  <dir>/config.json          ModelConfig (+ "reward_model" block: kind, format)
+  <dir>/train_config.json    the full run config (for the record)
+  <dir>/tokenizer*.json ...  tokenizer files (`save_pretrained`)
+  <dir>/ckpt/<step>/         keep-N latest: items params, opt, data, meta
+  <dir>/best/<step>/         best-by-metric (keep 1): items params, meta
+
+Items: ``params`` (pure dict of arrays), ``opt`` (optimizer state, step
+counter, implicit-PRM reference params), ``data`` (the batch iterator's
+position), ``meta`` (step, metrics, best value so far). Saves are async;
+`wait_until_finished()` blocks until they are durable. Restores take abstract
+targets (`jax.ShapeDtypeStruct` with shardings), so a checkpoint written on 8
+devices restores onto 1 device or any other mesh. With several processes every
+process calls `save`/`restore` (Orbax writes collectively).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+CONFIG_FILE = "config.json"
+TRAIN_CONFIG_FILE = "train_config.json"
+
+
+class CheckpointError(RuntimeError):
+  pass
+
+
+def _split_state(state: Mapping[str, Any]):
+  params = state["params"]
+  opt = {k: v for k, v in state.items() if k != "params"}
+  return params, opt
+
+
+class Checkpointer:
+  """Keep-N latest + best-by-metric Orbax checkpoints in one run directory."""
+
+  def __init__(self,
+               directory: str,
+               *,
+               keep: int = 3,
+               best_metric: str | None = None,
+               best_mode: str = "max",
+               async_save: bool = True):
+    if best_mode not in ("max", "min"):
+      raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
+    self.directory = os.path.abspath(directory)
+    self.best_metric = best_metric
+    self.best_mode = best_mode
+    opts = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, enable_async_checkpointing=async_save, create=True)
+    self.latest = ocp.CheckpointManager(
+        os.path.join(self.directory, "ckpt"), options=opts,
+        item_names=("params", "opt", "data", "meta"))
+    self.best = None
+    self.best_value: float | None = None
+    if best_metric:
+      bopts = ocp.CheckpointManagerOptions(
+          max_to_keep=1, enable_async_checkpointing=async_save, create=True)
+      self.best = ocp.CheckpointManager(
+          os.path.join(self.directory, "best"), options=bopts,
+          item_names=("params", "meta"))
+      step = self.best.latest_step()
+      if step is not None:
+        meta = self.best.restore(step, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore()))["meta"]
+        self.best_value = meta.get("value")
+
+  # -- side files ----------------------------------------------------------------
+  def write_side_files(self, model_config: Mapping[str, Any],
+                       train_config: Mapping[str, Any] | None = None,
+                       tokenizer=None) -> None:
+    """config.json (+ train config, tokenizer) beside the checkpoints."""
+    if jax.process_index() != 0:
+      return
+    os.makedirs(self.directory, exist_ok=True)
+    with open(os.path.join(self.directory, CONFIG_FILE), "w") as f:
+      json.dump(dict(model_config), f, indent=2, sort_keys=True, default=str)
+    if train_config is not None:
+      with open(os.path.join(self.directory, TRAIN_CONFIG_FILE), "w") as f:
+        json.dump(dict(train_config), f, indent=2, sort_keys=True, default=str)
+    if tokenizer is not None:
+      tokenizer.save_pretrained(self.directory)
+
+  # -- save ------------------------------------------------------------------------
+  def save(self, step: int, state: Mapping[str, Any],
+           data_state: Mapping[str, Any] | None = None,
+           metrics: Mapping[str, float] | None = None,
+           force: bool = False) -> bool:
+    """Async save of the full training state at `step`."""
+    params, opt = _split_state(state)
+    meta = {"step": int(step), "metrics": dict(metrics or {}),
+            "best_value": self.best_value}
+    saved = self.latest.save(step, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(params),
+        opt=ocp.args.StandardSave(opt),
+        data=ocp.args.JsonSave(dict(data_state or {})),
+        meta=ocp.args.JsonSave(meta)), force=force)
+    if saved:
+      logging.info("checkpoint: saving step %d to %s (async)", step,
+                   self.latest.directory)
+    return saved
+
+  def maybe_save_best(self, step: int, params: Any,
+                      metrics: Mapping[str, float]) -> bool:
+    """Saves `params` as the best checkpoint if `metrics` improve on it."""
+    if self.best is None:
+      return False
+    if self.best_metric not in metrics:
+      raise CheckpointError(
+          f"best_metric {self.best_metric!r} not among eval metrics "
+          f"{sorted(metrics)}")
+    v = float(metrics[self.best_metric])
+    better = self.best_value is None or (
+        v > self.best_value if self.best_mode == "max" else v < self.best_value)
+    if not better:
+      return False
+    self.best_value = v
+    self.best.save(step, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(params),
+        meta=ocp.args.JsonSave({"step": int(step), "value": v,
+                                "metric": self.best_metric,
+                                "metrics": dict(metrics)})), force=True)
+    logging.info("checkpoint: new best %s=%.5f at step %d", self.best_metric,
+                 v, step)
+    return True
+
+  # -- restore -----------------------------------------------------------------------
+  def latest_step(self) -> int | None:
+    return self.latest.latest_step()
+
+  def restore(self, abstract_state: Mapping[str, Any], step: int | None = None):
+    """Restores (state, data_state, meta) at `step` (default: latest).
+
+    `abstract_state` holds `jax.ShapeDtypeStruct`s with the target shardings.
+    """
+    step = self.latest.latest_step() if step is None else step
+    if step is None:
+      raise CheckpointError(f"no checkpoint under {self.latest.directory}")
+    a_params, a_opt = _split_state(abstract_state)
+    out = self.latest.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(a_params),
+        opt=ocp.args.StandardRestore(a_opt),
+        data=ocp.args.JsonRestore(),
+        meta=ocp.args.JsonRestore()))
+    state = dict(out["opt"])
+    state["params"] = out["params"]
+    meta = dict(out["meta"])
+    if meta.get("best_value") is not None and self.best_value is None:
+      self.best_value = meta["best_value"]
+    return state, dict(out["data"] or {}), meta
+
+  def wait_until_finished(self) -> None:
+    self.latest.wait_until_finished()
+    if self.best is not None:
+      self.best.wait_until_finished()
+
+  def close(self) -> None:
+    self.wait_until_finished()
+    self.latest.close()
+    if self.best is not None:
+      self.best.close()
+
+
+def read_config(directory: str) -> dict[str, Any]:
+  path = os.path.join(directory, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise CheckpointError(f"{path}: missing; not a reward-model run directory")
+  with open(path) as f:
+    return json.load(f)
+
+
+def restore_params(directory: str, abstract_params: Any,
+                   which: str = "best") -> tuple[Any, int]:
+  """Params only from a run directory: `which` = "best" (falling back to the
+  latest when no best exists) or "latest". Returns (params, step)."""
+  directory = os.path.abspath(directory)
+  order = ["best", "ckpt"] if which == "best" else ["ckpt"]
+  for sub in order:
+    path = os.path.join(directory, sub)
+    if not os.path.isdir(path):
+      continue
+    mngr = ocp.CheckpointManager(
+        path, options=ocp.CheckpointManagerOptions(read_only=True),
+        item_names=("params",))
+    step = mngr.latest_step()
+    if step is None:
+      mngr.close()
+      continue
+    out = mngr.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(abstract_params)))
+    mngr.close()
+    logging.info("restored params from %s step %d", path, step)
+    return out["params"], step
+  raise CheckpointError(f"{directory}: no checkpoint found under "
+                        f"{' or '.join(order)}")
