@@ -236,3 +236,15 @@ def test_loader_real_format_quirks(tmp_path):
   assert res.reward == pytest.approx(1.0)
   with pytest.raises(Exception, match="items_shuffle"):
     load_catalog(str(tmp_path / "missing"))
+
+
+def test_max_steps_truncates(world):
+  env = WebShopEnv(world, max_steps=3)
+  env.reset("1")
+  assert not env.step("search[tea]").done
+  assert not env.step("nonsense").done
+  res = env.step("click[Back to Search]")
+  assert res.done and res.reward == 0.0 and res.info["truncated"]
+  assert "Step limit (3 actions)" in res.observation
+  with pytest.raises(EnvError):
+    env.step("search[tea]")

@@ -17,8 +17,11 @@ silently does nothing), it still counts as an action; ``search[...]`` works
 only where the search bar is shown (WebShop's text env accepts it anywhere).
 
 `info` of every step carries `price` (the price of the product being viewed or
-bought, else None), `n_actions` (actions taken so far, invalid ones included),
-`page`, `asin`, `options`, `valid`, and on purchase `reward_info`.
+bought, else None), `n_actions` (actions taken so far, invalid ones included;
+also as `steps`), `page`, `asin`, `options`, `valid` / `invalid`, `score` and
+`success` (reward == 1), and on purchase `reward_info`. With `max_steps` set,
+the episode ends unrewarded (`truncated`) after that many actions without a
+purchase; by default there is no limit (the rollout driver sets one).
 
 Task ids are goal indices as strings ("0", "1", ...), i.e. WebShop's session
 index; `task_ids(split)` lists test = goals [0, n_test), dev = the next n_dev,
@@ -112,12 +115,14 @@ class WebShopEnv:
   name = "webshop"
 
   def __init__(self, world: WebShopWorld | None = None, *,
-               obs_mode: str = "text", show_attrs: bool = False):
+               obs_mode: str = "text", show_attrs: bool = False,
+               max_steps: int | None = None):
     if obs_mode not in ("text", "simple"):
       raise ValueError(f"obs_mode={obs_mode!r}; expected 'text' or 'simple'")
     self.world = world if world is not None else WebShopWorld.synthetic()
     self.obs_mode = obs_mode
     self.show_attrs = show_attrs
+    self.max_steps = max_steps
     self._s: _State | None = None
 
   # -- tasks ---------------------------------------------------------------
@@ -176,8 +181,14 @@ class WebShopEnv:
       obs = s.observation
     else:
       obs = f"Invalid action: {error}\n\n{s.observation}"
-    return StepResult(obs, s.reward if s.done else 0.0, s.done,
-                      self._info(valid=error is None))
+    truncated = False
+    if (not s.done and self.max_steps is not None
+        and s.n_actions >= self.max_steps):
+      s.done = truncated = True
+      obs += f"\n\nStep limit ({self.max_steps} actions) reached without a purchase."
+    info = self._info(valid=error is None)
+    info["truncated"] = truncated
+    return StepResult(obs, s.reward if s.done else 0.0, s.done, info)
 
   def _info(self, valid: bool) -> dict[str, Any]:
     s = self._state()
@@ -185,7 +196,9 @@ class WebShopEnv:
     if s.asin is not None and s.page in ("item", "sub", "done"):
       price = self.world.catalog.product(s.asin).price
     info = {"page": s.page, "asin": s.asin, "options": dict(s.options),
-            "price": price, "n_actions": s.n_actions, "valid": valid}
+            "price": price, "n_actions": s.n_actions, "steps": s.n_actions,
+            "valid": valid, "invalid": not valid, "score": s.reward,
+            "success": s.reward >= 1.0 - 1e-9}
     if s.reward_info is not None:
       info["reward_info"] = dict(s.reward_info)
     return info
