@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import time
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -67,6 +68,10 @@ class RemoteEnv:
     self.world_type = world_type
     self._splits = {k: list(v) for k, v in splits.items()} if splits else None
     self._http = requests.Session()
+    host = urllib.parse.urlsplit(self.base_url).hostname or ""
+    if host in ("127.0.0.1", "localhost", "::1"):
+      # No proxy/netrc lookups for loopback (they cost ms per request).
+      self._http.trust_env = False
     self._task_id: str | None = None
     self._history: list[str] = []
     self._instruction = ""

@@ -109,6 +109,13 @@ class _State:
   observation: str = ""
 
 
+def _copy_state(s: _State) -> _State:
+  """A copy sharing only immutable parts (str, tuples) with `s`."""
+  return dataclasses.replace(
+      s, options=dict(s.options),
+      reward_info=copy.deepcopy(s.reward_info) if s.reward_info else None)
+
+
 class WebShopEnv:
   """The WebShop env; implements `armap_jax.envs.base.Env`."""
 
@@ -326,7 +333,7 @@ class WebShopEnv:
   # -- snapshots -------------------------------------------------------------
   def snapshot(self) -> tuple[int, _State]:
     """An exact copy of the episode state (valid for envs on the same world)."""
-    return (id(self.world), copy.deepcopy(self._state()))
+    return (id(self.world), _copy_state(self._state()))
 
   def restore(self, snapshot: tuple[int, _State]) -> None:
     try:
@@ -336,7 +343,7 @@ class WebShopEnv:
                      "WebShopEnv snapshot") from e
     if world_id != id(self.world) or not isinstance(state, _State):
       raise EnvError("webshop: snapshot comes from a different world/catalog")
-    self._s = copy.deepcopy(state)
+    self._s = _copy_state(state)
 
   def close(self) -> None:
     self._s = None
