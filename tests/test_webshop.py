@@ -144,6 +144,14 @@ def test_snapshot_restore_exact(world):
   assert env.done
   env.restore(snap)
   assert env.observation == obs_at_snap and not env.done
+  # The last observation is kept exactly, also when it was an invalid action's.
+  bad = env.step("click[nothing here]")
+  snap2 = env.snapshot()
+  env.step(plan[2])
+  env.restore(snap2)
+  assert env.observation == bad.observation
+  assert env.observation.startswith("Invalid action:")
+  env.restore(snap)
   again = [env.step(a) for a in plan[2:]]
   assert [(r.observation, r.reward, r.done, r.info) for r in again] == \
          [(r.observation, r.reward, r.done, r.info) for r in tail]

@@ -106,7 +106,8 @@ class _State:
   reward: float = 0.0
   done: bool = False
   reward_info: dict[str, Any] | None = None
-  observation: str = ""
+  observation: str = ""  # the current page
+  last: str = ""  # what the last reset/step returned
 
 
 def _copy_state(s: _State) -> _State:
@@ -163,7 +164,8 @@ class WebShopEnv:
 
   @property
   def observation(self) -> str:
-    return self._state().observation
+    """What the last reset()/step() returned (kept by snapshots)."""
+    return self._state().last
 
   def _state(self) -> _State:
     if self._s is None:
@@ -174,8 +176,8 @@ class WebShopEnv:
   def reset(self, task_id: str) -> str:
     self.world.goal(task_id)  # validates
     self._s = _State(task_id=str(task_id))
-    self._s.observation = self._render()
-    return self._s.observation
+    self._s.observation = self._s.last = self._render()
+    return self._s.last
 
   def step(self, action: str) -> StepResult:
     s = self._state()
@@ -195,6 +197,7 @@ class WebShopEnv:
       obs += f"\n\nStep limit ({self.max_steps} actions) reached without a purchase."
     info = self._info(valid=error is None)
     info["truncated"] = truncated
+    s.last = obs
     return StepResult(obs, s.reward if s.done else 0.0, s.done, info)
 
   def _info(self, valid: bool) -> dict[str, Any]:
