@@ -160,3 +160,14 @@ def test_snapshot_restore_identical():
   assert env.step(plan[3]) == nxt
   with pytest.raises(EnvError):
     env.restore(("x",))
+
+
+def test_task_and_prompt_example_replays():
+  from armap_jax.envs import prompts_extra
+  env = BabyAIEnv()
+  tid = env.task_ids("dev")[3]
+  t = env.task(tid)
+  assert t.split == "dev" and t.meta["level"] == parse_task_id(tid)[0]
+  env.reset(tid)
+  assert t.instruction == env.instruction
+  assert prompts_extra.check_example(BabyAIEnv(), "babyai") == []

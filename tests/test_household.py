@@ -163,3 +163,14 @@ def test_snapshot_restore_identical():
   assert env.step("look") == look
   with pytest.raises(EnvError):
     env.restore("nope")
+
+
+def test_task_and_prompt_example_replays():
+  from armap_jax.envs import prompts_extra
+  env = HouseholdEnv()
+  tid = env.task_ids("test")[5]
+  t = env.task(tid)
+  assert t.split == "test" and t.meta["task_type"] == parse_task_id(tid)[0]
+  env.reset(tid)
+  assert t.instruction == env.instruction
+  assert prompts_extra.check_example(HouseholdEnv(), "household") == []

@@ -96,3 +96,14 @@ def test_snapshot_restore_identical():
   assert again == nxt
   with pytest.raises(EnvError):
     env.restore(("junk",))
+
+
+def test_task_and_prompt_example_replays():
+  from armap_jax.envs import prompts_extra
+  env = MazeEnv()
+  t = env.task("5x5/100003")
+  assert t.split == "dev" and t.instruction == (env.reset("5x5/100003") and
+                                                env.instruction)
+  assert env.task("4x4/3").split == "train"
+  assert env.task("4x4/200000").split == "test"
+  assert prompts_extra.check_example(MazeEnv(), "maze") == []

@@ -34,7 +34,7 @@ import io
 import re
 from typing import Any
 
-from armap_jax.envs.base import SPLITS, EnvError, StepResult
+from armap_jax.envs.base import SPLITS, EnvError, StepResult, Task
 
 NAME = "babyai"
 # Single-room levels the BabyAI bot solves within ~25 primitive actions,
@@ -56,6 +56,23 @@ _DIR_VEC = ((1, 0), (0, 1), (-1, 0), (0, -1))
 _HELP = ("Actions: turn left, turn right, move forward, pick up, drop, toggle, "
          "go to <object>, pick up <object>, toggle <object>, go through "
          "<door>, check available actions.")
+
+
+def split_of_seed(seed: int) -> str:
+  """The split a seed belongs to (see the module docstring)."""
+  return "test" if seed >= _SPLIT_BASE["test"] else (
+      "dev" if seed >= _SPLIT_BASE["dev"] else "train")
+
+
+def _make(level: str, seed: int):
+  """The unwrapped minigrid env of `level`, reset with `seed`."""
+  import gymnasium as gym  # pylint: disable=g-import-not-at-top
+  import minigrid  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  env = gym.make(f"BabyAI-{level}-v0").unwrapped
+  # minigrid prints "Sampling rejected ..." while generating levels.
+  with contextlib.redirect_stdout(io.StringIO()):
+    env.reset(seed=seed)
+  return env
 
 
 def parse_task_id(task_id: str) -> tuple[str, int]:
@@ -104,6 +121,14 @@ class BabyAIEnv:
     base, lv = _SPLIT_BASE[split], self.levels
     return [f"{lv[i % len(lv)]}/{base + i}" for i in range(self._counts[split])]
 
+  def task(self, task_id: str) -> Task:
+    level, seed = parse_task_id(task_id)
+    env = _make(level, seed)
+    mission = env.mission
+    env.close()
+    return Task(task_id, f"Your goal: {mission}", split_of_seed(seed),
+                {"level": level, "seed": seed})
+
   @property
   def instruction(self) -> str:
     return f"Your goal: {self._env.mission}" if self._env is not None else ""
@@ -114,12 +139,7 @@ class BabyAIEnv:
 
   def reset(self, task_id: str) -> str:
     level, seed = parse_task_id(task_id)
-    import gymnasium as gym  # pylint: disable=g-import-not-at-top
-    import minigrid  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-    env = gym.make(f"BabyAI-{level}-v0").unwrapped
-    # minigrid prints "Sampling rejected ..." while generating levels.
-    with contextlib.redirect_stdout(io.StringIO()):
-      env.reset(seed=seed)
+    env = _make(level, seed)
     counts: dict[tuple[str, str], int] = collections.Counter()
     objs = [(x, y, o) for x in range(env.grid.width)
             for y in range(env.grid.height)
@@ -185,7 +205,8 @@ class BabyAIEnv:
         what = f"an open {_name(c)}"
       else:
         what = "a wall" if c.type == "wall" else f"a {_name(c)}"
-      text += f" You are facing {what} {_plural(k, 'step')} away."
+      sep = "" if c.type == "wall" else ","
+      text += f" You are facing {what}{sep} {_plural(k, 'step')} away."
       break
     if env.carrying is not None:
       text += f" You are carrying a {_name(env.carrying)}."
@@ -205,7 +226,7 @@ class BabyAIEnv:
         o = env.grid.get(x, y)
         if o is not None and hasattr(o, "text_id") and _name(o) in self._seen:
           n = _name(o)
-          if ref in (n, n.rsplit(" ", 1)[0]):
+          if ref in (n, n.rsplit(" ", 1)[0], o.type):
             matches.append((o, (x, y)))
     if len(matches) == 1:
       return matches[0][0], matches[0][1], ""

@@ -31,7 +31,7 @@ import copy
 import re
 
 from armap_jax.envs import household_world as hw
-from armap_jax.envs.base import SPLITS, EnvError, StepResult
+from armap_jax.envs.base import SPLITS, EnvError, StepResult, Task
 
 NAME = "household"
 _SPLIT_BASE = {"train": 0, "dev": 100_000, "test": 200_000}
@@ -52,6 +52,12 @@ def _listing(names: list[str]) -> str:
   if len(items) == 1:
     return items[0]
   return ", ".join(items[:-1]) + ", and " + items[-1]
+
+
+def split_of_seed(seed: int) -> str:
+  """The split a seed belongs to (see the module docstring)."""
+  return "test" if seed >= _SPLIT_BASE["test"] else (
+      "dev" if seed >= _SPLIT_BASE["dev"] else "train")
 
 
 def parse_task_id(task_id: str) -> tuple[str, int]:
@@ -87,6 +93,13 @@ class HouseholdEnv:
     base, types = _SPLIT_BASE[split], hw.TASK_TYPES
     return [f"{types[i % len(types)]}/{base + i}"
             for i in range(self._counts[split])]
+
+  def task(self, task_id: str) -> Task:
+    ttype, seed = parse_task_id(task_id)
+    w = hw.generate(ttype, seed)
+    return Task(task_id, f"Your task is to: {w.goal.text()}",
+                split_of_seed(seed),
+                {"task_type": ttype, "seed": seed, "room": w.room})
 
   @property
   def instruction(self) -> str:

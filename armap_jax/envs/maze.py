@@ -27,7 +27,7 @@ import dataclasses
 import random
 import re
 
-from armap_jax.envs.base import SPLITS, EnvError, StepResult
+from armap_jax.envs.base import SPLITS, EnvError, StepResult, Task
 
 NAME = "maze"
 _SPLIT_BASE = {"train": 0, "dev": 100_000, "test": 200_000}
@@ -118,6 +118,18 @@ def _bfs(grid: tuple[str, ...], src: tuple[int, int]) -> dict[tuple[int, int], i
   return dist
 
 
+def split_of_seed(seed: int) -> str:
+  """The split a seed belongs to (see the module docstring)."""
+  return "test" if seed >= _SPLIT_BASE["test"] else (
+      "dev" if seed >= _SPLIT_BASE["dev"] else "train")
+
+
+def instruction_for(layout: MazeLayout) -> str:
+  gx, gy = layout.goal
+  return (f"You are in a maze. Reach the goal at position {gx}, {gy} by "
+          "moving up, down, left or right; walls block your way.")
+
+
 def parse_task_id(task_id: str) -> tuple[int, int]:
   """``"5x5/17"`` -> (5, 17); raises EnvError on a malformed id."""
   m = re.fullmatch(r"(\d+)x(\d+)/(\d+)", str(task_id))
@@ -156,13 +168,14 @@ class MazeEnv:
     return [f"{self.sizes[i % len(self.sizes)]}x{self.sizes[i % len(self.sizes)]}"
             f"/{base + i}" for i in range(self._counts[split])]
 
+  def task(self, task_id: str) -> Task:
+    n, seed = parse_task_id(task_id)
+    return Task(task_id, instruction_for(generate(n, seed)),
+                split_of_seed(seed), {"size": n, "seed": seed})
+
   @property
   def instruction(self) -> str:
-    if self._layout is None:
-      return ""
-    gx, gy = self._layout.goal
-    return (f"You are in a maze. Reach the goal at position {gx}, {gy} by "
-            "moving up, down, left or right; walls block your way.")
+    return instruction_for(self._layout) if self._layout is not None else ""
 
   @property
   def done(self) -> bool:

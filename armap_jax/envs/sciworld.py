@@ -32,7 +32,7 @@ from typing import Any
 
 from absl import logging
 
-from armap_jax.envs.base import SPLITS, EnvError, ReplayEnv, StepResult
+from armap_jax.envs.base import SPLITS, EnvError, ReplayEnv, StepResult, Task
 
 NAME = "sciworld"
 
@@ -177,6 +177,21 @@ class SciWorldEnv(ReplayEnv):
       raise EnvError(f"sciworld: unknown split {split!r}; expected {SPLITS}")
     k = SPLITS.index(split)
     return [f"{n}/{v}" for n in self.task_names() for v in self._splits(n)[k]]
+
+  def task(self, task_id: str) -> Task:
+    """The task's description and split (loads it into the JVM briefly)."""
+    name, var = parse_task_id(task_id)
+    if name not in self.task_names():
+      raise EnvError(f"sciworld: unknown task {name!r} in task id {task_id!r}")
+    splits = self._splits(name)
+    split = next((s for s, vs in zip(SPLITS, splits) if var in vs), None)
+    if split is None:
+      raise EnvError(f"sciworld: variation {var} of {name!r} is in no split")
+    server = self._server()
+    server.load(name, var, self.simplifications, False)
+    text = str(server.getTaskDescription())
+    self._reload_episode()
+    return Task(task_id, text, split, {"task_name": name, "variation": var})
 
   # --- episode -------------------------------------------------------------
 
