@@ -50,6 +50,8 @@ class SlowEnv:
       raise EnvError("step() before reset()")
     if action == "slow":
       time.sleep(self.delay)
+    if action == "boom":
+      raise RuntimeError("env bug")
     self.n += 1
     return StepResult(f"n={self.n}", 0.0, False, {})
 
@@ -212,6 +214,10 @@ def test_slow_step_times_out_without_killing_server():
     assert e.value.status == 409 and "reset or restore" in str(e.value)
     assert a.reset("a") == "start a"
     assert a.step("fast").observation == "n=1"
+    with pytest.raises(RemoteEnvError) as e:  # an env bug -> 500, server lives
+      a.step("boom")
+    assert e.value.status == 500 and "RuntimeError: env bug" in str(e.value)
+    assert a.step("fast").observation == "n=2"
 
 
 def test_live_env_bound_and_bad_requests():

@@ -38,7 +38,8 @@ envs idle for `ttl_s` are closed by a reaper; every env call runs on a worker
 thread and answers 504 if it takes longer than `request_timeout_s` (the server
 keeps serving; the env is marked unusable until reset/restore, since its state
 is unknown); one request at a time per env (409 if busy). Errors are JSON
-{"error": message} with 400/404/409/503/504 status codes.
+{"error": message} with 400/404/409/503/504 status codes (500 when the env
+itself raised something other than EnvError; the server keeps running).
 """
 
 from __future__ import annotations
@@ -177,6 +178,12 @@ class EnvServer:
         return out
       except EnvError as e:
         raise HTTPError(409, f"env {slot.env_id}: {e}") from e
+      except HTTPError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except
+        logging.exception("env %d (%s) raised", slot.env_id, slot.kind)
+        raise HTTPError(500, f"env {slot.env_id} raised {type(e).__name__}: "
+                             f"{e}") from e
       finally:
         slot.last_used = time.monotonic()
         slot.lock.release()
