@@ -39,6 +39,9 @@ from armap_jax.training.reward_model import gather_positions, last_token_values
 
 State = dict[str, Any]
 
+# Compiled steps shared by equivalent Trainers (see Trainer._cache_key).
+_JIT_CACHE: dict[Any, Any] = {}
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -305,17 +308,29 @@ class Trainer:
     return {k: jax.make_array_from_process_local_data(sh[k], np.asarray(v))
             for k, v in batch.items()}
 
+  def _cache_key(self, which: str, batch):
+    """Trainers with equal config, graph, mesh and rules share compiled steps
+    (the jitted function closes over nothing else: the non-Param state is
+    part of the key)."""
+    if jax.tree.leaves(self._rest):
+      return (which, id(self))
+    return (which, self.cfg, self.graphdef, self.mesh, self.rules,
+            tuple(sorted((k, np.ndim(v)) for k, v in batch.items())))
+
   def train_step(self, state: State, batch) -> tuple[State, dict]:
     """One optimizer step (jitted, sharded, state donated)."""
     if not isinstance(next(iter(batch.values())), jax.Array):
       batch = self.put_batch(batch)
     if self._train is None:
-      state_sh = self.state_shardings(state)
-      self._train = jax.jit(
-          self._train_step,
-          in_shardings=(state_sh, self._batch_shardings(batch)),
-          out_shardings=(state_sh, self._repl),
-          donate_argnums=(0,))
+      key = self._cache_key("train", batch)
+      if key not in _JIT_CACHE:
+        state_sh = self.state_shardings(state)
+        _JIT_CACHE[key] = jax.jit(
+            self._train_step,
+            in_shardings=(state_sh, self._batch_shardings(batch)),
+            out_shardings=(state_sh, self._repl),
+            donate_argnums=(0,))
+      self._train = _JIT_CACHE[key]
     with jax.set_mesh(self.mesh):
       return self._train(state, batch)
 
@@ -323,9 +338,14 @@ class Trainer:
     if not isinstance(next(iter(batch.values())), jax.Array):
       batch = self.put_batch(batch)
     if self._eval is None:
-      self._eval = jax.jit(self._eval_step,
-                           in_shardings=(self.state_shardings(state), None),
-                           out_shardings=self._repl)
+      key = self._cache_key("eval", batch)
+      if key not in _JIT_CACHE:
+        _JIT_CACHE[key] = jax.jit(
+            self._eval_step,
+            in_shardings=(self.state_shardings(state),
+                          self._batch_shardings(batch)),
+            out_shardings=self._repl)
+      self._eval = _JIT_CACHE[key]
     with jax.set_mesh(self.mesh):
       return self._eval(state, batch)
 
