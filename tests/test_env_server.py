@@ -275,3 +275,18 @@ def test_cli_server_process():
   finally:
     proc.terminate()
     proc.wait(timeout=30)
+
+
+def test_factory_failure_is_a_json_error():
+  def broken():
+    raise OSError("missing data file")
+
+  server = EnvServer({"broken": broken, "slow": SlowEnv})
+  with ServerThread(server) as url:
+    with pytest.raises(RemoteEnvError) as e:
+      RemoteEnv(url, "broken")
+    assert e.value.status == 500 and "missing data file" in str(e.value)
+    env = RemoteEnv(url, "slow")
+    assert env.task_ids("train") == ["a", "b"]
+    r = requests.get(url + "/tasks", params={"env": "slow", "split": "nope"}, timeout=10)
+    assert r.status_code == 400

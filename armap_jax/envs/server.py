@@ -105,6 +105,14 @@ class _Slot:
       default_factory=collections.OrderedDict)
 
 
+def _make(factory: EnvFactory, kind: str) -> Env:
+  try:
+    return factory()
+  except Exception as e:  # pylint: disable=broad-except
+    logging.exception("making a %s env failed", kind)
+    raise HTTPError(500, f"making a {kind} env failed: {type(e).__name__}: {e}") from e
+
+
 def _jsonable(x: Any) -> Any:
   return json.loads(json.dumps(x, default=str))
 
@@ -205,7 +213,7 @@ class EnvServer:
 
   def _drop(self, slot: _Slot) -> None:
     self._slots.pop(slot.env_id, None)
-    for sid in slot.snapshots:
+    for sid in list(slot.snapshots):
       self._snap_owner.pop(sid, None)
     slot.snapshots.clear()
 
@@ -247,7 +255,7 @@ class EnvServer:
     abandoned = threading.Event()
 
     def make():
-      env = self.factories[kind]()
+      env = _make(self.factories[kind], kind)
       if abandoned.is_set():
         env.close()
         return None
@@ -268,9 +276,11 @@ class EnvServer:
     key = (kind, split)
     if key not in self._tasks_cache:
       def list_ids():
-        env = self.factories[kind]()
+        env = _make(self.factories[kind], kind)
         try:
           return list(env.task_ids(split))
+        except EnvError as e:
+          raise HTTPError(400, f"{kind}: {e}") from e
         finally:
           env.close()
       self._tasks_cache[key] = await self._in_thread(list_ids)
