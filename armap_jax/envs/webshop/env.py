@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import re
 import threading
 from typing import Any
@@ -92,6 +93,12 @@ class WebShopWorld:
     return self.catalog.goals[i]
 
 
+@functools.lru_cache(maxsize=1)
+def default_world() -> WebShopWorld:
+  """The synthetic world (seed 0), built once per process and shared."""
+  return WebShopWorld.synthetic()
+
+
 @dataclasses.dataclass
 class _State:
   task_id: str
@@ -127,7 +134,7 @@ class WebShopEnv:
                max_steps: int | None = None):
     if obs_mode not in ("text", "simple"):
       raise ValueError(f"obs_mode={obs_mode!r}; expected 'text' or 'simple'")
-    self.world = world if world is not None else WebShopWorld.synthetic()
+    self.world = world if world is not None else default_world()
     self.obs_mode = obs_mode
     self.show_attrs = show_attrs
     self.max_steps = max_steps
