@@ -349,17 +349,18 @@ def legal_moves(
   only with ``a >= b``, ``/`` in both orders with a non-zero divisor.
   """
   moves = []
-  seen = set()
+  seen = set()  # Value pairs, as ints: hashing Fractions is slow.
   n = len(numbers)
   for i, j in itertools.combinations(range(n), 2):
     x, y = numbers[i], numbers[j]
     hi, lo = (x, y) if x >= y else (y, x)
-    cands = [(hi, "+", lo), (hi, "*", lo), (hi, "-", lo), (hi, "/", lo),
-             (lo, "/", hi)]
-    for a, op, b in cands:
-      key = (a, op, b)
-      if key in seen or not is_legal(a, op, b):
-        continue
-      seen.add(key)
-      moves.append(key)
+    pair = (hi.numerator, hi.denominator, lo.numerator, lo.denominator)
+    if pair in seen:
+      continue
+    seen.add(pair)
+    moves += [(hi, "+", lo), (hi, "*", lo), (hi, "-", lo)]
+    if lo != 0:
+      moves.append((hi, "/", lo))
+    if hi != 0 and hi != lo:
+      moves.append((lo, "/", hi))
   return moves

@@ -157,13 +157,19 @@ def winning_moves(
     numbers: Iterable[Fraction | int]) -> list[tuple[Fraction, str, Fraction]]:
   """The legal moves ``(a, op, b)`` from `numbers` after which 24 is still
   reachable (empty if none, or if only one number is left)."""
-  nums = sorted(Fraction(x) for x in numbers)
+  return list(_winning_moves(_key(numbers)))
+
+
+@functools.lru_cache(maxsize=100_000)
+def _winning_moves(
+    key: tuple[_Q, ...]) -> tuple[tuple[Fraction, str, Fraction], ...]:
+  nums = [Fraction(n, d) for n, d in key]
   out = []
   for a, op, b in legal_moves(nums):
     rest = remove_operands(nums, a, b)
     if is_solvable(rest + [apply_op(a, op, b)]):
       out.append((a, op, b))
-  return out
+  return tuple(out)
 
 
 def solve(puzzle: str | Sequence[int]) -> list[str] | None:
