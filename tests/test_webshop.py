@@ -256,3 +256,11 @@ def test_max_steps_truncates(world):
   assert "Step limit (3 actions)" in res.observation
   with pytest.raises(EnvError):
     env.step("search[tea]")
+
+
+def test_search_folds_plurals_and_is_deterministic(world):
+  hits = world.engine.search("deodorants")
+  assert hits and hits == world.engine.search("deodorant")
+  assert all(world.catalog.product(a).query == "deodorant" for a in hits[:10])
+  assert world.engine.search("the of and") == []  # only stop words
+  assert len(world.engine.search("black")) == 50  # capped at WebShop's 50
