@@ -62,7 +62,8 @@ def test_check_answer_rejects(puzzle, expr):
     "4 * 5 * 6 * 10" + "0" * 100_000,
     "9" * 5000,
     "4 * 6 + " + "1 * " * 3000 + "1",
-    "４ * ６ * (10 - 5)",  # Full-width digits.
+    "(５ * (10 - 4)) - ６",  # Full-width digits (a correct expression).
+    "(٥ * (10 - 4)) - 6",  # Arabic-Indic digit.
     "4 × 6 × (10 − 5)",
     "__import__('os').system('true')",
     "\x00\x01\ufeff\u202e 4 5 6 10",
@@ -181,6 +182,7 @@ def test_parse_and_format():
   assert s.op == "*" and s.left == (1, 24)
   assert parse_step("1.5 * 16").a == Fraction(3, 2)
   assert parse_step("4 - 10 = -6 (left: -6 5 6)").result == -6
+  assert parse_step("１０ - 4 = 6") is None
   for bad in ("", "4 +", "+ 4 5", "4 + 5 + 6", "4 + 5 = six",
               "4 + 5 (left: a b)", "4 ** 5", "x" * 1000):
     assert parse_step(bad) is None, bad

@@ -119,7 +119,8 @@ class _ParseError(Exception):
   pass
 
 
-_TOKEN_RE = re.compile(r"\s*(?:(\d+)|([-+*/()]))")
+# ASCII only: `\d` would also match other scripts' digits ("５", "٥").
+_TOKEN_RE = re.compile(r"\s*(?:([0-9]+)|([-+*/()]))")
 
 
 def _tokenize(text: str) -> list[str]:
@@ -251,7 +252,7 @@ def check_answer(puzzle: str, expression: str) -> bool:
 # ----------------------------------------------------------------------------
 # Steps: "a op b = c (left: x y z)".
 
-_NUM = r"\d+(?:\.\d+)?(?:/\d+)?"
+_NUM = r"[0-9]+(?:\.[0-9]+)?(?:/[0-9]+)?"
 _SNUM = r"-?" + _NUM
 _OPCLASS = r"[-+*/×÷−–xX]"
 _STEP_RE = re.compile(
