@@ -6,14 +6,15 @@ small tokenizer and a recursive-descent parser with hard caps on input length,
 number length and parenthesis depth, so hostile input (``9**9**9``, 10,000
 nested parentheses, ``1/0``, unicode junk) is rejected in microseconds.
 
-Game rules (used by `legal_moves`, the solver in `game24_solver` and the\nenv's ``env`` protocol):
-combine two of the remaining numbers with ``+ - * /``; results must be
+Game rules (used by `legal_moves`, the solver in `game24_solver` and the
+env's ``env`` protocol): combine two of the remaining numbers with
+``+ - * /``; results must be
 non-negative (``a - b`` needs ``a >= b``) and division by zero is illegal;
 fractions are legal intermediate results. Every one of the 1,362 puzzles is
 solvable under these rules (tested). `check_answer` is more permissive and
 follows Tree of Thoughts: any expression over exactly the puzzle's four
 numbers whose exact value is 24 is accepted, whatever its intermediate
-values (unary signs are not part of the grammar, though).
+values (unary signs and non-ASCII digits are not part of the grammar).
 
 Number formatting: integers as ``6``, other rationals as ``p/q`` (``3/2``).
 In step text a fraction literal binds tighter than an operator, so
