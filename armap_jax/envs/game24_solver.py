@@ -16,10 +16,9 @@ import math
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
 
-from armap_jax.envs.game24_math import (TARGET, Node, apply_op, format_number,
-                                        format_step, legal_moves,
-                                        parse_expression, parse_puzzle,
-                                        remove_operands)
+from armap_jax.envs.game24_math import (TARGET, Node, apply_op, format_step,
+                                        legal_moves, parse_expression,
+                                        parse_puzzle, remove_operands)
 
 _Q = tuple[int, int]  # (numerator, denominator > 0), lowest terms.
 _OPS = ("+", "-", "*", "/")
