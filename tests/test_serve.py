@@ -58,10 +58,13 @@ def _histories(k=3):
 def test_openai_policy_matches_local_policy_greedy(stack, route):
   hs = _histories()
   chat = route == "chat"
-  local = LocalPolicy(stack["model"], stack["tok"], chat=chat)
+  # One prompt per decode call on both sides (max_batch=1, one request in
+  # flight), so both reuse one compiled program.
+  local = LocalPolicy(stack["model"], stack["tok"], chat=chat, max_batch=1)
   want = local.propose(hs, 1, GREEDY)
   with OpenAIPolicy(stack["url"] + "/v1", "tiny", route=route,
-                    timeout_s=120, max_retries=0) as remote:
+                    max_concurrency=1, timeout_s=120, max_retries=0,
+                    logprobs=True) as remote:
     got = remote.propose(hs, 1, GREEDY)
   assert [[p.action for p in g] for g in got] == [[p.action for p in g]
                                                   for g in want]
@@ -71,25 +74,30 @@ def test_openai_policy_matches_local_policy_greedy(stack, route):
   assert [g[0].completion_tokens for g in got] == [
       g[0].completion_tokens for g in want]
   assert remote.usage.completion_tokens == local.usage.completion_tokens
+  # Log-probs of the sampled tokens came back over HTTP.
+  np.testing.assert_allclose([g[0].logprob for g in got],
+                             [g[0].logprob for g in want], rtol=1e-4)
+  assert all(g[0].logprob < 0 for g in got)
+
+
+PROMPTS = ["Input: 1 2 3 4\nSteps:\n", "Input: 2 2 6 6\nSteps:\n",
+           "Input: 3 3 8 8\nSteps:\n", "Input: 1 1 4 6\nSteps:\n"]
 
 
 def test_concurrent_requests_share_one_decode_call(stack):
   b = stack["server"].gen_batcher
   url = stack["url"] + "/v1/completions"
-  prompts = ["Input: 1 2 3 4\nSteps:\n", "Input: 2 2 6 6\nSteps:\n",
-             "Input: 3 3 8 8\nSteps:\n", "Input: 1 1 4 6\nSteps:\n"]
-  body = lambda p, s: {"model": "tiny", "prompt": p, "max_tokens": 6,
-                       "temperature": 0.0, "n": 2, "seed": s}
-  single = [requests.post(url, json=body(p, 0), timeout=120).json()
-            for p in prompts]
+  body = lambda p: {"model": "tiny", "prompt": p, "max_tokens": 6,
+                    "temperature": 0.0}
+  # All four prompts in one request: the reference (same decode shapes).
+  together = requests.post(url, json=body(PROMPTS), timeout=120).json()
   results = [None] * 4
   b.pause()
   try:
     calls0 = b.stats["calls"]
 
     def fire(i):
-      results[i] = requests.post(url, json=body(prompts[i], i),
-                                 timeout=120).json()
+      results[i] = requests.post(url, json=body(PROMPTS[i]), timeout=120).json()
 
     threads = [threading.Thread(target=fire, args=(i,)) for i in range(4)]
     for t in threads:
@@ -103,28 +111,26 @@ def test_concurrent_requests_share_one_decode_call(stack):
   for t in threads:
     t.join(timeout=120)
   assert b.stats["calls"] == calls0 + 1
-  for r, s in zip(results, single):
-    assert [c["text"] for c in r["choices"]] == [c["text"] for c in s["choices"]]
-    assert len(r["choices"]) == 2
+  assert [r["choices"][0]["text"] for r in results] == [
+      c["text"] for c in together["choices"]]
+  assert [r["usage"]["prompt_tokens"] for r in results] == [
+      len(stack["tok"](p)["input_ids"]) for p in PROMPTS]
 
 
 def test_sampling_seed_is_per_request_and_logprobs(stack):
   url = stack["url"] + "/v1/completions"
-  body = {"prompt": ["Input: 1 2 3 4\nSteps:\n"], "max_tokens": 5,
-          "temperature": 1.0, "n": 3, "seed": 7, "logprobs": 1}
+  body = {"prompt": PROMPTS[:2], "max_tokens": 5, "temperature": 1.0, "n": 2,
+          "seed": 7, "logprobs": 1}
   a = requests.post(url, json=body, timeout=120).json()
   b = requests.post(url, json=body, timeout=120).json()
+  assert len(a["choices"]) == 4
+  assert [c["index"] for c in a["choices"]] == [0, 1, 2, 3]
   assert [c["text"] for c in a["choices"]] == [c["text"] for c in b["choices"]]
   lp = a["choices"][0]["logprobs"]
   assert len(lp["token_logprobs"]) == len(lp["tokens"]) > 0
   assert all(x <= 0 for x in lp["token_logprobs"])
   assert a["usage"]["completion_tokens"] == sum(
       len(c["logprobs"]["tokens"]) for c in a["choices"])
-  chat = requests.post(stack["url"] + "/v1/chat/completions", json={
-      "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
-      "logprobs": True, "temperature": 0}, timeout=120).json()
-  assert chat["object"] == "chat.completion"
-  assert len(chat["choices"][0]["logprobs"]["content"]) > 0
 
 
 def test_models_endpoint(stack):
