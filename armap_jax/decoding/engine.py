@@ -348,3 +348,16 @@ class Decoder:
             prompt_tokens=int(lens[i]), completion_tokens=count))
       out.append(group)
     return out
+
+  # -- beam search and scoring (see beam.py, scoring.py) ------------------
+
+  def beam_search(self, prompts, **kwargs) -> list[list[Completion]]:
+    """See `armap_jax.decoding.beam.beam_search`."""
+    from armap_jax.decoding import beam  # Circular at import time.
+    return beam.beam_search(self, prompts, **kwargs)
+
+  def score_continuations(self, prompts, continuations, **kwargs
+                          ) -> list[np.ndarray]:
+    """See `armap_jax.decoding.scoring.score_continuations`."""
+    from armap_jax.decoding import scoring
+    return scoring.score_continuations(self, prompts, continuations, **kwargs)
