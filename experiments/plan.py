@@ -1,0 +1,32 @@
+r"""Plan with a scorer: one search method over an env's tasks.
+
+  python experiments/plan.py --config=experiments/configs/plan_game24.py \
+      --config.method=greedy|sampling|bon|reflexion|beam|mcts|dvts
+
+Writes <workdir>/results/<method>-<scorer>.jsonl (SearchResult records) and
+<workdir>/summary.md (one row per results file in the work directory), and
+prints the table. Re-running resumes (finished tasks are skipped).
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from armap_jax.search import runner
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "experiments/configs/plan_game24.py", "Planning config file.")
+_QUIET = flags.DEFINE_bool("quiet", False, "No progress bars.")
+
+
+def main(argv):
+  del argv
+  cfg = _CONFIG.value
+  runner.run_plan(cfg, progress=not _QUIET.value)
+  text = runner.write_summary(cfg.workdir, f"Planning on {cfg.env} "
+                              f"({cfg.split})")
+  logging.info("wrote %s/summary.md", cfg.workdir)
+  print(text)  # The launcher's output is the table.
+
+
+if __name__ == "__main__":
+  app.run(main)
