@@ -112,3 +112,27 @@ def load(path: str, dtype=jnp.float32, mesh=None, *, param_dtype=None,
       config, _flatten(restored), dtype=dtype, param_dtype=param_dtype,
       mesh=mesh, rules=rules, source=path)
   return model, hf.load_tokenizer(path), config
+
+
+FORMATS = ("checkpoint", "hf")
+
+
+def convert(src: str, dst: str, to: str = "checkpoint", dtype=None) -> None:
+  """Converts any `load_pretrained` source into a checkpoint or HF directory.
+
+  Args:
+    src: a registered name, a .gguf file, an HF directory or a checkpoint dir.
+    dst: output directory.
+    to: "checkpoint" (Orbax + config + tokenizer) or "hf" (safetensors).
+    dtype: parameter dtype of the output (default: float32).
+  """
+  from armap_jax.models import hf  # Avoid an import cycle.
+
+  if to not in FORMATS:
+    raise ValueError(f"convert(to={to!r}): expected one of {FORMATS}")
+  dtype = jnp.dtype(dtype or jnp.float32)
+  model, tokenizer, _ = hf.load_pretrained(src, dtype=dtype)
+  if to == "checkpoint":
+    save(model, tokenizer, dst)
+  else:
+    hf.save_pretrained(model, tokenizer, dst)
