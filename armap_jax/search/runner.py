@@ -411,17 +411,20 @@ def plot_sweep(rows: Sequence[dict[str, Any]], path: str,
   import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))
   methods = list(dict.fromkeys(r["method"] for r in rows))
+  # A model-free policy reports no tokens: then plot against env steps.
+  key = ("policy_tokens" if any(r["policy_tokens"] > 0 for r in rows) else
+         "env_steps")
   for m in methods:
     rs = [r for r in rows if r["method"] == m]
     xs = [r["n"] for r in rs]
     ys = [100 * r["success"] for r in rs]
     axes[0].plot(xs, ys, marker="o", label=m)
-    axes[1].plot([max(r["policy_tokens"], 1e-9) for r in rs], ys, marker="o",
-                 label=m)
+    axes[1].plot([max(r[key], 1e-9) for r in rs], ys, marker="o", label=m)
   axes[0].set_xscale("log", base=2)
   axes[0].set_xlabel("N (samples / beam width / simulations)")
   axes[1].set_xscale("log")
-  axes[1].set_xlabel("policy tokens per task")
+  axes[1].set_xlabel("policy tokens per task" if key == "policy_tokens" else
+                     "env steps per task (the policy reports no tokens)")
   for ax in axes:
     ax.set_ylabel("success %")
     ax.grid(alpha=0.3)
