@@ -54,7 +54,8 @@ def test_random_strings_and_walls_explained():
   env.reset("5x5/7")
   rng = random.Random(0)
   for _ in range(200):
-    junk = "".join(chr(rng.randrange(0, 0x250)) for _ in range(rng.randrange(0, 30)))
+    junk = "".join(chr(rng.randrange(0, 0x250))
+                   for _ in range(rng.randrange(0, 30)))
     res = env.step(junk)
     if res.info["invalid"]:
       assert "Invalid action" in res.observation or "wall" in res.observation

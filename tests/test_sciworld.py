@@ -109,6 +109,12 @@ def test_quick_gold_invalid_replay_and_no_leak():
     assert again.observation == mid_next.observation
     assert again.reward == mid_next.reward
     assert again.info["score"] == mid_next.info["score"]
+    # Restoring a state that extends the current one steps forward only.
+    later = env.snapshot()
+    env.restore(mid_snap)
+    env.restore(later)
+    assert env.look() != mid_look or later == mid_snap
+    assert env.snapshot() == later
     # The one-shot prompt example is what the simulator really prints.
     from armap_jax.envs import prompts_extra
     assert prompts_extra.check_example(env, "sciworld") == []

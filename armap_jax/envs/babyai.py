@@ -19,7 +19,8 @@ simulator tick, and the observation says why it failed.
 Reward 1.0 when the level's instruction is completed (the episode ends);
 ``info["env_reward"]`` keeps minigrid's discounted reward. The episode also
 ends after `max_steps` agent actions or minigrid's own tick limit. Task ids
-are ``"<level>/<seed>"`` over `LEVELS` (or `ALL_LEVELS`); splits are disjoint seed ranges:
+are ``"<level>/<seed>"`` over `LEVELS` (or `ALL_LEVELS`); splits are disjoint
+seed ranges:
 train [0, n_train), dev [100000, +n_dev), test [200000, +n_test), cycling over
 the levels. Snapshots are deep copies of the minigrid env (exact). `expert()`
 runs minigrid's `BabyAIBot` on a copy and returns its primitive actions.
@@ -32,8 +33,8 @@ import contextlib
 import copy
 import io
 import re
-from typing import Any
 
+from armap_jax.envs import babyai_text as view
 from armap_jax.envs.base import SPLITS, EnvError, StepResult, Task
 
 NAME = "babyai"
@@ -52,7 +53,6 @@ _ALIASES = {"left": "turn left", "right": "turn right",
             "forward": "move forward", "go forward": "move forward",
             "move ahead": "move forward", "pickup": "pick up",
             "pick": "pick up", "open": "toggle"}
-_DIR_VEC = ((1, 0), (0, 1), (-1, 0), (0, -1))
 _HELP = ("Actions: turn left, turn right, move forward, pick up, drop, toggle, "
          "go to <object>, pick up <object>, toggle <object>, go through "
          "<door>, check available actions.")
@@ -82,14 +82,6 @@ def parse_task_id(task_id: str) -> tuple[str, int]:
     raise EnvError(f"babyai: malformed task id {task_id!r}; expected "
                    f"'<level>/<seed>' with a level in {ALL_LEVELS}")
   return level, int(seed)
-
-
-def _name(obj) -> str:
-  return f"{obj.color} {obj.type} {obj.text_id}"
-
-
-def _plural(n: int, word: str) -> str:
-  return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 class BabyAIEnv:
@@ -157,127 +149,9 @@ class BabyAIEnv:
     self._steps = 0
     self._done = self._won = False
     self._env_reward = 0.0
-    return self._describe()
+    return view.describe(self._env, self._seen)
 
   # --- observation ---------------------------------------------------------
-
-  def _visible(self) -> list[tuple[Any, int, int]]:
-    """(object, steps forward, steps right) for objects in view."""
-    env = self._env
-    grid, vis = env.gen_obs_grid()
-    vs = env.agent_view_size
-    out = []
-    for i in range(vs):
-      for j in range(vs):
-        o = grid.get(i, j)
-        if vis[i, j] and o is not None and o.type != "wall" and hasattr(
-            o, "text_id"):
-          out.append((o, vs - 1 - j, i - vs // 2))
-    return out
-
-  def _describe(self) -> str:
-    env = self._env
-    seen = self._visible()
-    parts = []
-    for o, fwd, right in sorted(seen, key=lambda t: (t[1], abs(t[2]))):
-      self._seen.add(_name(o))
-      where = []
-      if fwd:
-        where.append(f"{_plural(fwd, 'step')} in front of you")
-      if right:
-        side = "right" if right > 0 else "left"
-        where.append(f"{_plural(abs(right), 'step')} to your {side}")
-      state = ""
-      if o.type == "door":
-        state = "locked " if o.is_locked else ("open " if o.is_open else
-                                               "closed ")
-      parts.append(f"There is a {state}{_name(o)}, {' and '.join(where)}.")
-    text = ("In front of you in this room, you can see several objects: " +
-            " ".join(parts)) if parts else "You see no objects in front of you."
-    # What is straight ahead.
-    x, y = env.agent_pos
-    dx, dy = _DIR_VEC[env.agent_dir]
-    for k in range(1, env.agent_view_size):
-      c = env.grid.get(x + k * dx, y + k * dy)
-      if c is None:
-        continue
-      if c.type == "door" and c.is_open:
-        what = f"an open {_name(c)}"
-      else:
-        what = "a wall" if c.type == "wall" else f"a {_name(c)}"
-      sep = "" if c.type == "wall" else ","
-      text += f" You are facing {what}{sep} {_plural(k, 'step')} away."
-      break
-    if env.carrying is not None:
-      text += f" You are carrying a {_name(env.carrying)}."
-    else:
-      text += " You are not carrying anything."
-    return text
-
-  # --- helpers -------------------------------------------------------------
-
-  def _find(self, ref: str):
-    """The seen object named `ref` (or unambiguous 'color type'), with its
-    position; (None, None, reason) otherwise."""
-    env = self._env
-    matches = []
-    for x in range(env.grid.width):
-      for y in range(env.grid.height):
-        o = env.grid.get(x, y)
-        if o is not None and hasattr(o, "text_id") and _name(o) in self._seen:
-          n = _name(o)
-          if ref in (n, n.rsplit(" ", 1)[0], o.type):
-            matches.append((o, (x, y)))
-    if len(matches) == 1:
-      return matches[0][0], matches[0][1], ""
-    if not matches:
-      return None, None, (f"You have not seen any object called {ref!r}; "
-                          "explore (turn, move forward) to find it.")
-    names = ", ".join(sorted(_name(o) for o, _ in matches))
-    return None, None, f"{ref!r} is ambiguous: which of {names}?"
-
-  def _path(self, target: tuple[int, int]) -> list[int] | None:
-    """Primitive actions that end facing `target` (BFS over free cells)."""
-    env = self._env
-    start = tuple(int(v) for v in env.agent_pos)
-    tx, ty = target
-
-    def free(x, y):
-      c = env.grid.get(x, y)
-      return c is None or c.can_overlap()
-
-    prev = {start: None}
-    q = collections.deque([start])
-    goal = None
-    while q:
-      p = q.popleft()
-      if abs(p[0] - tx) + abs(p[1] - ty) == 1:
-        goal = p
-        break
-      for dx, dy in _DIR_VEC:
-        n = (p[0] + dx, p[1] + dy)
-        if (n not in prev and 0 <= n[0] < env.grid.width and
-            0 <= n[1] < env.grid.height and free(*n)):
-          prev[n] = p
-          q.append(n)
-    if goal is None:
-      return None
-    cells = []
-    while goal is not None:
-      cells.append(goal)
-      goal = prev[goal]
-    cells.reverse()
-    acts, d = [], int(env.agent_dir)
-    waypoints = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(cells, cells[1:])]
-    waypoints.append((tx - cells[-1][0], ty - cells[-1][1]))
-    for k, vec in enumerate(waypoints):
-      want = _DIR_VEC.index(vec)
-      turn = (want - d) % 4
-      acts += [1] * turn if turn <= 2 else [0]
-      d = want
-      if k < len(waypoints) - 1:
-        acts.append(2)
-    return acts
 
   def _tick(self, actions: list[int]) -> None:
     for a in actions:
@@ -304,7 +178,10 @@ class BabyAIEnv:
     text = _ALIASES.get(text, text)
     self._steps += 1
     ok, msg = self._apply(text, str(action))
-    obs = msg + ("\n" + self._describe() if not self._done else "")
+    if not self._done:
+      obs = msg + "\n" + view.describe(self._env, self._seen)
+    else:
+      obs = msg
     if self._won:
       obs = msg + " You have completed the mission."
     if not self._done and self._steps >= self.max_steps:
@@ -322,12 +199,12 @@ class BabyAIEnv:
     if t in _PRIMITIVE:
       front = self._front()
       if t == "move forward" and front is not None and not front.can_overlap():
-        what = "a wall" if front.type == "wall" else f"the {_name(front)}"
+        what = "a wall" if front.type == "wall" else f"the {view.name(front)}"
         return False, f"You cannot move forward: {what} is in front of you."
       if t == "pick up":
         if env.carrying is not None:
           return False, (f"You are already carrying the "
-                         f"{_name(env.carrying)}; drop it first.")
+                         f"{view.name(env.carrying)}; drop it first.")
         if front is None or not front.can_pickup():
           return False, "There is nothing you can pick up in front of you."
       if t == "drop":
@@ -341,38 +218,39 @@ class BabyAIEnv:
         if front.type == "door" and front.is_locked and not (
             env.carrying is not None and env.carrying.type == "key" and
             env.carrying.color == front.color):
-          return False, (f"The {_name(front)} is locked; you need to carry a "
+          return False, (f"The {view.name(front)} is locked; you need to carry a "
                          f"{front.color} key to open it.")
       held = env.carrying
       self._tick([_PRIMITIVE[t]])
       if t == "pick up":
-        return True, f"You pick up the {_name(front)}."
+        return True, f"You pick up the {view.name(front)}."
       if t == "drop":
-        return True, f"You drop the {_name(held)}."
+        return True, f"You drop the {view.name(held)}."
       if t == "toggle":
-        return True, f"You toggle the {_name(front)}."
+        return True, f"You toggle the {view.name(front)}."
       return True, f"You {t}."
     m = re.fullmatch(r"(go to|pick up|toggle|open|go through|toggle and go "
                      r"through) (?:the )?(.+)", t)
     if not m:
       return False, f"Invalid action {raw[:80]!r}. {_HELP}"
     verb, ref = m.groups()
-    obj, pos, why = self._find(ref)
+    obj, pos, why = view.find(self._env, self._seen, ref)
     if obj is None:
       return False, why
-    path = self._path(pos)
+    path = view.path_to(self._env, pos)
     if path is None:
-      return False, f"You cannot reach the {_name(obj)} from here: the way is blocked."
+      return False, (f"You cannot reach the {view.name(obj)} from here: the "
+                     "way is blocked.")
     if verb == "pick up" and (not obj.can_pickup() or env.carrying is not None):
-      return False, (f"You cannot pick up the {_name(obj)}." if not
+      return False, (f"You cannot pick up the {view.name(obj)}." if not
                      obj.can_pickup() else f"You are already carrying the "
-                     f"{_name(env.carrying)}; drop it first.")
+                     f"{view.name(env.carrying)}; drop it first.")
     if verb in ("go through", "toggle and go through") and obj.type != "door":
-      return False, f"The {_name(obj)} is not a door."
+      return False, f"The {view.name(obj)} is not a door."
     if verb in ("toggle", "open", "toggle and go through") and obj.type not in (
         "door", "box"):
-      return False, f"The {_name(obj)} cannot be toggled."
-    name = _name(obj)
+      return False, f"The {view.name(obj)} cannot be toggled."
+    name = view.name(obj)
     self._tick(path)
     if self._done:
       return True, f"You go to the {name}."
@@ -402,9 +280,9 @@ class BabyAIEnv:
     for x in range(env.grid.width):
       for y in range(env.grid.height):
         o = env.grid.get(x, y)
-        if o is None or not hasattr(o, "text_id") or _name(o) not in self._seen:
+        if o is None or not hasattr(o, "text_id") or view.name(o) not in self._seen:
           continue
-        n = _name(o)
+        n = view.name(o)
         acts.append(f"go to {n}")
         if o.can_pickup() and env.carrying is None:
           acts.append(f"pick up {n}")

@@ -231,7 +231,8 @@ class HouseholdEnv:
       if r not in w.is_open:
         return False, f"The {r} cannot be opened or closed."
       if w.is_open[r] == (verb == "open"):
-        return False, f"The {r} is already {'open' if verb == 'open' else 'closed'}."
+        state = "open" if verb == "open" else "closed"
+        return False, f"The {r} is already {state}."
       w.is_open[r] = verb == "open"
       if verb == "open":
         return True, (f"You open the {r}. The {r} is open. In it, you see "
@@ -278,7 +279,8 @@ class HouseholdEnv:
       if w.recep_types[r] != rtype:
         return False, f"You can only {verb} things with a {rtype}."
       if w.obj_types[o] not in ok_types:
-        return False, f"The {o} cannot be {'heated' if verb == 'heat' else verb + 'ed'}."
+        done_word = "heated" if verb == "heat" else verb + "ed"
+        return False, f"The {o} cannot be {done_word}."
       st = w.obj_state[o]
       st.add(state)
       if state == "hot":
@@ -341,7 +343,8 @@ class HouseholdEnv:
     try:
       task_id, world, steps, done, won = snapshot
     except (TypeError, ValueError) as e:
-      raise EnvError(f"household: not a household snapshot: {snapshot!r:.80}") from e
+      raise EnvError(
+          f"household: not a household snapshot: {snapshot!r:.80}") from e
     if not isinstance(world, hw.World):
       raise EnvError("household: not a household snapshot (no world)")
     self._task_id, self._w = task_id, copy.deepcopy(world)

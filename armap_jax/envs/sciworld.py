@@ -27,6 +27,7 @@ an env (or use it as a context manager): each env owns one JVM.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -48,6 +49,7 @@ _HINT = ("Valid actions look like 'open door to kitchen', 'go to kitchen', "
 # splits are a property of the simulator, not of one JVM.
 _SPLIT_CACHE: dict[str, tuple[tuple[int, ...], ...]] = {}
 _SPLIT_LOCK = threading.Lock()
+_LAUNCH_LOCK = threading.Lock()
 
 
 def parse_task_id(task_id: str) -> tuple[str, int]:
@@ -68,6 +70,9 @@ class SciWorldEnv(ReplayEnv):
     simplifications: ScienceWorld simplification string ("" or e.g. "easy").
     task_names: restrict `task_ids()` to these tasks (default: all 30).
     jar_path: an alternative scienceworld.jar.
+    java_heap: maximum JVM heap (``-Xmx``), e.g. "2g"; None keeps Java's
+      default (a quarter of the machine's memory, which adds up quickly when
+      many envs run at once).
   """
 
   name = NAME
@@ -76,11 +81,13 @@ class SciWorldEnv(ReplayEnv):
                step_limit: int = 100,
                simplifications: str = "",
                task_names: list[str] | tuple[str, ...] | None = None,
-               jar_path: str | None = None):
+               jar_path: str | None = None,
+               java_heap: str | None = "2g"):
     self.step_limit = int(step_limit)
     self.simplifications = simplifications
     self._task_names = tuple(task_names) if task_names else None
     self._jar_path = jar_path
+    self._java_heap = java_heap
     self._sw = None  # scienceworld.ScienceWorldEnv, started lazily
     self._loaded: tuple[str, int] | None = None
     self._history = []
@@ -101,8 +108,21 @@ class SciWorldEnv(ReplayEnv):
       except ImportError as e:  # pragma: no cover - depends on install
         raise EnvError("sciworld: the 'scienceworld' package is not installed "
                        "(pip install scienceworld; needs Java 17+)") from e
-      self._sw = ScienceWorldEnv("", serverPath=self._jar_path,
-                                 envStepLimit=self.step_limit)
+      # The wrapper has no JVM options; JAVA_TOOL_OPTIONS reaches the JVM it
+      # launches. Set only while launching, under a lock.
+      with _LAUNCH_LOCK:
+        old = os.environ.get("JAVA_TOOL_OPTIONS")
+        if self._java_heap:
+          os.environ["JAVA_TOOL_OPTIONS"] = (
+              f"{old or ''} -Xmx{self._java_heap}".strip())
+        try:
+          self._sw = ScienceWorldEnv("", serverPath=self._jar_path,
+                                     envStepLimit=self.step_limit)
+        finally:
+          if old is None:
+            os.environ.pop("JAVA_TOOL_OPTIONS", None)
+          else:
+            os.environ["JAVA_TOOL_OPTIONS"] = old
       logging.info("sciworld: started JVM pid %s",
                    self._sw._gateway.java_process.pid)  # pylint: disable=protected-access
     return self._sw.server
@@ -194,6 +214,19 @@ class SciWorldEnv(ReplayEnv):
     return Task(task_id, text, split, {"task_name": name, "variation": var})
 
   # --- episode -------------------------------------------------------------
+
+  def restore(self, snapshot: tuple[str | None, Any]) -> None:
+    """Replays `snapshot`; when it extends the current episode, only the
+    missing actions are stepped (no simulator reset)."""
+    task_id, actions = snapshot
+    hist = tuple(self._history)
+    if (task_id is not None and task_id == self._task_id and
+        self._loaded is not None and not self._done and
+        tuple(actions[:len(hist)]) == hist and len(actions) >= len(hist)):
+      for a in actions[len(hist):]:
+        self.step(a)
+      return
+    super().restore(snapshot)
 
   @property
   def instruction(self) -> str:
