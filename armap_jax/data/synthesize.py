@@ -321,6 +321,27 @@ def backward_positives(count: int, env_factory: EnvFactory, *, seed: int = 0,
 # Orchestration
 
 
+def check_no_test_tasks(trajectories: Iterable[records.Trajectory],
+                        where: str = "trajectories") -> None:
+  """Raises if any Game of 24 trajectory is of a test-split puzzle.
+
+  Reward data must never see test puzzles (ranks 901-1000); other envs have
+  no such check here.
+  """
+  from armap_jax.envs import game24
+  test = set(game24.load_puzzles("test"))
+  for i, t in enumerate(trajectories):
+    if not t.env.startswith("game24"):
+      continue
+    try:
+      puzzle = game24.puzzle_for(t.task_id)
+    except Exception:  # pylint: disable=broad-except
+      continue
+    if puzzle in test:
+      raise ValueError(f"{where}[{i}]: task {t.task_id!r} (puzzle {puzzle}) "
+                       f"is a test puzzle; reward data must not use it")
+
+
 def synthesize(trajectories: Sequence[records.Trajectory],
                env_factory: EnvFactory, config: SynthesisConfig = SynthesisConfig(),
                *, llm=None) -> list[records.PreferencePair]:

@@ -123,3 +123,10 @@ class JudgeScorer:
       out.append(flat[pos:pos + n])
       pos += n
     return out
+
+
+def load_scorer(path: str, **kwargs) -> JudgeScorer:
+  """A judge over the LM at `path` (any `load_pretrained` source)."""
+  from armap_jax.models import load_pretrained
+  model, tokenizer, _ = load_pretrained(path)
+  return JudgeScorer(model, tokenizer, **kwargs)

@@ -1,0 +1,57 @@
+"""ARMAP reward-data synthesis on Game of 24 (ARMAP step 2).
+
+  python experiments/synthesize.py \
+      --config=experiments/configs/synthesize_game24.py \
+      --config.trajectories=/tmp/armap_jax/collect_game24/trajectories.jsonl
+
+Writes <workdir>/pairs.jsonl (PreferencePair records; `source` says which
+strategy made each) and, when `trees` is set, <workdir>/step_values.jsonl
+(AgentRM StepValue records from search trees). A stage whose output exists is
+skipped unless --config.overwrite=True. Trajectories of test tasks are
+refused.
+"""
+
+import ml_collections
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.workdir = "/tmp/armap_jax/synthesize_game24"
+  c.trajectories = ""  # Comma-separated JSONL files of Trajectory records.
+  c.out = ""  # Default: <workdir>/pairs.jsonl.
+  c.overwrite = False
+  c.env = "game24"
+  c.protocol = "tot"
+  c.synthesis = ml_collections.ConfigDict({
+      "comparison": True,
+      "action_edit": True,
+      "refinement": False,  # Needs `llm`.
+      "backward": 200,  # Backward-generated puzzles (0 = off).
+      "editor": "game24",
+      "continuation": "random_valid",
+      "edits_per_positive": 2,
+      "max_edit_tries": 8,
+      "max_pairs_per_task": 4,
+      "margin": 0.0,
+      "max_steps": 10,
+      "seed": 0,
+  })
+  # Instruction refinement LLM: an HF directory / known name, or "openai".
+  c.llm = ""
+  c.openai = ml_collections.ConfigDict({
+      "base_url": "http://127.0.0.1:8000/v1",
+      "model": "local",
+      "route": "chat",
+      "api_key_env": "",
+      "max_concurrency": 8,
+      "timeout_s": 120.0,
+      "max_retries": 4,
+  })
+  # AgentRM step values from search trees (JSONL of `search_tree` objects).
+  c.trees = ""
+  c.step_values_out = ""  # Default: <workdir>/step_values.jsonl.
+  c.tree = ml_collections.ConfigDict({
+      "min_visits": 1,
+      "estimate": "mean",
+  })
+  return c

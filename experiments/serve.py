@@ -1,0 +1,62 @@
+r"""Serve a local policy (and optionally a reward model) over an OpenAI-compatible API.
+
+  python experiments/serve.py --model=smollm2-135m-instruct --port=8000
+  python experiments/serve.py --model=<HF dir> --scorer=orm --scorer_dir=<ckpt>
+
+Then any OpenAI client (or `OpenAIPolicy`) can use
+http://127.0.0.1:8000/v1 (`/completions`, `/chat/completions`, `/models`,
+`/rewards`). Binds to 127.0.0.1 unless --host says otherwise; there is no
+authentication, so only expose it on trusted networks.
+"""
+
+import os
+
+from absl import app, flags, logging
+
+from armap_jax import serve
+from armap_jax.search import runner
+
+_MODEL = flags.DEFINE_string("model", "", "Policy LM: HF dir, checkpoint dir "
+                             "or a known name (empty: rewards only).")
+_NAME = flags.DEFINE_string("name", "", "Model id in the API (default: the "
+                            "model's base name).")
+_SCORER = flags.DEFINE_string("scorer", "", "Reward model kind (orm, prm, "
+                              "implicit, judge); empty: none.")
+_SCORER_DIR = flags.DEFINE_string("scorer_dir", "", "Reward model directory.")
+_HOST = flags.DEFINE_string("host", "127.0.0.1", "Bind address.")
+_PORT = flags.DEFINE_integer("port", 8000, "Port.")
+_MAX_N = flags.DEFINE_integer("max_n", 16, "Largest n per request.")
+_MAX_TOKENS = flags.DEFINE_integer("max_tokens", 1024, "Largest max_tokens.")
+_MAX_BODY = flags.DEFINE_integer("max_body_bytes", 4 << 20,
+                                 "Largest request body.")
+_WINDOW = flags.DEFINE_float("batch_window_s", 0.005, "How long the batcher "
+                             "waits for more requests before decoding.")
+
+
+def main(argv):
+  del argv
+  if not _MODEL.value and not _SCORER.value:
+    raise app.UsageError("give --model and/or --scorer")
+  model = tok = None
+  name = _NAME.value
+  if _MODEL.value:
+    from armap_jax.models import load_pretrained
+    model, tok, _ = load_pretrained(_MODEL.value)
+    name = name or os.path.basename(_MODEL.value.rstrip("/")) or _MODEL.value
+  scorer = None
+  if _SCORER.value:
+    scorer = runner.load_trained_scorer(_SCORER.value, _SCORER_DIR.value)
+  limits = serve.ServerLimits(max_n=_MAX_N.value, max_tokens=_MAX_TOKENS.value,
+                              max_body_bytes=_MAX_BODY.value,
+                              batch_window_s=_WINDOW.value)
+  server = serve.ModelServer(model, tok, model_name=name or "local",
+                             scorer=scorer, limits=limits)
+  logging.info("serving %s on http://%s:%d/v1", name, _HOST.value, _PORT.value)
+  try:
+    serve.serve(server, host=_HOST.value, port=_PORT.value)
+  finally:
+    server.close()
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,88 @@
+r"""Synthesise reward-model data from trajectories (ARMAP step 2, AgentRM values).
+
+  python experiments/synthesize.py \
+      --config=experiments/configs/synthesize_game24.py \
+      --config.trajectories=/tmp/armap_jax/collect_game24/trajectories.jsonl
+
+Writes <workdir>/pairs.jsonl (PreferencePair, `source` = strategy) and, with
+--config.trees, <workdir>/step_values.jsonl (StepValue). Outputs are written
+atomically; an existing output is kept unless --config.overwrite=True.
+"""
+
+import collections
+import json
+import os
+
+from absl import app, logging
+from ml_collections import config_flags
+
+from armap_jax import records
+from armap_jax.agent import build
+from armap_jax.agent.rollout import load_trajectories
+from armap_jax.data import synthesize, tree_values
+from armap_jax.search import runner
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "experiments/configs/synthesize_game24.py", "Synthesis config.")
+
+
+def _llm(cfg):
+  if not cfg.llm:
+    return None
+  if cfg.llm == "openai":
+    return build.make_openai_policy(dict(cfg.openai))
+  factory = runner.env_factory(cfg)
+  return build.make_policy(cfg.llm, env=cfg.env, protocol=cfg.protocol,
+                           env_factory=factory)
+
+
+def main(argv):
+  del argv
+  cfg = _CONFIG.value
+  os.makedirs(cfg.workdir, exist_ok=True)
+  with open(os.path.join(cfg.workdir, "synthesize_config.json"), "w") as f:
+    f.write(cfg.to_json_best_effort(indent=2))
+  summary = {}
+
+  out = cfg.out or os.path.join(cfg.workdir, "pairs.jsonl")
+  if os.path.exists(out) and not cfg.overwrite:
+    logging.info("%s exists; skipping pair synthesis (overwrite=False)", out)
+  else:
+    paths = [p for p in cfg.trajectories.split(",") if p]
+    trajs = load_trajectories(paths) if paths else []
+    synthesize.check_no_test_tasks(trajs, ",".join(paths) or "trajectories")
+    scfg = synthesize.SynthesisConfig(**dict(cfg.synthesis))
+    if not trajs and scfg.backward <= 0:
+      raise ValueError("nothing to synthesise from: set --config.trajectories "
+                       "or --config.synthesis.backward")
+    pairs = synthesize.synthesize(trajs, runner.env_factory(cfg), scfg,
+                                  llm=_llm(cfg))
+    synthesize.write_pairs(out, pairs)
+    summary["pairs"] = dict(collections.Counter(p.source for p in pairs))
+    summary["trajectories"] = len(trajs)
+    logging.info("wrote %d pairs to %s: %s", len(pairs), out, summary["pairs"])
+
+  if cfg.trees:
+    sv_out = cfg.step_values_out or os.path.join(cfg.workdir,
+                                                 "step_values.jsonl")
+    if os.path.exists(sv_out) and not cfg.overwrite:
+      logging.info("%s exists; skipping step values", sv_out)
+    else:
+      trees = []
+      for p in cfg.trees.split(","):
+        trees.extend(tree_values.read_trees(p))
+      tmp = sv_out + ".tmp"
+      if os.path.exists(tmp):
+        os.remove(tmp)
+      n = tree_values.trees_to_step_values(
+          trees, tmp, min_visits=cfg.tree.min_visits,
+          estimate=cfg.tree.estimate)
+      os.replace(tmp, sv_out)
+      summary["step_values"] = n
+      logging.info("wrote %d step values from %d trees to %s", n, len(trees),
+                   sv_out)
+  print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+  app.run(main)
