@@ -162,7 +162,9 @@ class Trainer:
   def init_state(self, model: nnx.Module) -> State:
     """Places `model`'s params on the mesh and initialises the optimizer."""
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    params = jax.device_put(params, self.param_sh)
+    # A copy: the step donates its state, the module keeps its own arrays.
+    params = jax.jit(lambda p: jax.tree.map(jnp.copy, p),
+                     out_shardings=self.param_sh)(params)
     state = {"params": params, "opt_state": jax.jit(self.tx.init)(params),
              "step": jnp.zeros((), jnp.int32)}
     if self.cfg.kind == "implicit":
