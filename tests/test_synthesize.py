@@ -197,3 +197,29 @@ def test_tree_from_arrays_matches_dict_tree():
   want = {tuple(s.action for s in sv.steps): sv.value for sv in
           tree_values.step_values(tree_values.tree_from_dict(_tree()))}
   assert got == pytest.approx(want)
+
+
+def test_step_values_from_mcts_search():
+  from armap_jax.agent import simple_policies as sp
+  from armap_jax.rewards.oracle import make_oracle
+  from armap_jax.search import common, mcts
+  env = game24.Game24Env(protocol="env")
+  tasks = env.task_ids("train")[:2]
+  res = mcts.MCTS().run(
+      tasks, sp.Game24SolverPolicy(protocol="env", noise=0.7),
+      make_oracle("game24"), lambda: game24.Game24Env(protocol="env"),
+      common.Budget(max_steps=4, children=3, rollouts=6))
+  for r in res:
+    tree = tree_values.tree_from_search_result(r)
+    svs = tree_values.step_values(tree)
+    assert svs and all(0.0 <= sv.value <= 1.0 for sv in svs)
+    by_node = {n.id: n for n in tree.nodes}
+    for sv in svs:
+      node = by_node[sv.meta["node"]]
+      assert sv.visits == node.visits >= 1
+      assert sv.steps[-1].action == node.action
+      # Every prefix replays in the env, step by step, to the same text.
+      e = game24.Game24Env(protocol="env")
+      e.reset(r.task_id)
+      for st in sv.steps:
+        assert e.step(st.action).observation == st.observation

@@ -293,3 +293,40 @@ def trees_to_step_values(trees: Iterable[SearchTree], out_path: str | os.PathLik
       value = tot / n if n > 0 else sv.value
       w.write(dataclasses.replace(sv, value=float(value), visits=int(n)))
   return len(merged)
+
+
+def tree_from_search_result(result) -> SearchTree:
+  """A `SearchTree` from a `search.common.SearchResult` with a `tree` dump.
+
+  Uses each node's `value_sum` when the dump has it; otherwise `q * visits`
+  (exact for mean-Q searches such as PUCT; for ARMAP-M's UCT, `q` is the
+  max return, so the result is an optimistic estimate and is marked so in
+  `meta["value_from"]`).
+  """
+  if not result.tree:
+    raise ValueError(f"search result for {result.task_id} has no tree")
+  nodes = []
+  value_from = "value_sum"
+  for n in result.tree:
+    visits = int(n.get("visits") or 0)
+    if n.get("value_sum") is not None:
+      vs = float(n["value_sum"])
+    else:
+      value_from = "q"
+      q = n.get("q")
+      vs = float(q) * visits if q is not None else 0.0
+    nodes.append({
+        "id": int(n["id"]), "parent": int(n["parent"]),
+        "action": n.get("action", "") if int(n["id"]) != 0 else "",
+        "observation": n.get("observation", ""),
+        "visits": visits, "value_sum": vs,
+        "value_max": n.get("q") if value_from == "q" else n.get("value_max"),
+        "reward": float(n.get("reward") or 0.0),
+        "terminal": bool(n.get("terminal", False)),
+    })
+  instruction = result.chosen.instruction
+  return tree_from_dict({
+      "task_id": result.task_id, "env": result.env, "instruction": instruction,
+      "nodes": nodes,
+      "meta": {"method": result.method, "scorer": result.scorer,
+               "value_from": value_from}}, f"search result {result.task_id}")
