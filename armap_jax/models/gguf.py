@@ -21,6 +21,7 @@ from armap_jax.models import keymap
 from armap_jax.models import params as params_lib
 from armap_jax.models import tokenizer as tok_lib
 from armap_jax.models.config import ConfigError, ModelConfig
+from armap_jax.models.gguf_file import GGUFFile
 from armap_jax.models.keymap import CheckpointError
 
 # name -> (python package, file inside it)
@@ -72,11 +73,8 @@ def known_model_path(name: str) -> str:
   return path
 
 
-def _field(reader, key: str, default: Any = None) -> Any:
-  field = reader.fields.get(key)
-  if field is None:
-    return default
-  return field.contents()
+def _field(reader: GGUFFile, key: str, default: Any = None) -> Any:
+  return reader.metadata.get(key, default)
 
 
 def gguf_to_hf_name(name: str) -> str | None:
@@ -115,10 +113,10 @@ def config_from_gguf(reader, path: str) -> ModelConfig:
   head_dim = int(_field(reader, f"{a}.attention.key_length",
                         _field(reader, f"{a}.rope.dimension_count",
                                d // n_heads)))
-  tokens_field = reader.fields.get("tokenizer.ggml.tokens")
+  tokens = _field(reader, "tokenizer.ggml.tokens")
   vocab = _field(reader, f"{a}.vocab_size")
-  if vocab is None and tokens_field is not None:
-    vocab = len(tokens_field.data)
+  if vocab is None and tokens is not None:
+    vocab = len(tokens)
   names = {t.name for t in reader.tensors}
   rope_scaling = None
   scale_type = _field(reader, f"{a}.rope.scaling.type")
@@ -170,9 +168,6 @@ def tokenizer_from_gguf(reader, path: str):
 def read_gguf_params(reader, config: ModelConfig, path: str
                      ) -> dict[str, np.ndarray]:
   """Dequantised tensors mapped to our parameter paths."""
-  from gguf import GGMLQuantizationType
-  from gguf.quants import dequantize
-
   by_hf, problems = {}, []
   for t in reader.tensors:
     hf = gguf_to_hf_name(t.name)
@@ -184,19 +179,11 @@ def read_gguf_params(reader, config: ModelConfig, path: str
     by_hf[hf] = t
   if problems:
     raise CheckpointError(path, problems)
-  specs = {}
-  for hf, t in by_hf.items():
-    shape = tuple(int(s) for s in reversed(list(t.shape)))  # GGUF: ne0 first.
-    specs[hf] = (shape, "F32")
+  specs = {hf: (t.shape, "F32") for hf, t in by_hf.items()}
   permute = config.arch in ("llama", "mistral")
 
   def load(hf: str) -> np.ndarray:
-    t = by_hf[hf]
-    if t.tensor_type in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
-      arr = np.asarray(t.data, dtype=np.float32)
-    else:
-      arr = dequantize(t.data, t.tensor_type).astype(np.float32)
-    arr = arr.reshape(specs[hf][0])
+    arr = reader.dequantize(by_hf[hf])
     if permute and hf.endswith(("q_proj.weight", "q_proj.bias")):
       arr = unpermute_qk(arr, config.num_heads)
     elif permute and hf.endswith(("k_proj.weight", "k_proj.bias")):
@@ -209,9 +196,7 @@ def read_gguf_params(reader, config: ModelConfig, path: str
 def load_gguf(path: str, dtype=jnp.float32, mesh=None, *, param_dtype=None,
               rules=shd.DEFAULT_RULES):
   """Loads a GGUF file. Returns (model, tokenizer, config)."""
-  from gguf import GGUFReader
-
-  reader = GGUFReader(path)
+  reader = GGUFFile(path)
   config = config_from_gguf(reader, path)
   params = read_gguf_params(reader, config, path)
   model = params_lib.build_model(

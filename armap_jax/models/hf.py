@@ -19,7 +19,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
@@ -167,14 +166,26 @@ def state_arrays(model: Transformer) -> Mapping[str, jax.Array]:
   return params_lib.get_params(model)
 
 
+def _shipped_policy_path(name: str) -> str | None:
+  """HF directory of a policy shipped in the package (armap_jax.policies)."""
+  try:
+    from armap_jax import policies
+  except ImportError:
+    return None
+  if name in policies.known_policies():
+    return policies.policy_path(name)
+  return None
+
+
 def load_pretrained(path_or_name: str, dtype=jnp.float32,
                     mesh: jax.sharding.Mesh | None = None, *, param_dtype=None,
                     rules=shd.DEFAULT_RULES):
   """Loads a model by name or path. Returns (model, tokenizer, config).
 
   Args:
-    path_or_name: a registered name (see `gguf.KNOWN_MODELS`), a `.gguf`
-      file, an HF directory or one of our checkpoint directories.
+    path_or_name: a registered name (see `gguf.KNOWN_MODELS`; policies
+      shipped in the package, see `armap_jax.policies`), a `.gguf` file, an
+      HF directory or one of our checkpoint directories.
     dtype: compute dtype (and parameter dtype unless `param_dtype` is set).
     mesh: when given, each parameter is placed with the NamedSharding of its
       logical axis names under `rules`.
@@ -188,13 +199,19 @@ def load_pretrained(path_or_name: str, dtype=jnp.float32,
   if path_or_name in gguf_lib.KNOWN_MODELS:
     return gguf_lib.load_gguf(gguf_lib.known_model_path(path_or_name), **kw)
   path = os.path.expanduser(path_or_name)
+  shipped = _shipped_policy_path(path_or_name)
+  if shipped is not None:
+    path = shipped
   if os.path.isfile(path) and path.endswith(".gguf"):
     return gguf_lib.load_gguf(path, **kw)
   if os.path.isdir(path):
     if ckpt_lib.is_checkpoint_dir(path):
       return ckpt_lib.load(path, **kw)
     return load_hf_dir(path, **kw)
-  logging.error("load_pretrained: %s not found", path_or_name)
+  if shipped is not None:
+    raise FileNotFoundError(
+        f"load_pretrained({path_or_name!r}): the shipped policy directory "
+        f"{shipped} does not exist")
   raise FileNotFoundError(
       f"load_pretrained({path_or_name!r}): not a known model name "
       f"({sorted(gguf_lib.KNOWN_MODELS)}), a .gguf file or a directory")
