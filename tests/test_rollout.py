@@ -194,3 +194,57 @@ def test_raw_hostile_policy_output_and_raising_env(tmp_path):
   assert len(trajs) == 3 and stats.env_errors == 1
   assert "env bug" in trajs[tasks[1]].meta["error"]
   assert all(len(s.action) <= 2000 for t in trajs.values() for s in t.steps)
+
+
+_CHILD = r"""
+import sys, time
+sys.path.insert(0, {tests!r})
+from test_rollout import ScriptedPolicy, _solvable_tasks
+from armap_jax.agent import rollout
+from armap_jax.envs import game24
+
+class Slow(ScriptedPolicy):
+  def propose(self, histories, n, sampling):
+    time.sleep(0.2)
+    return super().propose(histories, n, sampling)
+
+rollout.collect(game24.Game24Env, Slow(), _solvable_tasks(12), {out!r},
+                rollout.RolloutConfig(num_envs=2, max_steps=6, attempts=2,
+                                      progress=False))
+"""
+
+
+def test_resume_after_sigkill_of_a_collection(tmp_path):
+  import os
+  import signal
+  import subprocess
+  import sys
+  import time
+
+  out = str(tmp_path / "traj.jsonl")
+  code = _CHILD.format(tests=os.path.dirname(__file__), out=out)
+  proc = subprocess.Popen([sys.executable, "-c", code],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  try:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+      if os.path.exists(out) and open(out, "rb").read().count(b"\n") >= 4:
+        break
+      time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  done_before = len(records.read_jsonl(out, records.Trajectory))
+  assert 4 <= done_before < 24
+  tasks = _solvable_tasks(12)
+  stats = rollout.collect(game24.Game24Env, ScriptedPolicy(), tasks, out,
+                          rollout.RolloutConfig(num_envs=2, max_steps=6,
+                                                attempts=2, progress=False))
+  trajs = records.read_jsonl(out, records.Trajectory)
+  keys = [(t.task_id, t.meta["attempt"]) for t in trajs]
+  assert len(keys) == len(set(keys)) == 24
+  assert stats.episodes == 24 - done_before
+  assert all(t.success for t in trajs)
