@@ -1,0 +1,27 @@
+r"""Train (or resume) a reward model: ARMAP ORM, AgentRM explicit or implicit PRM.
+
+  python experiments/train_rm.py --config=experiments/configs/rm_game24.py \
+      --config.data.train=pairs.jsonl --config.train.steps=300
+
+Re-running the same command resumes from --config.workdir. Multi-host: set
+--config.distributed.coordinator_address/num_processes/process_id on every
+process (each reads its own rows of every global batch).
+"""
+
+from absl import app, logging
+from ml_collections import config_flags
+
+from armap_jax.training import run
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "experiments/configs/rm_game24.py", "Reward-model config.")
+
+
+def main(argv):
+  del argv
+  last = run.train_from_config(_CONFIG.value)
+  logging.info("done: %s", {k: round(v, 5) for k, v in last.items()})
+
+
+if __name__ == "__main__":
+  app.run(main)
