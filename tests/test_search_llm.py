@@ -1,0 +1,64 @@
+"""Every searcher end to end with a tiny random LM policy (real decoding) and
+a tiny LM scorer (the judge over the same random LM; a trained ORM is used
+too where the training helper's module provides one).
+
+A random byte-level LM writes junk, so the env rejects most actions; this
+checks the plumbing (batched decode calls, token accounting, scoring of
+partial and finished trajectories, JSON-able results), not skill. Slow (decode compiles; ~100 s CPU in all): marked slow.
+"""
+
+import json
+
+import pytest
+
+from agent_helpers import byte_tokenizer, tiny_lm
+from armap_jax.agent.local_policy import LocalPolicy
+from armap_jax.agent.policy import Sampling
+from armap_jax.rewards.judge import JudgeScorer
+from armap_jax.search import Budget, make_searcher
+from search_helpers import env_factory, puzzles
+
+pytestmark = pytest.mark.slow
+
+SAMP = Sampling(temperature=1.0, max_new_tokens=8)
+GREEDY8 = Sampling(temperature=0.0, max_new_tokens=8)
+CONFIGS = {
+    "greedy": ({"sampling": GREEDY8}, Budget(max_steps=2)),
+    "sampling": ({"sampling": SAMP}, Budget(n=2, max_steps=2)),
+    "bon": ({"sampling": SAMP}, Budget(n=2, max_steps=2)),
+    "reflexion": ({"sampling": SAMP, "threshold": 2.0},
+                  Budget(max_attempts=2, max_steps=2)),
+    "beam": ({"sampling": SAMP}, Budget(width=2, expansions=2, max_steps=2)),
+    "dvts": ({"sampling": SAMP}, Budget(n=4, expansions=2, max_steps=2)),
+    "mcts": ({"expand_sampling": SAMP, "rollout_sampling": GREEDY8},
+             Budget(rollouts=3, children=2, max_steps=2)),
+}
+
+
+@pytest.fixture(scope="module")
+def lm():
+  model, tok = tiny_lm(seed=3), byte_tokenizer(chat=False)
+  return (LocalPolicy(model, tok, name="tiny-random"),
+          JudgeScorer(model, tok, name="tiny-judge"))
+
+
+@pytest.mark.parametrize("method", sorted(CONFIGS))
+def test_searcher_with_tiny_lm(method, lm):
+  policy, scorer = lm
+  kw, budget = CONFIGS[method]
+  tasks = puzzles(2)
+  res = make_searcher(method, **kw).run(tasks, policy, scorer, env_factory,
+                                        budget)
+  assert [r.task_id for r in res] == tasks
+  for r in res:
+    assert r.policy == "tiny-random"
+    assert not r.scorer_is_oracle
+    assert r.compute.policy_prompt_tokens > 0
+    assert r.compute.policy_generated_tokens > 0
+    assert r.compute.env_steps >= 1
+    if method != "sampling":
+      assert r.compute.scorer_tokens > 0  # The judge reads tokens.
+      assert all(0.0 < c.score < 1.0 for c in r.candidates)
+    json.dumps(r.to_dict())
+  if method == "reflexion":  # Threshold 2 is never reached: K attempts.
+    assert all(len(r.candidates) == 2 for r in res)
