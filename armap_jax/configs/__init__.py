@@ -1,0 +1,1 @@
+"""Packaged ml_collections configs (so console scripts work when installed)."""

@@ -1,0 +1,91 @@
+r"""ARMAP end to end on Game of 24 (`armap-jax`, `experiments/armap.py`).
+
+  armap-jax --workdir=runs/armap_game24            # default (<= 20 min CPU)
+  armap-jax --quick                                 # smaller (<= 5 min CPU)
+  armap-jax --config.policy=solver-noisy --config.eval.num_test=20
+
+Stages: collect (policy on *train* puzzles) -> synthesise pairs + AgentRM step
+values (MCTS on train puzzles) -> train ORM and PRM -> evaluate on the *test*
+puzzles (ranks 901-1000) -> summary.md. Every field can be overridden with
+`--config.<field>=...`. `get_config("quick")` is the `--quick` flavour.
+"""
+
+import ml_collections
+
+
+def get_config(flavour: str = "default") -> ml_collections.ConfigDict:
+  """The pipeline config; `flavour` "quick" shrinks every stage."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.protocol = "tot"  # "tot" (policy writes the arithmetic) or "env".
+  # "game24-tiny" (shipped), "smollm2-135m-instruct", "solver-noisy",
+  # "random", "tiny-random" (untrained tiny LM: tests), or an HF directory.
+  c.policy = "game24-tiny"
+  c.policy_noise = 0.5  # solver-noisy: share of random moves.
+  c.max_new_tokens = 40
+  c.max_steps = 6  # Per episode (tot: three steps + answer; two spare).
+
+  c.collect = ml_collections.ConfigDict({
+      "num_puzzles": 400,  # Train puzzles explored (0 = all 1,162).
+      "samples": 8,  # Episodes per puzzle.
+      "temperature": 1.0,
+      "num_envs": 256,
+  })
+  c.synth = ml_collections.ConfigDict({
+      "comparison": True,
+      "action_edit": True,
+      "backward": 200,  # Backward-generated puzzles (never test/dev).
+      "edits_per_positive": 2,
+      "max_pairs_per_task": 4,
+      "heldout_frac": 0.1,  # Train puzzles whose pairs are held out.
+  })
+  c.tree = ml_collections.ConfigDict({
+      "num_puzzles": 60,  # Train puzzles searched by MCTS for step values.
+      "rollouts": 16,
+      "children": 4,
+      "min_visits": 1,
+  })
+  rm = {
+      "hidden_size": 128, "num_layers": 4, "num_heads": 4,
+      "intermediate_size": 384, "max_length": 384,
+      "init": "policy",  # "policy" (the LM policy's backbone) | "scratch".
+      "steps": 300, "batch_size": 16, "lr": 3e-4, "warmup_steps": 20,
+      "eval_every": 100,
+  }
+  c.orm = ml_collections.ConfigDict(dict(rm))
+  c.prm = ml_collections.ConfigDict(dict(rm, steps=200))
+  c.eval = ml_collections.ConfigDict({
+      "num_test": 100,  # The test puzzles (ranks 901-1000); fewer = first N.
+      "methods": "greedy,sampling,reflexion,bon,mcts,beam",
+      "oracle_rows": True,  # Each scored method again with the env oracle.
+      "n": 16,  # Best-of-N and Sampling samples.
+      "reflexion_attempts": 3,
+      "mcts_rollouts": 16,
+      "mcts_children": 4,
+      "beam_width": 4,
+      "beam_expansions": 4,
+      "temperature": 1.0,
+      "batch_tasks": 100,
+      "scaling_ns": "1,2,4,8,16",
+  })
+  if flavour == "quick":
+    c.collect.num_puzzles = 120
+    c.collect.samples = 4
+    c.synth.backward = 60
+    c.synth.edits_per_positive = 1
+    c.tree.num_puzzles = 16
+    c.tree.rollouts = 8
+    c.orm.steps = 120
+    c.orm.eval_every = 60
+    c.prm.steps = 80
+    c.prm.eval_every = 40
+    c.eval.num_test = 30
+    c.eval.n = 8
+    c.eval.mcts_rollouts = 8
+    c.eval.beam_width = 3
+    c.eval.beam_expansions = 3
+    c.eval.scaling_ns = "1,2,4,8"
+  elif flavour != "default":
+    raise ValueError(f"get_config: flavour must be 'default' or 'quick', got "
+                     f"{flavour!r}")
+  return c

@@ -1,0 +1,95 @@
+"""The work directory: stages with done markers, wall times, the config used.
+
+A stage runs at most once per work directory: when it finishes it writes
+``stages/<name>.done`` (JSON: seconds, finish time, what it wrote) and its
+wall time into ``timings.json``; a later run skips it (logging "skip") and
+keeps the recorded time. Stages write their artefacts atomically or through
+resumable writers, so a run killed mid-stage redoes only that stage's
+unfinished part.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from absl import logging
+
+TIMINGS_FILE = "timings.json"
+
+
+class Workdir:
+  """Paths, done markers and timings of one pipeline run directory."""
+
+  def __init__(self, root: str):
+    self.root = os.path.abspath(root)
+    os.makedirs(os.path.join(self.root, "stages"), exist_ok=True)
+    self.ran: list[str] = []  # Stages run (not skipped) by this process.
+    self.skipped: list[str] = []
+
+  def path(self, *parts: str) -> str:
+    p = os.path.join(self.root, *parts)
+    os.makedirs(os.path.dirname(p), exist_ok=True)
+    return p
+
+  def marker(self, name: str) -> str:
+    return os.path.join(self.root, "stages", f"{name}.done")
+
+  def is_done(self, name: str) -> bool:
+    return os.path.exists(self.marker(name))
+
+  def info(self, name: str) -> dict[str, Any]:
+    if not self.is_done(name):
+      return {}
+    with open(self.marker(name), encoding="utf-8") as f:
+      return json.load(f)
+
+  def timings(self) -> dict[str, float]:
+    p = os.path.join(self.root, TIMINGS_FILE)
+    if not os.path.exists(p):
+      return {}
+    with open(p, encoding="utf-8") as f:
+      return json.load(f)
+
+  def _save_timing(self, name: str, seconds: float) -> None:
+    t = self.timings()
+    t[name] = round(float(seconds), 2)
+    write_json(os.path.join(self.root, TIMINGS_FILE), t, sort_keys=False)
+
+  def stage(self, name: str, fn: Callable[[], dict[str, Any] | None]
+           ) -> dict[str, Any]:
+    """Runs `fn` unless `name` is done; returns the stage's marker info."""
+    if self.is_done(name):
+      info = self.info(name)
+      logging.info("stage %-10s skip (done in %.1fs)", name,
+                   info.get("seconds", 0.0))
+      self.skipped.append(name)
+      return info
+    logging.info("stage %-10s start", name)
+    t0 = time.perf_counter()
+    out = fn() or {}
+    dt = time.perf_counter() - t0
+    info = {"stage": name, "seconds": round(dt, 2),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **out}
+    write_json(self.marker(name), info)
+    self._save_timing(name, dt)
+    self.ran.append(name)
+    logging.info("stage %-10s done in %.1fs", name, dt)
+    return info
+
+
+def write_json(path: str, obj: Any, sort_keys: bool = True) -> None:
+  """Writes JSON atomically (temp file, then rename)."""
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(obj, f, indent=1, sort_keys=sort_keys, default=str)
+  os.replace(tmp, path)
+
+
+def read_json(path: str) -> Any:
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
