@@ -59,6 +59,9 @@ def test_quick_gold_invalid_replay_and_no_leak():
     assert train and dev and test
     assert not (set(train) & set(dev)) and not (set(dev) & set(test))
     assert len(_child_java_pids() - before) == 1
+    env.max_per_task = 2
+    assert env.task_ids("dev") == dev[:2]
+    env.max_per_task = None
     tid = dev[0]
     gold = env.gold_actions(tid)
     assert gold and not gold[0].startswith("ERROR")
@@ -78,11 +81,6 @@ def test_quick_gold_invalid_replay_and_no_leak():
       assert r.observation and not r.done and r.reward == 0.0
       assert r.info["invalid"], (a, r.observation)
     assert "not available" in env.step("reset task").observation
-    # task() does not disturb the episode in progress (it replays it).
-    look = env.look()
-    t = env.task(train[0])
-    assert t.split == "train" and "plant" in t.instruction
-    assert env.look() == look and not env.done
 
     # Gold plan from a fresh reset; snapshot midway.
     env.reset(tid)
@@ -115,11 +113,35 @@ def test_quick_gold_invalid_replay_and_no_leak():
     env.restore(later)
     assert env.look() != mid_look or later == mid_snap
     assert env.snapshot() == later
-    # The one-shot prompt example is what the simulator really prints.
-    from armap_jax.envs import prompts_extra
-    assert prompts_extra.check_example(env, "sciworld") == []
+    # Rejected actions are not simulator moves, but they end the episode
+    # at max_actions.
+    env.max_actions = 3
+    env.reset(tid)
+    res = [env.step("") for _ in range(3)]
+    assert [r.done for r in res] == [False, False, True]
+    assert res[-1].info["moves"] == 0 and res[-1].info["actions"] == 3
+    env.max_actions = 100
+
   finally:
     env.close()
+  assert _child_java_pids() == before
+
+
+@pytest.mark.slow
+def test_task_info_and_prompt_example():
+  before = _child_java_pids()
+  with SciWorldEnv(task_names=["find-plant"]) as env:
+    env.reset("find-plant/150")
+    env.step("open door to kitchen")
+    # task() does not disturb the episode in progress (it replays it).
+    look = env.look()
+    t = env.task("find-plant/0")
+    assert t.split == "train" and "plant" in t.instruction
+    assert t.meta == {"task_name": "find-plant", "variation": 0}
+    assert env.look() == look and not env.done
+    # The one-shot prompt example is what the simulator really prints.
+    from armap_jax.envs import prompts_extra  # pylint: disable=g-import-not-at-top
+    assert prompts_extra.check_example(env, "sciworld") == []
   assert _child_java_pids() == before
 
 

@@ -67,8 +67,13 @@ class SciWorldEnv(ReplayEnv):
   Args:
     step_limit: the simulator's step limit (ETO/ARMAP use 100); the episode
       ends when the number of moves exceeds it.
+    max_actions: the episode also ends after this many agent actions, valid
+      or not (the simulator does not count actions it rejects as moves);
+      None means `step_limit`.
     simplifications: ScienceWorld simplification string ("" or e.g. "easy").
     task_names: restrict `task_ids()` to these tasks (default: all 30).
+    max_per_task: keep only the first this many variations of each task in
+      every split of `task_ids()` (evaluation subsets); None keeps all.
     jar_path: an alternative scienceworld.jar.
     java_heap: maximum JVM heap (``-Xmx``), e.g. "2g"; None keeps Java's
       default (a quarter of the machine's memory, which adds up quickly when
@@ -79,13 +84,18 @@ class SciWorldEnv(ReplayEnv):
 
   def __init__(self,
                step_limit: int = 100,
+               max_actions: int | None = None,
                simplifications: str = "",
                task_names: list[str] | tuple[str, ...] | None = None,
+               max_per_task: int | None = None,
                jar_path: str | None = None,
                java_heap: str | None = "2g"):
     self.step_limit = int(step_limit)
+    self.max_actions = int(max_actions if max_actions is not None
+                           else step_limit)
     self.simplifications = simplifications
     self._task_names = tuple(task_names) if task_names else None
+    self.max_per_task = max_per_task
     self._jar_path = jar_path
     self._java_heap = java_heap
     self._sw = None  # scienceworld.ScienceWorldEnv, started lazily
@@ -196,7 +206,9 @@ class SciWorldEnv(ReplayEnv):
     if split not in SPLITS:
       raise EnvError(f"sciworld: unknown split {split!r}; expected {SPLITS}")
     k = SPLITS.index(split)
-    return [f"{n}/{v}" for n in self.task_names() for v in self._splits(n)[k]]
+    cap = self.max_per_task
+    return [f"{n}/{v}" for n in self.task_names()
+            for v in self._splits(n)[k][:cap]]
 
   def task(self, task_id: str) -> Task:
     """The task's description and split (loads it into the JVM briefly)."""
@@ -297,12 +309,14 @@ class SciWorldEnv(ReplayEnv):
     self._max_score = max(self._max_score, raw)
     self._last_raw = raw
     success = completed and raw >= 100
-    self._done = completed or raw < 0 or moves > self.step_limit
+    n_actions = len(self._history) + 1  # this one is appended after _step
+    self._done = (completed or raw < 0 or moves > self.step_limit or
+                  n_actions >= self.max_actions)
     self._obs = obs
     reward = (max(0, self._max_score) - prev) / 100.0
     info: dict[str, Any] = {
         "score": self.score, "raw_score": raw / 100.0, "success": success,
-        "invalid": invalid, "moves": moves,
+        "invalid": invalid, "moves": moves, "actions": n_actions,
     }
     return StepResult(obs, reward, self._done, info)
 
