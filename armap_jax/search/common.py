@@ -368,10 +368,10 @@ def propose(policy: Policy, items: Sequence[tuple[int, Episode]], n: int,
   if len(out) != len(items):
     raise ValueError(f"policy {policy.name!r} returned {len(out)} proposal "
                      f"lists for {len(items)} histories")
-  for (i, _), props in zip(items, out):
+  for (i, ep), props in zip(items, out):
     if not props:
       raise ValueError(f"policy {policy.name!r} returned no proposals for "
-                       f"task {items[0][1].task.task_id}")
+                       f"task {ep.task.task_id}")
     compute[i].add_proposals(props)
   return out
 
@@ -429,8 +429,7 @@ class Searcher(Protocol):
     ...
 
 
-def as_tasks(tasks: Sequence[Task | str], env_factory: EnvFactory | None = None
-            ) -> list[Task]:
+def as_tasks(tasks: Sequence[Task | str]) -> list[Task]:
   """Accepts Task objects or task ids (ids get an empty instruction; the env
   supplies the real one at reset)."""
   out = []

@@ -34,7 +34,6 @@ def run_episodes(pool: EnvPool, task_indices: Sequence[int], n: int,
                  salt: int = 0) -> list[list[Episode]]:
   """Plays `n` episodes for each task index, in lockstep; returns, per task
   index (in the order given), its `n` episodes in sample order."""
-  per = []
   items = []
   for i in task_indices:
     ep0 = pool.reset(i)
@@ -60,8 +59,7 @@ def run_episodes(pool: EnvPool, task_indices: Sequence[int], n: int,
     for (k, j), (i, ep), p in zip(live, batch, props):
       eps[k][j] = pool.step(i, ep, p[0])
     step += 1
-  per.extend(eps)
-  return per
+  return eps
 
 
 def trajectories(eps: Sequence[Episode], **meta) -> list:
