@@ -69,3 +69,12 @@ def test_parse_example_and_matches():
     prompts_extra.parse_example("Observation: x")
   with pytest.raises(KeyError):
     prompts_extra.get_prompt("nope")
+
+
+def test_sciworld_made_lazily():
+  pytest.importorskip("scienceworld")
+  env = registry.make_env("scienceworld", step_limit=30)
+  assert isinstance(env, Env) and env.step_limit == 30 and env.max_actions == 30
+  assert env._sw is None  # pylint: disable=protected-access  (no JVM yet)
+  assert env.valid_actions() is None
+  env.close()
