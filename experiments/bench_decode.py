@@ -1,0 +1,163 @@
+"""Decode throughput: our JAX engine vs transformers' PyTorch generate.
+
+Same weights in both (SmolLM2-135M-Instruct from its shipped GGUF, and a tiny
+random Llama), same random prompts, exactly `--new_tokens` new tokens per row
+(EOS disabled on both sides), greedy and sampling. Prints tokens/s for both,
+the ratio ours/torch, and the decode's achieved weight-read bandwidth next to
+a memory bandwidth measured here with a large NumPy copy. The last line is the
+SmolLM2 batch-16 ratio.
+
+  python experiments/bench_decode.py                     # everything
+  python experiments/bench_decode.py --models=smollm2 --batches=16 \\
+      --modes=greedy                                     # a quick subset
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from absl import app, flags
+
+_MODELS = flags.DEFINE_list("models", ["smollm2", "tiny"], "smollm2, tiny")
+_BATCHES = flags.DEFINE_list("batches", ["1", "16", "64"], "batch sizes")
+_MODES = flags.DEFINE_list("modes", ["greedy", "sample"], "greedy, sample")
+_PROMPT_LEN = flags.DEFINE_integer("prompt_len", 128, "prompt tokens")
+_NEW_TOKENS = flags.DEFINE_integer("new_tokens", 64, "new tokens per row")
+_REPEATS = flags.DEFINE_integer("repeats", 1, "timed runs (best is kept)")
+_TORCH = flags.DEFINE_bool("torch", True, "also time torch generate")
+_BW_MB = flags.DEFINE_integer("bw_mb", 512, "MiB copied for the bandwidth probe")
+
+
+def memory_bandwidth_gbs(mib: int) -> float:
+  """Read+write GB/s of a large NumPy copy (best of 5)."""
+  import numpy as np
+  src = np.ones((mib * 2**20 // 8,), np.float64)
+  dst = np.empty_like(src)
+  best = float("inf")
+  for _ in range(5):
+    t = time.perf_counter()
+    np.copyto(dst, src)
+    best = min(best, time.perf_counter() - t)
+  return 2 * src.nbytes / best / 1e9
+
+
+def load(name: str):
+  """(our model, torch model, config) with identical f32 weights."""
+  import torch
+  import transformers
+  from armap_jax.models import ModelConfig, keymap, load_pretrained
+  from armap_jax.models import gguf as gguf_lib
+  from armap_jax.models import params as params_lib
+  if name == "smollm2":
+    path = gguf_lib.known_model_path("smollm2-135m-instruct")
+    ours, _, config = load_pretrained("smollm2-135m-instruct")
+    tmodel = None
+    if _TORCH.value:
+      tmodel = transformers.AutoModelForCausalLM.from_pretrained(
+          os.path.dirname(path), gguf_file=os.path.basename(path),
+          dtype=torch.float32).eval()
+    return ours, tmodel, config
+  if name == "tiny":
+    config = ModelConfig.tiny(arch="llama", vocab_size=512)
+    torch.manual_seed(0)
+    tmodel = transformers.AutoModelForCausalLM.from_config(
+        config.to_hf_config(), dtype=torch.float32).eval()
+    sd = {k: v.detach().numpy() for k, v in tmodel.state_dict().items()}
+    specs = {k: (v.shape, str(v.dtype)) for k, v in sd.items()}
+    params = keymap.hf_to_ours(config, specs, sd.__getitem__, "torch")
+    return params_lib.build_model(config, params), tmodel, config
+  raise app.UsageError(f"--models: unknown model {name!r}")
+
+
+def main(argv):
+  del argv
+  import jax
+  import numpy as np
+  import torch
+  from flax import nnx
+
+  from armap_jax import decoding
+
+  bw = memory_bandwidth_gbs(_BW_MB.value)
+  print(f"machine: {os.cpu_count()} CPUs, jax {jax.__version__} "
+        f"({jax.devices()[0].platform}), torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads); memory copy bandwidth "
+        f"{bw:.1f} GB/s (read+write)")
+  new = _NEW_TOKENS.value
+  rng = np.random.default_rng(0)
+  summary = {}
+  for name in _MODELS.value:
+    ours, tmodel, config = load(name)
+    n_params = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(
+        nnx.state(ours, nnx.Param)))
+    weight_bytes = 4 * n_params
+    dec = decoding.Decoder(ours, None, eos_token_ids=[])
+    if tmodel is not None:
+      tmodel.generation_config.eos_token_id = None
+    print(f"\n== {name}: {n_params / 1e6:.1f}M params ({weight_bytes / 1e6:.0f} "
+          f"MB f32), prompt {_PROMPT_LEN.value}, {new} new tokens")
+    for batch in [int(b) for b in _BATCHES.value]:
+      prompts = rng.integers(3, min(config.vocab_size, 32000),
+                             size=(batch, _PROMPT_LEN.value)).tolist()
+      for mode in _MODES.value:
+        knobs = (dict(temperature=0.0) if mode == "greedy" else
+                 dict(temperature=0.8, top_p=0.95))
+
+        def ours_run(n_new):
+          out = dec.generate(prompts, max_new_tokens=n_new, seed=1, **knobs)
+          assert all(g[0].completion_tokens == n_new for g in out)
+
+        def timed(fn, *args):
+          best = float("inf")
+          for _ in range(_REPEATS.value):
+            t = time.perf_counter()
+            fn(*args)
+            best = min(best, time.perf_counter() - t)
+          return best
+
+        ours_run(new)  # Compile.
+        ours_run(1)
+        t_ours = timed(ours_run, new)
+        t_prefill = timed(ours_run, 1)
+        decode_s = max(t_ours - t_prefill, 1e-9)
+        ours_tps = batch * new / t_ours
+        read_gbs = weight_bytes * (new - 1) / decode_s / 1e9
+        line = (f"{name:8s} batch {batch:3d} {mode:6s} ours {ours_tps:8.1f} "
+                f"tok/s ({t_ours:6.2f} s; decode {decode_s / (new - 1) * 1e3:6.1f}"
+                f" ms/step, weight reads {read_gbs:5.1f} GB/s = "
+                f"{100 * read_gbs / bw:4.0f}% of copy bw)")
+        if tmodel is not None:
+          ids = torch.tensor(prompts)
+          tkw = (dict(do_sample=False) if mode == "greedy" else
+                 dict(do_sample=True, temperature=0.8, top_p=0.95, top_k=0))
+
+          def torch_run():
+            with torch.no_grad():
+              out = tmodel.generate(ids, attention_mask=torch.ones_like(ids),
+                                    max_new_tokens=new, min_new_tokens=new,
+                                    pad_token_id=0, **tkw)
+            assert out.shape[1] == ids.shape[1] + new
+
+          torch.manual_seed(0)
+          with torch.no_grad():  # Warm-up (first-call overheads).
+            tmodel.generate(ids[:1, :8], max_new_tokens=2, pad_token_id=0,
+                            **tkw)
+          t_torch = timed(torch_run)
+          torch_tps = batch * new / t_torch
+          ratio = ours_tps / torch_tps
+          summary[(name, batch, mode)] = ratio
+          line += (f" | torch {torch_tps:8.1f} tok/s ({t_torch:6.2f} s) | "
+                   f"ours/torch {ratio:5.2f}x")
+        print(line, flush=True)
+  key = [k for k in summary if k[0] == "smollm2" and k[1] == 16]
+  if key:
+    parts = ", ".join(f"{k[2]} {summary[k]:.2f}x" for k in key)
+    print(f"SmolLM2-135M batch 16 ours/torch tokens/s ratio: {parts}")
+  else:
+    print("SmolLM2-135M batch 16 ours/torch ratio: not measured "
+          "(needs --models=smollm2 --batches=16 --torch)")
+
+
+if __name__ == "__main__":
+  app.run(main)
