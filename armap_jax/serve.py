@@ -22,7 +22,8 @@ temperature/top-p/top-k ride along as per-row knobs, and each request's seed
 gives its own PRNG keys, so its samples do not depend on its batch-mates).
 Reward requests are batched the same way into one `Scorer.score` call.
 
-Built on Starlette (routing, requests) and Uvicorn (the ASGI server). Binds to
+Built on Starlette (routing, requests) and Uvicorn (the ASGI server). The
+batching queue is in `serve_batching`, request validation in `serve_requests`. Binds to
 127.0.0.1 unless told otherwise; request bodies, prompt counts, `n` and
 `max_tokens` are capped; bad input gets a 400 with an OpenAI-style error body
 that names the field.
@@ -30,15 +31,11 @@ that names the field.
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import json
-import queue
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
 from typing import Any
 
 from absl import logging
@@ -49,260 +46,15 @@ from starlette.routing import Route
 
 from armap_jax import records
 from armap_jax.agent.local_policy import encode_chat, encode_text
+from armap_jax.serve_batching import Batcher
+from armap_jax.serve_requests import (BadRequest, ServerLimits, error_response,
+                                      Knobs, parse_knobs, parse_messages,
+                                      parse_trajectory)
+
+__all__ = ["BadRequest", "Batcher", "ModelServer", "ServerLimits",
+           "ServerThread", "parse_trajectory", "serve"]
 
 FINISH = {"eos": "stop", "stop": "stop", "length": "length"}
-
-
-@dataclasses.dataclass(frozen=True)
-class ServerLimits:
-  max_body_bytes: int = 4 << 20
-  max_n: int = 16
-  max_tokens: int = 1024
-  default_max_tokens: int = 256
-  max_prompts: int = 64  # Prompts in one /v1/completions request.
-  max_trajectories: int = 256
-  batch_window_s: float = 0.005
-  max_batch_rows: int = 128  # Decode rows (prompts x n) in one call.
-
-
-class BadRequest(Exception):
-
-  def __init__(self, message: str, param: str | None = None, status: int = 400,
-               code: str | None = None):
-    super().__init__(message)
-    self.param = param
-    self.status = status
-    self.code = code
-
-
-def _error(e: BadRequest) -> JSONResponse:
-  return JSONResponse(
-      {"error": {"message": str(e), "type": "invalid_request_error",
-                 "param": e.param, "code": e.code}}, status_code=e.status)
-
-
-# ----------------------------------------------------------------------------
-# Batching queue
-
-
-@dataclasses.dataclass
-class _Item:
-  key: Any
-  rows: int
-  payload: Any
-  future: asyncio.Future
-  loop: asyncio.AbstractEventLoop
-
-
-class Batcher:
-  """Coalesces concurrent submissions with equal keys into one `run` call.
-
-  `run(key, payloads) -> results` runs on one worker thread (so the model is
-  used by one call at a time); each submitter gets its own result or the
-  exception. `stats` counts calls and items.
-  """
-
-  def __init__(self, run: Callable[[Any, list[Any]], list[Any]], *,
-               window_s: float = 0.005, max_rows: int = 128, name: str = "batch"):
-    self._run = run
-    self._window = window_s
-    self._max_rows = max_rows
-    self._q: queue.Queue[_Item | None] = queue.Queue()
-    self._pending: list[_Item] = []
-    self._gate = threading.Event()
-    self._gate.set()
-    self.stats = {"calls": 0, "items": 0}
-    self._thread = threading.Thread(target=self._worker, name=name, daemon=True)
-    self._thread.start()
-
-  def pause(self) -> None:
-    """Holds new batches (for tests that need a deterministic batch)."""
-    self._gate.clear()
-
-  def resume(self) -> None:
-    self._gate.set()
-
-  def queued(self) -> int:
-    return self._q.qsize() + len(self._pending)
-
-  def close(self) -> None:
-    self._gate.set()
-    self._q.put(None)
-    self._thread.join(timeout=10)
-
-  async def submit(self, key: Any, rows: int, payload: Any) -> Any:
-    loop = asyncio.get_running_loop()
-    fut = loop.create_future()
-    self._q.put(_Item(key, rows, payload, fut, loop))
-    return await fut
-
-  @staticmethod
-  def _deliver(item: _Item, result: Any = None, exc: BaseException | None = None):
-    def set_():
-      if item.future.done():  # The client went away.
-        return
-      if exc is not None:
-        item.future.set_exception(exc)
-      else:
-        item.future.set_result(result)
-    item.loop.call_soon_threadsafe(set_)
-
-  def _worker(self) -> None:
-    stopping = False
-    while not stopping or self._pending:
-      if not self._pending:
-        item = self._q.get()
-        if item is None:
-          return
-        self._pending.append(item)
-      deadline = time.monotonic() + self._window
-      while True:  # Gather what arrives within the window.
-        remaining = deadline - time.monotonic()
-        try:
-          item = self._q.get(timeout=max(0.0, remaining)) if remaining > 0 \
-              else self._q.get_nowait()
-        except queue.Empty:
-          break
-        if item is None:
-          stopping = True
-          break
-        self._pending.append(item)
-      self._gate.wait()
-      while True:  # Anything queued while paused joins too.
-        try:
-          item = self._q.get_nowait()
-        except queue.Empty:
-          break
-        if item is None:
-          stopping = True
-          break
-        self._pending.append(item)
-      key = self._pending[0].key
-      group, rest, rows = [], [], 0
-      for it in self._pending:
-        if it.key == key and (not group or rows + it.rows <= self._max_rows):
-          group.append(it)
-          rows += it.rows
-        else:
-          rest.append(it)
-      self._pending = rest
-      self.stats["calls"] += 1
-      self.stats["items"] += len(group)
-      try:
-        results = self._run(key, [it.payload for it in group])
-        for it, r in zip(group, results):
-          self._deliver(it, r)
-      except Exception as e:  # pylint: disable=broad-except
-        logging.exception("batched call failed")
-        for it in group:
-          self._deliver(it, exc=e)
-
-
-# ----------------------------------------------------------------------------
-# Request parsing
-
-
-def _get(body: dict, name: str, kinds, default=None, *, lo=None, hi=None):
-  v = body.get(name, default)
-  if v is None:
-    return default
-  if isinstance(v, bool) and bool not in (kinds if isinstance(kinds, tuple)
-                                         else (kinds,)):
-    raise BadRequest(f"'{name}' must be a {kinds}, got {v!r}", name)
-  if not isinstance(v, kinds):
-    raise BadRequest(f"'{name}' has the wrong type: {type(v).__name__}", name)
-  if lo is not None and v < lo:
-    raise BadRequest(f"'{name}' must be >= {lo}, got {v!r}", name)
-  if hi is not None and v > hi:
-    raise BadRequest(f"'{name}' must be <= {hi}, got {v!r}", name)
-  return v
-
-
-@dataclasses.dataclass(frozen=True)
-class _Knobs:
-  n: int
-  max_tokens: int
-  temperature: float
-  top_p: float
-  top_k: int
-  stop: tuple[str, ...]
-  seed: int
-  logprobs: int | None
-
-
-_seed_counter = iter(range(1 << 62))
-
-
-def _knobs(body: dict, limits: ServerLimits, *, chat: bool) -> _Knobs:
-  if body.get("stream"):
-    raise BadRequest("'stream' is not supported", "stream")
-  if body.get("echo"):
-    raise BadRequest("'echo' is not supported", "echo")
-  n = _get(body, "n", int, 1, lo=1, hi=limits.max_n)
-  default_mt = limits.default_max_tokens if chat else 16
-  mt = body.get("max_completion_tokens", body.get("max_tokens"))
-  mt = _get({"max_tokens": mt}, "max_tokens", int, default_mt, lo=1,
-            hi=limits.max_tokens)
-  temperature = float(_get(body, "temperature", (int, float), 1.0, lo=0, hi=10))
-  top_p = float(_get(body, "top_p", (int, float), 1.0, lo=0, hi=1))
-  if top_p <= 0:
-    raise BadRequest("'top_p' must be > 0", "top_p")
-  top_k = _get(body, "top_k", int, 0, lo=-1, hi=1 << 20)
-  stop = body.get("stop")
-  if stop is None:
-    stop = ()
-  elif isinstance(stop, str):
-    stop = (stop,)
-  elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
-    stop = tuple(stop)
-  else:
-    raise BadRequest("'stop' must be a string or a list of strings", "stop")
-  if len(stop) > 4 or any(not s or len(s) > 200 for s in stop):
-    raise BadRequest("'stop': at most 4 non-empty strings of <= 200 chars",
-                     "stop")
-  seed = _get(body, "seed", int, None, lo=-(1 << 63), hi=(1 << 63) - 1)
-  if seed is None:
-    seed = next(_seed_counter) + 1_000_000_007
-  if chat:
-    lp = body.get("logprobs")
-    if lp not in (None, True, False):
-      raise BadRequest("'logprobs' must be a boolean", "logprobs")
-    _get(body, "top_logprobs", int, 0, lo=0, hi=20)
-    logprobs = 1 if lp else None
-  else:
-    logprobs = _get(body, "logprobs", int, None, lo=0, hi=5)
-  return _Knobs(n=n, max_tokens=mt, temperature=temperature, top_p=top_p,
-                top_k=max(0, top_k), stop=stop, seed=int(seed) % (1 << 31),
-                logprobs=logprobs)
-
-
-def _messages(body: dict) -> list[dict[str, str]]:
-  msgs = body.get("messages")
-  if not isinstance(msgs, list) or not msgs:
-    raise BadRequest("'messages' must be a non-empty list", "messages")
-  out = []
-  for i, m in enumerate(msgs):
-    if not isinstance(m, dict):
-      raise BadRequest(f"messages[{i}] must be an object", f"messages[{i}]")
-    role, content = m.get("role"), m.get("content")
-    if role not in ("system", "user", "assistant", "tool", "developer"):
-      raise BadRequest(f"messages[{i}].role: unknown role {role!r}",
-                       f"messages[{i}].role")
-    if isinstance(content, list):  # Content parts: keep the text ones.
-      parts = []
-      for p in content:
-        if not isinstance(p, dict) or p.get("type") != "text" or not isinstance(
-            p.get("text"), str):
-          raise BadRequest(f"messages[{i}].content: only text parts are "
-                           f"supported", f"messages[{i}].content")
-        parts.append(p["text"])
-      content = "".join(parts)
-    if not isinstance(content, str):
-      raise BadRequest(f"messages[{i}].content must be a string",
-                       f"messages[{i}].content")
-    out.append({"role": "system" if role == "developer" else role,
-                "content": content})
-  return out
 
 
 # ----------------------------------------------------------------------------
@@ -355,7 +107,7 @@ class ModelServer:
 
   # -- workers (batcher threads) --------------------------------------------
 
-  def _run_generate(self, key, payloads: list[tuple[list[list[int]], _Knobs]]):
+  def _run_generate(self, key, payloads: list[tuple[list[list[int]], Knobs]]):
     import jax
     import numpy as np
     n, max_tokens, stop = key
@@ -482,7 +234,7 @@ class ModelServer:
                        f"{self.decoder.context}", "prompt",
                        code="context_length_exceeded")
 
-  async def _generate(self, ids: list[list[int]], k: _Knobs):
+  async def _generate(self, ids: list[list[int]], k: Knobs):
     if k.n * len(ids) > self.limits.max_batch_rows:
       raise BadRequest(f"n x prompts = {k.n * len(ids)} exceeds "
                        f"{self.limits.max_batch_rows}", "n")
@@ -502,16 +254,16 @@ class ModelServer:
     try:
       return await fn(await self._json(request))
     except BadRequest as e:
-      return _error(e)
+      return error_response(e)
     except ValueError as e:  # Decoder validation (prompt too long, ...).
-      return _error(BadRequest(str(e)))
+      return error_response(BadRequest(str(e)))
 
   async def _completions(self, request: Request) -> JSONResponse:
     async def go(body):
       if self.decoder is None:
         raise BadRequest("no language model is served here", status=404)
       self._check_model(body, self.model_name, "model")
-      k = _knobs(body, self.limits, chat=False)
+      k = parse_knobs(body, self.limits, chat=False)
       ids = self._prompts(body)
       comps = await self._generate(ids, k)
       choices = []
@@ -537,8 +289,8 @@ class ModelServer:
       if self.decoder is None:
         raise BadRequest("no language model is served here", status=404)
       self._check_model(body, self.model_name, "model")
-      k = _knobs(body, self.limits, chat=True)
-      msgs = _messages(body)
+      k = parse_knobs(body, self.limits, chat=True)
+      msgs = parse_messages(body)
       try:
         ids = [encode_chat(self.tokenizer, msgs)]
       except Exception as e:  # Template errors (e.g. role order).
@@ -590,26 +342,6 @@ class ModelServer:
       return JSONResponse({"object": "list", "model": self.scorer_name,
                            "data": data})
     return await self._handle(request, go)
-
-
-def parse_trajectory(d: Any, where: str) -> records.Trajectory:
-  """A trajectory from a request: instruction + steps[{action, observation}]."""
-  if not isinstance(d, dict):
-    raise BadRequest(f"{where} must be an object", where)
-  d = dict(d)
-  d.setdefault("task_id", "")
-  d.setdefault("env", "")
-  d.setdefault("steps", [])
-  d["kind"] = "trajectory"
-  d["schema"] = records.SCHEMA_VERSION
-  for i, s in enumerate(d["steps"] if isinstance(d["steps"], list) else []):
-    if isinstance(s, dict):
-      s.setdefault("observation", "")
-  try:
-    t = records.from_dict(d, where)
-  except records.RecordError as e:
-    raise BadRequest(str(e), where) from e
-  return t
 
 
 # ----------------------------------------------------------------------------

@@ -16,7 +16,6 @@ import os
 from absl import app, logging
 from ml_collections import config_flags
 
-from armap_jax import records
 from armap_jax.agent import build
 from armap_jax.agent.rollout import load_trajectories
 from armap_jax.data import synthesize, tree_values

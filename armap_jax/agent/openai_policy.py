@@ -18,6 +18,7 @@ pool, which is all the concurrency a batch of a few hundred requests needs.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
 import random
 import threading
@@ -252,8 +253,8 @@ class OpenAIPolicy:
       want = n - len(out)
       if want <= 0:
         break
-      s = sampling if round_ == 0 else Sampling(
-          **{**sampling.__dict__, "seed": sampling.seed + 7919 * round_})
+      s = sampling if round_ == 0 else dataclasses.replace(
+          sampling, seed=sampling.seed + 7919 * round_)
       path, body = self._body(prompt, want, s, stop)
       data = self._post(path, body)
       usage = data.get("usage") if isinstance(data.get("usage"), Mapping) else {}

@@ -13,6 +13,7 @@ longer succeeds.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from collections.abc import Callable
@@ -135,7 +136,7 @@ def policy_editor(policy, sampling: Sampling = Sampling(temperature=1.0),
     h = History(env=traj.env, task_id=traj.task_id,
                 instruction=traj.instruction, observation=str(first_obs),
                 steps=traj.steps[:i])
-    s = Sampling(**{**sampling.__dict__, "seed": rng.randrange(1 << 30)})
+    s = dataclasses.replace(sampling, seed=rng.randrange(1 << 30))
     props = policy.propose([h], n, s)[0]
     orig = _norm(traj.steps[i].action)
     for p in props:
