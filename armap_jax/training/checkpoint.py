@@ -9,7 +9,7 @@ Layout of a run directory::
   <dir>/best/<step>/         best-by-metric (keep 1): items params, meta
 
 Items: ``params`` (pure dict of arrays), ``opt`` (optimizer state, step
-counter, implicit-PRM reference params), ``data`` (the batch iterator's
+counter), ``ref`` (implicit PRM only: the frozen reference params), ``data`` (the batch iterator's
 position), ``meta`` (step, metrics, best value so far). Saves are async;
 `wait_until_finished()` blocks until they are durable. Restores take abstract
 targets (`jax.ShapeDtypeStruct` with shardings), so a checkpoint written on 8
@@ -37,9 +37,10 @@ class CheckpointError(RuntimeError):
 
 
 def _split_state(state: Mapping[str, Any]):
+  """(params, optimizer part, implicit-PRM reference params or None)."""
   params = state["params"]
-  opt = {k: v for k, v in state.items() if k != "params"}
-  return params, opt
+  opt = {k: v for k, v in state.items() if k not in ("params", "ref_params")}
+  return params, opt, state.get("ref_params")
 
 
 class Checkpointer:
@@ -61,7 +62,7 @@ class Checkpointer:
         max_to_keep=keep, enable_async_checkpointing=async_save, create=True)
     self.latest = ocp.CheckpointManager(
         os.path.join(self.directory, "ckpt"), options=opts,
-        item_names=("params", "opt", "data", "meta"))
+        item_names=("params", "opt", "data", "meta", "ref"))
     self.best = None
     self.best_value: float | None = None
     if best_metric:
@@ -98,14 +99,17 @@ class Checkpointer:
            metrics: Mapping[str, float] | None = None,
            force: bool = False) -> bool:
     """Async save of the full training state at `step`."""
-    params, opt = _split_state(state)
+    params, opt, ref = _split_state(state)
     meta = {"step": int(step), "metrics": dict(metrics or {}),
             "best_value": self.best_value}
-    saved = self.latest.save(step, args=ocp.args.Composite(
-        params=ocp.args.StandardSave(params),
-        opt=ocp.args.StandardSave(opt),
-        data=ocp.args.JsonSave(dict(data_state or {})),
-        meta=ocp.args.JsonSave(meta)), force=force)
+    items = dict(params=ocp.args.StandardSave(params),
+                 opt=ocp.args.StandardSave(opt),
+                 data=ocp.args.JsonSave(dict(data_state or {})),
+                 meta=ocp.args.JsonSave(meta))
+    if ref is not None:
+      items["ref"] = ocp.args.StandardSave(ref)
+    saved = self.latest.save(step, args=ocp.args.Composite(**items),
+                             force=force)
     if saved:
       logging.info("checkpoint: saving step %d to %s (async)", step,
                    self.latest.directory)
@@ -147,14 +151,18 @@ class Checkpointer:
     step = self.latest.latest_step() if step is None else step
     if step is None:
       raise CheckpointError(f"no checkpoint under {self.latest.directory}")
-    a_params, a_opt = _split_state(abstract_state)
-    out = self.latest.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(a_params),
-        opt=ocp.args.StandardRestore(a_opt),
-        data=ocp.args.JsonRestore(),
-        meta=ocp.args.JsonRestore()))
+    a_params, a_opt, a_ref = _split_state(abstract_state)
+    items = dict(params=ocp.args.StandardRestore(a_params),
+                 opt=ocp.args.StandardRestore(a_opt),
+                 data=ocp.args.JsonRestore(),
+                 meta=ocp.args.JsonRestore())
+    if a_ref is not None:
+      items["ref"] = ocp.args.StandardRestore(a_ref)
+    out = self.latest.restore(step, args=ocp.args.Composite(**items))
     state = dict(out["opt"])
     state["params"] = out["params"]
+    if a_ref is not None:
+      state["ref_params"] = out["ref"]
     meta = dict(out["meta"])
     if meta.get("best_value") is not None and self.best_value is None:
       self.best_value = meta["best_value"]
@@ -183,24 +191,26 @@ def read_config(directory: str) -> dict[str, Any]:
 def restore_params(directory: str, abstract_params: Any,
                    which: str = "best") -> tuple[Any, int]:
   """Params only from a run directory: `which` = "best" (falling back to the
-  latest when no best exists) or "latest". Returns (params, step)."""
+  latest when no best exists), "latest", or "ref" (the implicit PRM's frozen
+  reference, from the latest checkpoint). Returns (params, step)."""
   directory = os.path.abspath(directory)
-  order = ["best", "ckpt"] if which == "best" else ["ckpt"]
+  order = {"best": ["best", "ckpt"], "latest": ["ckpt"], "ref": ["ckpt"]}[which]
+  item = "ref" if which == "ref" else "params"
   for sub in order:
     path = os.path.join(directory, sub)
     if not os.path.isdir(path):
       continue
     mngr = ocp.CheckpointManager(
         path, options=ocp.CheckpointManagerOptions(read_only=True),
-        item_names=("params",))
+        item_names=(item,))
     step = mngr.latest_step()
     if step is None:
       mngr.close()
       continue
     out = mngr.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(abstract_params)))
+        **{item: ocp.args.StandardRestore(abstract_params)}))
     mngr.close()
-    logging.info("restored params from %s step %d", path, step)
-    return out["params"], step
+    logging.info("restored %s from %s step %d", item, path, step)
+    return out[item], step
   raise CheckpointError(f"{directory}: no checkpoint found under "
                         f"{' or '.join(order)}")

@@ -1,0 +1,137 @@
+"""AgentRM implicit process reward model as a `ProcessScorer`.
+
+The step reward is r_i = beta * sum over step i's action tokens of
+log pi(y_t | y_<t) - log pi_ref(y_t | y_<t); the value of the prefix ending
+with step t is q_t = r_1 + ... + r_t (the quantity the outcome cross-entropy
+trained: q_T is the outcome reward). `step_scores` returns q_1..q_T; `score`
+aggregates them ("last" = the outcome reward, "min", "mean").
+
+Log-probs come from one teacher-forced forward pass per trajectory under each
+model (not one per step), over the same text layout as training
+(`data.format`, no suffix). `from_checkpoint` loads the trained policy and
+its frozen reference from an implicit-PRM run directory alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from armap_jax.data import format as F
+from armap_jax.records import Trajectory
+from armap_jax.rewards.orm import _next_pow2
+from armap_jax.rewards.prm import aggregate
+from armap_jax.training import checkpoint as ckpt_lib
+from armap_jax.training.losses import token_logprobs
+
+AGGREGATIONS = ("last", "min", "mean")
+
+
+def _log_ratio(graphdef, params, ref_params, tokens_bt):
+  inp, tgt = tokens_bt[:, :-1], tokens_bt[:, 1:]
+  pos = jnp.broadcast_to(jnp.arange(inp.shape[1], dtype=jnp.int32), inp.shape)
+  lp = token_logprobs(nnx.merge(graphdef, params)(inp, pos)[0], tgt)
+  lr = token_logprobs(nnx.merge(graphdef, ref_params)(inp, pos)[0], tgt)
+  return lp - lr  # [B, T-1]: entry t scores token t+1.
+
+
+_log_ratio_jit = jax.jit(_log_ratio, static_argnums=0)
+
+
+class ImplicitPRMScorer:
+  """Implicit PRM over a policy LM and its frozen reference (same graph)."""
+
+  is_oracle = False
+
+  def __init__(self, policy, reference, tokenizer,
+               fcfg: F.FormatConfig = F.FormatConfig(), *, beta: float = 0.05,
+               aggregation: str = "last", name: str = "implicit_prm",
+               batch_size: int = 16, min_bucket: int = 32):
+    if aggregation not in AGGREGATIONS:
+      raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got "
+                       f"{aggregation!r}")
+    self.graphdef, self.params = nnx.split(policy, nnx.Param)
+    gd_ref, self.ref_params = nnx.split(reference, nnx.Param)
+    if gd_ref != self.graphdef:
+      raise ValueError("policy and reference must share one architecture")
+    self.tokenizer = tokenizer
+    self.fcfg = dataclasses.replace(fcfg, include_suffix=False,
+                                    allow_empty=True)
+    self.beta = beta
+    self.aggregation = aggregation
+    self.name = name
+    self.batch_size = batch_size
+    self.min_bucket = min_bucket
+    self.pad_id = int(tokenizer.pad_token_id or 0)
+
+  @classmethod
+  def from_checkpoint(cls, directory: str, which: str = "best",
+                      aggregation: str = "last",
+                      batch_size: int = 16) -> "ImplicitPRMScorer":
+    from armap_jax.models import ModelConfig, Transformer
+    from armap_jax.models.hf import load_tokenizer
+    cfg = ckpt_lib.read_config(directory)
+    info = cfg.get("reward_model", {})
+    if info.get("kind") != "implicit":
+      raise ckpt_lib.CheckpointError(
+          f"{directory}: reward_model.kind={info.get('kind')!r}, not implicit")
+    mcfg = ModelConfig.from_dict(cfg["model"])
+    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[
+        info.get("dtype", "float32")]
+    abstract = nnx.eval_shape(lambda: Transformer(mcfg, dtype=dtype,
+                                                  rngs=nnx.Rngs(0)))
+    graphdef, abs_state = nnx.split(abstract, nnx.Param)
+    sh = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+        nnx.to_pure_dict(abs_state))
+    params, _ = ckpt_lib.restore_params(directory, target, which=which)
+    ref, _ = ckpt_lib.restore_params(directory, target, which="ref")
+    tok = load_tokenizer(directory)
+    return cls(nnx.merge(graphdef, params), nnx.merge(graphdef, ref), tok,
+               F.FormatConfig(**info.get("format", {})),
+               beta=float(info.get("beta", 0.05)), aggregation=aggregation,
+               batch_size=batch_size)
+
+  def step_rewards(self, trajectories: Sequence[Trajectory]) -> list[np.ndarray]:
+    """r_i per step (beta * summed log-ratio over the step's action tokens)."""
+    enc = [F.encode_trajectory(self.tokenizer, t, self.fcfg)
+           for t in trajectories]
+    out: list[np.ndarray | None] = [None] * len(enc)
+    order = sorted(range(len(enc)), key=lambda i: len(enc[i].ids))
+    for s in range(0, len(order), self.batch_size):
+      idx = order[s:s + self.batch_size]
+      t = _next_pow2(max(len(enc[i].ids) for i in idx), self.min_bucket)
+      rows = _next_pow2(len(idx), 1)
+      tok = np.full((rows, t), self.pad_id, np.int32)
+      for j, i in enumerate(idx):
+        tok[j, :len(enc[i].ids)] = enc[i].ids
+      ratio = np.asarray(_log_ratio_jit(self.graphdef, self.params,
+                                        self.ref_params, jnp.asarray(tok)))
+      for j, i in enumerate(idx):
+        e = enc[i]
+        steps = np.asarray(e.action_step[1:], np.int64)  # Token t+1's step.
+        n = len(trajectories[i].steps)
+        r = np.zeros(n, np.float64)
+        valid = steps >= 0
+        np.add.at(r, steps[valid], ratio[j, :len(steps)][valid])
+        out[i] = (self.beta * r).astype(np.float32)
+    return out  # type: ignore[return-value]
+
+  def step_scores(self, trajectories: Sequence[Trajectory]) -> list[np.ndarray]:
+    """q_t = cumulative step rewards (prefix values)."""
+    if not trajectories:
+      return []
+    return [np.cumsum(r).astype(np.float32)
+            for r in self.step_rewards(trajectories)]
+
+  def score(self, trajectories: Sequence[Trajectory]) -> np.ndarray:
+    if not trajectories:
+      return np.zeros((0,), np.float32)
+    return np.array([aggregate(q, self.aggregation) if len(q) else 0.0
+                     for q in self.step_scores(trajectories)], np.float32)
