@@ -98,3 +98,15 @@ def test_reflections_are_shown():
               observation="Input: 1 1 4 6", reflections=("Check the sum.",))
   assert "Reflection from an earlier attempt: Check the sum." in (
       prompts.Game24Format().text(h))
+
+
+def test_registry_envs_get_their_react_prompts():
+  from armap_jax.envs import registry
+  for env in ("webshop", "maze", "household"):
+    fmt = prompts.get_format(env)
+    instruction, example = registry.env_prompt(env)
+    assert isinstance(fmt, prompts.ReActFormat)
+    h = History(env=env, task_id="x", instruction="do it", observation="o")
+    system = fmt.messages(h)[0]["content"]
+    assert instruction.strip() in system and example.strip() in system
+  assert isinstance(prompts.get_format("no-such-env"), prompts.ReActFormat)

@@ -367,9 +367,22 @@ _GENERIC_EXAMPLE = (
 
 
 def get_format(env: str, protocol: str | None = None) -> PromptFormat:
-  """The prompt format for an env name ("game24", ...); ReAct otherwise."""
+  """The prompt format for an env name.
+
+  Game of 24: `Game24Format` (ToT chain). Envs the registry knows a ReAct
+  instruction and one-shot example for (`envs.registry.env_prompt`: webshop,
+  sciworld, household, babyai, maze): `ReActFormat` with those. Anything
+  else: `ReActFormat` with a generic instruction and example.
+  """
   if env.startswith("game24"):
     return Game24Format(protocol=protocol or "tot")
+  try:
+    from armap_jax.envs import registry  # Lazy: envs import heavy packages.
+    found = registry.env_prompt(env)
+  except (KeyError, ImportError):
+    found = None
+  if found is not None:
+    return ReActFormat(name=env, instruction=found[0], example=found[1])
   return ReActFormat(name=env, instruction=_GENERIC_INSTRUCTION,
                      example=_GENERIC_EXAMPLE)
 
