@@ -83,23 +83,25 @@ class MCTS:
     if self.rule not in T.RULES:
       raise ValueError(f"MCTS.rule must be one of {T.RULES}, got {self.rule!r}")
     tasks = common.as_tasks(tasks)
-    b = len(tasks)
+    # Array shapes are padded to powers of two (rows past the tasks stay
+    # inactive) so that runs of similar size reuse compiled functions.
+    b = _pow2(len(tasks))
     a = budget.children
-    max_nodes = 1 + budget.rollouts * a
+    max_nodes = _pow2(1 + budget.rollouts * a)
     horizon = (budget.max_steps if self.rollout_horizon is None else
                self.rollout_horizon)
     compute = [Compute() for _ in tasks]
     timer = common.Timer()
     pool = EnvPool(env_factory, tasks, compute)
     tree = T.init_tree(b, max_nodes, a)
-    store: list[dict[int, Episode]] = [{} for _ in tasks]
-    term_score: list[dict[int, float]] = [{} for _ in tasks]
-    cands: list[list[Candidate]] = [[] for _ in tasks]
-    partials: list[list[Candidate]] = [[] for _ in tasks]
-    stopped = np.zeros(b, bool)
+    store: list[dict[int, Episode]] = [{} for _ in range(b)]
+    term_score: list[dict[int, float]] = [{} for _ in range(b)]
+    cands: list[list[Candidate]] = [[] for _ in range(b)]
+    partials: list[list[Candidate]] = [[] for _ in range(b)]
+    stopped = np.arange(b) >= len(tasks)
     iters = 0
     try:
-      for i in range(b):
+      for i in range(len(tasks)):
         store[i][0] = pool.reset(i)
       for it in range(budget.rollouts):
         active = ~stopped
@@ -254,10 +256,18 @@ class MCTS:
     return out
 
 
+def _pow2(n: int) -> int:
+  return 1 << max(0, int(n) - 1).bit_length()
+
+
 def _dump(t: T.Tree, i: int, store: dict[int, Episode],
           term_score: dict[int, float], chosen_node: int,
           rule: str) -> list[dict[str, Any]]:
-  """The tree of task `i` as node dicts (for viewers and reports)."""
+  """The tree of task `i` as node dicts (for viewers and reports).
+
+  `q` is the rule's Q (UCT: max return, PUCT: mean return); `value_sum` and
+  `value_max` are given too, so a reader needs no knowledge of the rule.
+  """
   on_path = set()
   node = chosen_node
   while node >= 0:
@@ -279,6 +289,9 @@ def _dump(t: T.Tree, i: int, store: dict[int, Episode],
                         (ep.history.observation if ep else "")),
         "depth": int(t.depth[i, n]), "visits": visits,
         "q": q if q is None or math.isfinite(q) else None,
+        "value_sum": float(t.value_sum[i, n]),
+        "value_max": (float(t.value_max[i, n]) if visits and math.isfinite(
+            float(t.value_max[i, n])) else None),
         "prior": float(t.prior[i, int(t.parent[i, n]), int(t.action[i, n])])
                  if n else 1.0,
         "score": term_score.get(n),
