@@ -25,7 +25,15 @@ def lm():
 
 def test_rollout_with_local_policy(lm, tmp_path):
   model, tok = lm
-  pol = LocalPolicy(model, tok, name="tiny")
+  pol = LocalPolicy(model, tok, name="tiny")  # Format chosen per env.
+  decode_calls = []
+  generate = pol.decoder.generate
+
+  def counting(prompts, **kw):
+    decode_calls.append(len(prompts))
+    return generate(prompts, **kw)
+
+  pol.decoder.generate = counting
   tasks = game24.Game24Env().task_ids("train")[:4]
   out = tmp_path / "t.jsonl"
   cfg = rollout.RolloutConfig(num_envs=4, max_steps=2, attempts=1,
@@ -35,6 +43,7 @@ def test_rollout_with_local_policy(lm, tmp_path):
   stats = rollout.collect(game24.Game24Env, pol, tasks, out, cfg)
   trajs = records.read_jsonl(out, records.Trajectory)
   assert len(trajs) == 4 and stats.policy_calls == 2
+  assert decode_calls == [4, 4]  # One decode call per lockstep step.
   assert all(t.meta["policy"] == "tiny" for t in trajs)
   assert all(len(t.steps) == 2 for t in trajs)
   # Token accounting: prompts once per history per step, real completions.

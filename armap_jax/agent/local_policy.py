@@ -67,13 +67,18 @@ class LocalPolicy:
     self.name = name
     self.max_batch = max_batch
     self.usage = TokenUsage()
+    self._formats: dict[str, prompts_lib.PromptFormat] = {}
 
   def update(self, model) -> None:
     """Uses new weights (same architecture)."""
     self.decoder.update(model)
 
   def _fmt(self, h: History) -> prompts_lib.PromptFormat:
-    return self.fmt or prompts_lib.get_format(h.env)
+    if self.fmt is not None:
+      return self.fmt
+    if h.env not in self._formats:  # One object per env: one decode call.
+      self._formats[h.env] = prompts_lib.get_format(h.env)
+    return self._formats[h.env]
 
   def prompt_ids(self, h: History, max_new_tokens: int) -> list[int]:
     """Token ids of the prompt for `h`, left-truncated to fit the context."""
