@@ -50,7 +50,7 @@ def get_config(flavour: str = "default") -> ml_collections.ConfigDict:
       "intermediate_size": 384, "max_length": 384,
       "init": "policy",  # "policy" (the LM policy's backbone) | "scratch".
       "steps": 300, "batch_size": 16, "lr": 3e-4, "warmup_steps": 20,
-      "eval_every": 100,
+      "eval_every": 100, "min_bucket": 0,
   }
   c.orm = ml_collections.ConfigDict(dict(rm))
   c.prm = ml_collections.ConfigDict(dict(rm, steps=200))

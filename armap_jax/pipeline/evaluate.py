@@ -14,6 +14,7 @@ task batch) into ``eval/results/<label>.jsonl``. Rows:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -238,7 +239,8 @@ def write_report(cfg, wd, extra: dict[str, Any]) -> str:
                  f"{prm['mae']:.3f}, Spearman {sp}.")
   for k in ("collect", "synth", "trees"):
     if k in extra:
-      lines.append(f"- {k}: {extra[k]}")
+      lines.append(f"- {k}: " + json.dumps(extra[k], sort_keys=True,
+                                            default=str))
   lines += ["", "## Stage wall times (s)", "",
             "| stage | seconds |", "|---|---|"]
   for k, v in t.items():

@@ -20,11 +20,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import numpy as np
 from absl import logging
 
@@ -96,6 +98,7 @@ class RMSpec:
   lr: float = 3e-4
   warmup_steps: int = 20
   eval_every: int = 100
+  min_bucket: int = 0  # Shortest length bucket (0: max_length // 2).
   seed: int = 0
 
 
@@ -149,7 +152,7 @@ def train_reward_model(spec: RMSpec, train_path: str, heldout_path: str | None,
                stats.skipped or "none skipped")
   bs = max(1, min(spec.batch_size, len(ds)))
   # Two length buckets at most: every bucket is one more compilation.
-  min_bucket = max(16, spec.max_length // 2)
+  min_bucket = spec.min_bucket or max(16, spec.max_length // 2)
   it = batches.BatchIterator(ds, kind, bs, max_length=spec.max_length,
                              min_bucket=min_bucket, seed=spec.seed,
                              pad_id=tok.pad_token_id or 0)
@@ -190,6 +193,14 @@ def train_reward_model(spec: RMSpec, train_path: str, heldout_path: str | None,
 # Scorers
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(graphdef, state, tokens_bt):
+  """Per-token RM values; compiled once per (graph, shape), shared by every
+  scorer with that architecture."""
+  from flax import nnx
+  return nnx.merge(graphdef, state)(tokens_bt)
+
+
 def _pow2(n: int, lo: int) -> int:
   return max(lo, 1 << max(0, int(n) - 1).bit_length())
 
@@ -211,7 +222,6 @@ class RewardModelScorer:
 
   def __init__(self, model, tokenizer, *, protocol: str, max_length: int,
                name: str = "orm", batch_size: int = 64):
-    import jax
     from flax import nnx
     self.name = name
     self.tokenizer = tokenizer
@@ -221,9 +231,7 @@ class RewardModelScorer:
     self.batch_size = batch_size
     self.tokens_used = 0
     self.last_tokens: list[int] = []
-    graphdef, state = nnx.split(model)
-    self._state = state
-    self._fwd = jax.jit(lambda st, tok: nnx.merge(graphdef, st)(tok))
+    self._graphdef, self._state = nnx.split(model)
     self._buckets = [64, 128, 256, 384, 512, 1024, 2048]
 
   def _encode(self, trajs: Sequence[Trajectory]) -> list[fmt_lib.Encoded]:
@@ -246,7 +254,7 @@ class RewardModelScorer:
       tok = np.full((b, t), pad, np.int32)
       for j, e in enumerate(chunk):
         tok[j, :len(e.ids)] = e.ids
-      v = np.asarray(self._fwd(self._state, tok), np.float64)
+      v = np.asarray(_forward(self._graphdef, self._state, tok), np.float64)
       v = 1.0 / (1.0 + np.exp(-v))
       out.extend(v[j, :len(e.ids)] for j, e in enumerate(chunk))
     return out

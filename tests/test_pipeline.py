@@ -1,0 +1,185 @@
+"""End to end: the ARMAP pipeline in a tiny configuration, resume, honesty."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from armap_jax import pipeline
+from armap_jax.configs.armap_game24 import get_config
+from armap_jax.envs import game24
+from armap_jax.pipeline import honesty, stages
+
+TEST_IDS = {f"game24/{r}" for r in range(901, 1001)}
+EVAL_STAGES = ["eval_greedy", "eval_sampling", "eval_reflexion_orm",
+               "eval_reflexion_oracle", "eval_bon_orm", "eval_bon_oracle",
+               "eval_mcts_orm", "eval_mcts_oracle", "eval_beam_prm",
+               "eval_beam_oracle"]
+ALL_STAGES = (["collect", "synth", "trees", "train_orm", "train_prm",
+               "rm_eval", "honesty"] + EVAL_STAGES + ["report"])
+
+
+def tiny_config(policy="solver-noisy"):
+  c = get_config("quick")
+  c.policy = policy
+  c.policy_noise = 0.5
+  c.collect.num_puzzles = 10
+  c.collect.samples = 3
+  c.synth.backward = 4
+  c.synth.heldout_frac = 0.3
+  c.tree.num_puzzles = 3
+  c.tree.rollouts = 3
+  c.tree.children = 2
+  for k in ("orm", "prm"):
+    c[k].update(dict(hidden_size=16, num_layers=1, num_heads=2,
+                     intermediate_size=32, steps=3, eval_every=0,
+                     batch_size=4, max_length=256, min_bucket=256,
+                     init="scratch"))
+  c.eval.num_test = 3
+  c.eval.n = 2
+  c.eval.mcts_rollouts = 2
+  c.eval.mcts_children = 2
+  c.eval.beam_width = 2
+  c.eval.beam_expansions = 2
+  c.eval.reflexion_attempts = 2
+  c.eval.scaling_ns = "1,2"
+  return c
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  wd = str(tmp_path_factory.mktemp("armap") / "run")
+  text = pipeline.run(tiny_config(), wd)
+  return wd, text
+
+
+def test_writes_every_artefact(run_dir):
+  wd, text = run_dir
+  for key in stages.TRAINING_ARTEFACTS:
+    p = os.path.join(wd, stages.FILES[key])
+    assert os.path.exists(p), p
+  for key in ("trajectories", "pairs", "rm_pairs_train", "step_values",
+              "rm_values_train"):
+    assert os.path.getsize(os.path.join(wd, stages.FILES[key])) > 0, key
+  for kind in ("orm", "prm"):
+    d = os.path.join(wd, stages.FILES[kind])
+    assert os.path.exists(os.path.join(d, "config.json"))
+    assert os.path.isdir(os.path.join(d, "ckpt"))
+  for name in ALL_STAGES:
+    assert os.path.exists(os.path.join(wd, "stages", f"{name}.done")), name
+  timings = json.load(open(os.path.join(wd, "timings.json")))
+  assert set(ALL_STAGES) <= set(timings)
+  for f in ("summary.md", "summary.json", "scaling.png", "rm_accuracy.json",
+            "config.json"):
+    assert os.path.getsize(os.path.join(wd, f)) > 0, f
+  # The table: every method row, the oracle rows labelled as upper bounds.
+  for row in ("Greedy", "Sampling", "ARMAP-R", "ARMAP-B", "ARMAP-M",
+              "AgentRM (beam + PRM)"):
+    assert f"| {row}" in text, row
+  assert text.count("oracle (upper bound) |") == 4
+  summary = json.load(open(os.path.join(wd, "summary.json")))
+  for r in summary["rows"]:
+    assert r["tasks"] == 3
+    assert r["upper_bound"] == ("oracle" in r["label"])
+    res = [json.loads(x) for x in open(os.path.join(
+        wd, "eval", "results", r["label"] + ".jsonl"))]
+    assert {x["task_id"] for x in res} <= TEST_IDS  # Evaluated on test.
+  assert "pairwise accuracy" in text
+
+
+def test_second_run_resumes_without_redoing(run_dir, monkeypatch):
+  wd, text = run_dir
+  marks = {n: os.path.getmtime(os.path.join(wd, "stages", f"{n}.done"))
+           for n in ALL_STAGES if n != "report"}
+
+  def boom(*a, **k):
+    raise AssertionError("a finished stage ran again")
+
+  for fn in ("collect", "synthesize", "tree_values", "train", "build_policy"):
+    monkeypatch.setattr(stages, fn, boom)
+  text2 = pipeline.run(tiny_config(), wd)
+  for n, t in marks.items():
+    assert os.path.getmtime(os.path.join(wd, "stages", f"{n}.done")) == t, n
+  table = lambda s: s.split("## Stage wall times")[0]
+  assert table(text2) == table(text)
+
+
+def test_half_done_eval_stage_resumes(run_dir, tmp_path):
+  """A stage without its marker is redone; earlier stages are not."""
+  wd, _ = run_dir
+  wd2 = str(tmp_path / "copy")
+  shutil.copytree(wd, wd2)
+  os.remove(os.path.join(wd2, "stages", "eval_greedy.done"))
+  os.remove(os.path.join(wd2, "eval", "results", "greedy.jsonl"))
+  w = pipeline.Workdir(wd2)
+  before = os.path.getmtime(os.path.join(wd2, "stages", "collect.done"))
+  pipeline.run(tiny_config(), wd2)
+  assert os.path.exists(os.path.join(wd2, "stages", "eval_greedy.done"))
+  assert os.path.getmtime(os.path.join(wd2, "stages", "collect.done")) == before
+  del w
+
+
+def test_no_test_puzzle_in_training_artefacts(run_dir):
+  wd, _ = run_dir
+  files = honesty.training_files(wd)
+  assert honesty.scan_files(files) == []
+  # Independent of the scanner: no test task id and no test puzzle text.
+  test_puzzles = game24.load_puzzles("test")
+  for p in files:
+    with open(p, encoding="utf-8") as f:
+      for line in f:
+        d = json.loads(line)
+        ids = set()
+
+        def walk(x):
+          if isinstance(x, dict):
+            for k, v in x.items():
+              if k == "task_id":
+                ids.add(v)
+              walk(v)
+          elif isinstance(x, list):
+            for v in x:
+              walk(v)
+
+        walk(d)
+        assert not ids & TEST_IDS, (p, ids & TEST_IDS)
+        for tid in ids:
+          assert game24.split_of(tid) in ("train", "custom"), (p, tid)
+        for pz in test_puzzles:
+          assert f"numbers {pz} " not in line and f"Input: {pz}\"" not in line
+
+
+def test_scan_catches_a_leak(run_dir, tmp_path):
+  wd, _ = run_dir
+  wd2 = str(tmp_path / "leaky")
+  shutil.copytree(wd, wd2)
+  path = os.path.join(wd2, stages.FILES["rm_pairs_train"])
+  line = open(path).readline()
+  d = json.loads(line)
+  puzzle = game24.load_puzzles("test")[7]
+  d["positive"]["instruction"] = f"Input: {puzzle}"
+  with open(path, "a") as f:
+    f.write(json.dumps(d) + "\n")
+  with pytest.raises(honesty.LeakError, match="states test puzzle"):
+    honesty.assert_no_test_leak(wd2)
+  d["task_id"] = "game24/950"
+  with open(path, "a") as f:
+    f.write(json.dumps(d) + "\n")
+  assert any("test task id game24/950" in m
+             for m in honesty.scan_files([path]))
+
+
+def test_configs_and_policy_switch():
+  d, q = get_config(), get_config("quick")
+  assert d.policy == "game24-tiny" and d.protocol == "tot"
+  assert d.eval.num_test == 100
+  assert q.eval.num_test < d.eval.num_test
+  assert q.collect.num_puzzles < d.collect.num_puzzles
+  with pytest.raises(ValueError, match="flavour"):
+    get_config("huge")
+  c = tiny_config("random")
+  assert stages.build_policy(c).__class__.__name__ == "RandomValidPolicy"
+  c = tiny_config("no-such-model")
+  with pytest.raises(FileNotFoundError):
+    stages.build_policy(c)
