@@ -240,3 +240,23 @@ def test_result_from_dict_errors():
     SearchResult.from_dict({"kind": "search_result", "schema": 99})
   with pytest.raises(Exception, match="kind"):
     SearchResult.from_dict({"kind": "trajectory", "schema": 1})
+
+
+def test_weighted_vote_and_argmax():
+  from armap_jax.records import Trajectory
+  from armap_jax.search.common import Candidate
+
+  def cand(ans, score):
+    return Candidate(Trajectory("t", "toy", "i", (), meta={"answer": ans}),
+                     score)
+
+  cands = [cand("a", 0.9), cand("b", 0.5), cand("b", 0.5), cand(None, 0.95)]
+  key = lambda t: t.meta["answer"]
+  assert best_of_n.select(cands) == 3  # Plain argmax.
+  # Votes: a = 0.9, b = 1.0 (the keyless candidate does not vote).
+  assert best_of_n.select(cands, "weighted_vote", key) == 1
+  # Negative scores (e.g. RM logits) vote through their sigmoid.
+  neg = [cand("a", -0.1), cand("b", -2.0), cand("b", -2.0)]
+  assert best_of_n.select(neg, "weighted_vote", key) == 0
+  with pytest.raises(ValueError, match="aggregate"):
+    best_of_n.select(cands, "median", key)
