@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from absl import logging
 
 from armap_jax.agent.policy import GREEDY, Policy, Sampling
 from armap_jax.envs.base import Task
@@ -45,7 +46,11 @@ def run_episodes(pool: EnvPool, task_indices: Sequence[int], n: int,
   for k, ((i, ep0), props) in enumerate(zip(items, first)):
     for p in props[:n]:
       eps[k].append(pool.step(i, ep0, p))
-    while len(eps[k]) < n:  # A policy that returned fewer: repeat the last.
+    if len(props) < n:
+      logging.warning("policy %r returned %d of %d proposals for task %s; "
+                      "repeating its last one", policy.name, len(props), n,
+                      ep0.task.task_id)
+    while len(eps[k]) < n:
       eps[k].append(pool.step(i, ep0, props[-1]))
   step = 1
   while True:
