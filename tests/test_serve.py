@@ -192,6 +192,14 @@ def test_rewards_endpoint_serves_the_scorer(stack):
   np.testing.assert_allclose([d["score"] for d in data], want, rtol=1e-5)
   assert [len(d["step_scores"]) for d in data] == [1, 2]
   assert all(0 < d["score"] < 1 for d in data)
+  # The client side: RemoteScorer over HTTP == the scorer in process.
+  from armap_jax.agent.openai_policy import RemoteScorer
+  remote = RemoteScorer(stack["url"] + "/v1", "judge-rm", timeout_s=120)
+  np.testing.assert_allclose(remote.score(trajs), want, rtol=1e-5)
+  steps = remote.step_scores(trajs)
+  assert [len(x) for x in steps] == [1, 2]
+  np.testing.assert_allclose(steps[1], data[1]["step_scores"], rtol=1e-6)
+  remote.close()
   bad = requests.post(stack["url"] + "/v1/rewards",
                       json={"trajectories": [{"steps": [{"action": 3}]}]},
                       timeout=60)

@@ -120,7 +120,8 @@ class OpenAIPolicy:
       self._local.session = s
     return s
 
-  def _post_once(self, url: str, body: Mapping[str, Any]) -> dict[str, Any]:
+  def _post_once(self, url: str, body: Mapping[str, Any],
+                 require: str = "choices") -> dict[str, Any]:
     headers = {"Content-Type": "application/json",
                "Accept-Encoding": "identity"}
     if self.api_key:
@@ -172,18 +173,19 @@ class OpenAIPolicy:
       data = json.loads(content)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
       raise _Retryable(f"response is not JSON ({e}): {snippet}") from e
-    if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-      raise _Retryable(f"response has no 'choices' list: {snippet}")
+    if not isinstance(data, dict) or not isinstance(data.get(require), list):
+      raise _Retryable(f"response has no {require!r} list: {snippet}")
     return data
 
-  def _post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+  def _post(self, path: str, body: Mapping[str, Any],
+            require: str = "choices") -> dict[str, Any]:
     """POSTs with retries; raises `PolicyError` when all attempts fail."""
     url = self.base_url + path
     last = ""
     attempts = self.max_retries + 1
     for attempt in range(attempts):
       try:
-        return self._post_once(url, body)
+        return self._post_once(url, body, require)
       except _Retryable as e:
         last = str(e)
         if attempt + 1 >= attempts:
@@ -321,3 +323,69 @@ class OpenAIPolicy:
       return props
 
     return self._map(one, histories)
+
+
+class RemoteScorer:
+  """`Scorer` (and `ProcessScorer`) over a server's `/v1/rewards`.
+
+  The counterpart of `armap_jax.serve`'s rewards endpoint: a reward model
+  served on one machine scores trajectories for a search on another, with the
+  same timeouts, retries and clear failures as `OpenAIPolicy`. Trajectories
+  go out in chunks of `batch_size`.
+  """
+
+  is_oracle = False
+
+  def __init__(self, base_url: str, model: str | None = None, *,
+               batch_size: int = 64, name: str | None = None, **http_kwargs):
+    self._http = OpenAIPolicy(base_url, model or "", max_concurrency=1,
+                              **http_kwargs)
+    self.model = model
+    self.batch_size = batch_size
+    self.name = name or f"remote:{model or base_url}"
+
+  def close(self) -> None:
+    self._http.close()
+
+  def _request(self, trajectories, step_scores: bool) -> list[dict[str, Any]]:
+    out = []
+    for k in range(0, len(trajectories), self.batch_size):
+      chunk = trajectories[k:k + self.batch_size]
+      body: dict[str, Any] = {
+          "trajectories": [{
+              "task_id": t.task_id, "env": t.env, "instruction": t.instruction,
+              "steps": [{"action": s.action, "observation": s.observation,
+                         "thought": s.thought} for s in t.steps]}
+                           for t in chunk],
+          "step_scores": step_scores}
+      if self.model:
+        body["model"] = self.model
+      data = self._http._post("/rewards", body, require="data")  # pylint: disable=protected-access
+      rows = sorted((d for d in data["data"] if isinstance(d, Mapping)),
+                    key=lambda d: d.get("index", 0))
+      if len(rows) != len(chunk):
+        raise PolicyError(f"{self._http.base_url}/rewards: sent "
+                          f"{len(chunk)} trajectories, got {len(rows)} scores")
+      out.extend(rows)
+    return out
+
+  def score(self, trajectories):
+    """One float per trajectory."""
+    import numpy as np
+    rows = self._request(list(trajectories), False)
+    return np.asarray([float(r["score"]) for r in rows], np.float32)
+
+  def step_scores(self, trajectories):
+    """Per-step values (the server's scorer must be a process scorer)."""
+    import numpy as np
+    trajectories = list(trajectories)
+    rows = self._request(trajectories, True)
+    out = []
+    for t, r in zip(trajectories, rows):
+      v = r.get("step_scores")
+      if not isinstance(v, list) or len(v) != len(t.steps):
+        raise PolicyError(f"{self._http.base_url}/rewards: no per-step scores "
+                          f"for {t.task_id!r} (is the served scorer a process "
+                          f"scorer?)")
+      out.append(np.asarray(v, np.float32))
+    return out
