@@ -10,9 +10,11 @@ Each label may span several tokens (their log-probs are summed). One batched
 `score_continuations` call scores all trajectories (2 rows per trajectory).
 `step_scores` judges every prefix the same way (a process scorer).
 
-Env observations can give the outcome away (e.g. Game of 24's final
-"Correct"/"Wrong answer"): `observations="all_but_last"` or `"none"` hides
-them from the judge.
+Env observations can give the outcome away: Game of 24's final observation
+says "Correct"/"Wrong answer", WebShop's shows the purchase score. So by
+default (`observations="all_but_last"`) the judge does not see the final
+observation; "all" shows it (then the judge is partly an env oracle), "none"
+hides every observation.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ JUDGE_QUESTION = ("Did the agent complete the task correctly? Answer Yes or "
 
 
 def judge_text(instruction: str, steps: Sequence[Step], *,
-               observations: str = "all") -> str:
+               observations: str = "all_but_last") -> str:
   """The judge's view of a (partial) trajectory."""
   if observations not in ("all", "all_but_last", "none"):
     raise ValueError(f"observations must be 'all', 'all_but_last' or 'none', "
@@ -64,7 +66,7 @@ class JudgeScorer:
 
   def __init__(self, model, tokenizer, *, chat: bool | None = None,
                labels: tuple[str, str] = ("Yes", "No"),
-               observations: str = "all", batch_size: int = 16,
+               observations: str = "all_but_last", batch_size: int = 16,
                name: str = "judge"):
     from armap_jax import decoding
     self.decoder = decoding.Decoder(model, tokenizer)
