@@ -247,17 +247,21 @@ def param_logical_axes(model: nnx.Module) -> dict[tuple[str, ...], Any]:
   return out
 
 
+def param_shardings(model: nnx.Module, mesh: jax.sharding.Mesh,
+                    rules=shd.DEFAULT_RULES) -> nnx.State:
+  """`nnx.state(model, nnx.Param)` with each leaf a NamedSharding from its
+  logical axis names (for jit in/out shardings or `jax.device_put`)."""
+  state = nnx.state(model, nnx.Param)
+  return jax.tree.map(
+      lambda var: var.replace(shd.named_sharding(
+          mesh, var.get_metadata().get("out_sharding"), rules)),
+      state, is_leaf=lambda v: isinstance(v, nnx.Variable))
+
+
 def shard_model(model: nnx.Module, mesh: jax.sharding.Mesh,
                 rules=shd.DEFAULT_RULES) -> nnx.Module:
   """Places every nnx.Param of `model` (in place) by its logical axis names."""
   state = nnx.state(model, nnx.Param)
-
-  def place(var):
-    names = var.get_metadata().get("out_sharding")
-    return var.replace(jax.device_put(var[...],
-                                      shd.named_sharding(mesh, names, rules)))
-
-  state = jax.tree.map(place, state,
-                       is_leaf=lambda v: isinstance(v, nnx.Variable))
-  nnx.update(model, state)
+  shardings = param_shardings(model, mesh, rules)
+  nnx.update(model, jax.device_put(state, shardings))
   return model
