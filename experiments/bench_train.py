@@ -1,0 +1,186 @@
+r"""Reward-model training throughput: ours (JAX) vs TRL's RewardTrainer (torch).
+
+  python experiments/bench_train.py [--steps=10 --batch=8 --seq=256]
+
+Both train a pairwise (Bradley-Terry) reward model on the same tiny Llama
+config, the same random token pairs (every sequence exactly `seq` tokens, so
+no padding), the same number of pairs per step, on this machine's CPU. Tokens
+per second count both sequences of every pair. Achieved FLOP/s (6 x
+non-embedding params x tokens + attention) is reported as a fraction of the
+matmul FLOP/s measured here with JAX (a large f32 jnp.dot): the practical
+ceiling for this hardware. The last line prints the ratio ours/TRL.
+
+Timings exclude compilation / the first (warm-up) steps. The machine may be
+shared: run it more than once before trusting a number.
+"""
+
+import os
+import tempfile
+import time
+
+from absl import app, flags, logging
+
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps (after warm-up).")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed warm-up steps.")
+_BATCH = flags.DEFINE_integer("batch", 8, "Pairs per step.")
+_SEQ = flags.DEFINE_integer("seq", 256, "Tokens per sequence.")
+_VOCAB = flags.DEFINE_integer("vocab", 2048, "Vocabulary size.")
+_HIDDEN = flags.DEFINE_integer("hidden", 256, "Hidden size.")
+_LAYERS = flags.DEFINE_integer("layers", 4, "Decoder layers.")
+_SKIP_TRL = flags.DEFINE_bool("skip_trl", False, "Only time our step.")
+
+LR = 1e-4
+
+
+def model_dims():
+  d = _HIDDEN.value
+  return dict(vocab_size=_VOCAB.value, hidden_size=d, num_layers=_LAYERS.value,
+              num_heads=d // 64, num_kv_heads=max(1, d // 128), head_dim=64,
+              intermediate_size=int(d * 8 / 3) // 64 * 64,
+              max_position_embeddings=max(2 * _SEQ.value, 512))
+
+
+def flops_per_token() -> float:
+  """Training FLOPs per token: 6 x matmul params + causal-free attention."""
+  m = model_dims()
+  d, l, f = m["hidden_size"], m["num_layers"], m["intermediate_size"]
+  n, k, h = m["num_heads"], m["num_kv_heads"], m["head_dim"]
+  per_layer = d * n * h + 2 * d * k * h + n * h * d + 3 * d * f
+  attn = 2 * 2 * _SEQ.value * n * h  # QK^T and AV, forward, per token.
+  return 6.0 * l * per_layer + 3.0 * l * attn + 6.0 * d  # + value head.
+
+
+def data(rng):
+  import numpy as np
+  b, t, v = _BATCH.value, _SEQ.value, _VOCAB.value
+  n = b * (_STEPS.value + _WARMUP.value)
+  return (rng.integers(3, v, size=(n, t)).astype(np.int32),
+          rng.integers(3, v, size=(n, t)).astype(np.int32))
+
+
+def matmul_flops() -> float:
+  import jax
+  import jax.numpy as jnp
+  n = 2048
+  a = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda x, y: x @ y)
+  f(a, a).block_until_ready()
+  best = 0.0
+  for _ in range(5):
+    t0 = time.perf_counter()
+    for _ in range(5):
+      out = f(a, a)
+    out.block_until_ready()
+    dt = (time.perf_counter() - t0) / 5
+    best = max(best, 2 * n**3 / dt)
+  return best
+
+
+def bench_ours(chosen, rejected) -> float:
+  import jax
+  import numpy as np
+  from flax import nnx
+  from armap_jax import sharding as shd
+  from armap_jax.models import ModelConfig
+  from armap_jax.training import trainer as T
+  from armap_jax.training.reward_model import RewardModel
+
+  cfg = ModelConfig.tiny("llama", **model_dims())
+  model = RewardModel(cfg, rngs=nnx.Rngs(0))
+  mesh = shd.make_mesh(shd.MeshConfig(data=1), jax.devices()[:1])
+  tc = T.TrainConfig(batch_size=_BATCH.value, lr=LR, warmup_steps=0,
+                     schedule="constant", clip_norm=1.0, weight_decay=0.0)
+  tr = T.Trainer(tc, model, mesh)
+  state = tr.init_state(model)
+  b, t = _BATCH.value, _SEQ.value
+
+  def batch(i):
+    sl = slice(i * b, (i + 1) * b)
+    return {"tokens": np.stack([chosen[sl], rejected[sl]], axis=1),
+            "lengths": np.full((b, 2), t, np.int32),
+            "example_mask": np.ones((b,), bool)}
+
+  for i in range(_WARMUP.value):
+    state, m = tr.train_step(state, batch(i))
+  jax.block_until_ready(m)
+  t0 = time.perf_counter()
+  for i in range(_WARMUP.value, _WARMUP.value + _STEPS.value):
+    state, m = tr.train_step(state, batch(i))
+  jax.block_until_ready(m)
+  dt = time.perf_counter() - t0
+  logging.info("ours: %d steps in %.2fs, loss %.4f", _STEPS.value, dt,
+               float(m["loss"]))
+  return 2 * b * t * _STEPS.value / dt
+
+
+def bench_trl(chosen, rejected) -> float:
+  import datasets
+  import torch
+  import transformers
+  from tokenizers import Tokenizer, models
+  from trl import RewardConfig, RewardTrainer
+
+  m = model_dims()
+  hf_cfg = transformers.LlamaConfig(
+      vocab_size=m["vocab_size"], hidden_size=m["hidden_size"],
+      num_hidden_layers=m["num_layers"], num_attention_heads=m["num_heads"],
+      num_key_value_heads=m["num_kv_heads"], head_dim=m["head_dim"],
+      intermediate_size=m["intermediate_size"],
+      max_position_embeddings=m["max_position_embeddings"], num_labels=1,
+      pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+  torch.manual_seed(0)
+  model = transformers.LlamaForSequenceClassification(hf_cfg)
+  vocab = {f"t{i}": i for i in range(m["vocab_size"])}
+  tok = transformers.PreTrainedTokenizerFast(
+      tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="t1")),
+      pad_token="t0", bos_token="t1", eos_token="t2", unk_token="t1")
+  ds = datasets.Dataset.from_dict({"chosen_ids": chosen.tolist(),
+                                   "rejected_ids": rejected.tolist()})
+  times = []
+
+  class Clock(transformers.TrainerCallback):
+
+    def on_step_end(self, args, state, control, **kw):
+      times.append(time.perf_counter())
+
+  with tempfile.TemporaryDirectory() as out:
+    args = RewardConfig(
+        output_dir=out, per_device_train_batch_size=_BATCH.value,
+        max_steps=_WARMUP.value + _STEPS.value, learning_rate=LR,
+        lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
+        max_grad_norm=1.0, logging_steps=10_000, save_strategy="no",
+        report_to=[], use_cpu=True, bf16=False, fp16=False,
+        dataloader_num_workers=0, max_length=None,
+        center_rewards_coefficient=1e-3, seed=0, disable_tqdm=True)
+    trainer = RewardTrainer(model=model, args=args, train_dataset=ds,
+                            processing_class=tok, callbacks=[Clock()])
+    trainer.train()
+  dt = times[-1] - times[_WARMUP.value - 1]
+  steps = len(times) - _WARMUP.value
+  logging.info("trl: %d steps in %.2fs (torch threads %d)", steps, dt,
+               torch.get_num_threads())
+  return 2 * _BATCH.value * _SEQ.value * steps / dt
+
+
+def main(argv):
+  del argv
+  import numpy as np
+  chosen, rejected = data(np.random.default_rng(0))
+  peak = matmul_flops()
+  fpt = flops_per_token()
+  print(f"config: {model_dims()} batch={_BATCH.value} pairs seq={_SEQ.value} "
+        f"cpus={os.cpu_count()}")
+  print(f"matmul (jax f32 2048^3): {peak / 1e9:.1f} GFLOP/s")
+  ours = bench_ours(chosen, rejected)
+  print(f"ours: {ours:.0f} tokens/s, {ours * fpt / 1e9:.1f} GFLOP/s = "
+        f"{ours * fpt / peak:.1%} of matmul")
+  if _SKIP_TRL.value:
+    return
+  trl = bench_trl(chosen, rejected)
+  print(f"trl:  {trl:.0f} tokens/s, {trl * fpt / 1e9:.1f} GFLOP/s = "
+        f"{trl * fpt / peak:.1%} of matmul")
+  print(f"ratio ours/TRL: {ours / trl:.2f}")
+
+
+if __name__ == "__main__":
+  app.run(main)
