@@ -142,6 +142,15 @@ def test_task_info_and_prompt_example():
     # The one-shot prompt example is what the simulator really prints.
     from armap_jax.envs import prompts_extra  # pylint: disable=g-import-not-at-top
     assert prompts_extra.check_example(env, "sciworld") == []
+    # A replay that ends before its last action (what a non-deterministic
+    # simulator can do) is retried, then left at the episode's end.
+    gold = [t.action for t in prompts_extra.parse_example(
+        prompts_extra.EXAMPLES["sciworld"]).turns]
+    env.restore(("find-plant/0", tuple(gold) + ("look around",)), retries=1)
+    assert env.done and env.replay_divergences == 1
+    assert env.snapshot() == ("find-plant/0", tuple(gold))
+    with pytest.raises(EnvError):
+      env.restore(("find-plant/0",))
   assert _child_java_pids() == before
 
 

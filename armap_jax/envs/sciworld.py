@@ -21,7 +21,11 @@ maximum, in [0, 1]), ``raw_score`` (the simulator's current score, /100),
 
 The JVM cannot be copied, so snapshots are (task id, action history) and
 restore replays them (`ReplayEnv`); a restore to the loaded task resets the
-simulator instead of reloading it. Java 17+ must be on PATH. Always `close()`
+simulator instead of reloading it. Caveat: the simulator itself is not fully
+deterministic for some tasks (e.g. in power-component the light bulb may come
+on one tick later in one run than in another, measured on scienceworld
+1.2.3), so a replay can differ from the original episode; `restore` never
+fails on that (see its docstring). Java 17+ must be on PATH. Always `close()`
 an env (or use it as a context manager): each env owns one JVM.
 """
 
@@ -107,6 +111,7 @@ class SciWorldEnv(ReplayEnv):
     self._last_raw = 0
     self._initial = 0
     self._obs = ""
+    self.replay_divergences = 0
 
   # --- JVM lifecycle -------------------------------------------------------
 
@@ -193,13 +198,11 @@ class SciWorldEnv(ReplayEnv):
       return _SPLIT_CACHE[task_name]
 
   def _reload_episode(self) -> None:
-    """After loading another task into the JVM, rebuild the current episode."""
+    """After loading another task into the JVM, rebuild the current episode
+    (an episode that has ended is left as it is: it cannot be stepped)."""
     self._loaded = None
-    if self._task_id is not None:
-      snap = self.snapshot()
-      done = self._done
-      self.restore(snap)
-      self._done = done
+    if self._task_id is not None and not self._done:
+      self.restore(self.snapshot())
 
   def task_ids(self, split: str) -> list[str]:
     """``"<task>/<variation>"`` ids of `split` (train / dev=seen / test=unseen)."""
@@ -227,18 +230,45 @@ class SciWorldEnv(ReplayEnv):
 
   # --- episode -------------------------------------------------------------
 
-  def restore(self, snapshot: tuple[str | None, Any]) -> None:
+  def restore(self, snapshot: tuple[str | None, Any],
+              retries: int = 2) -> None:
     """Replays `snapshot`; when it extends the current episode, only the
-    missing actions are stepped (no simulator reset)."""
-    task_id, actions = snapshot
+    missing actions are stepped (no simulator reset).
+
+    The simulator is not deterministic for every task (see the module
+    docstring): when a replay ends the episode before its last action, the
+    replay is retried up to `retries` times, then left at the episode's end
+    (counted in `replay_divergences`).
+    """
+    try:
+      task_id, actions = snapshot
+      actions = tuple(str(a) for a in actions)
+    except (TypeError, ValueError) as e:
+      raise EnvError(
+          f"sciworld: not a sciworld snapshot: {snapshot!r:.80}") from e
+    if task_id is None:
+      raise EnvError("sciworld: cannot restore a snapshot taken before reset()")
     hist = tuple(self._history)
-    if (task_id is not None and task_id == self._task_id and
-        self._loaded is not None and not self._done and
-        tuple(actions[:len(hist)]) == hist and len(actions) >= len(hist)):
-      for a in actions[len(hist):]:
-        self.step(a)
-      return
-    super().restore(snapshot)
+    if (task_id == self._task_id and self._loaded is not None and
+        not self._done and actions[:len(hist)] == hist):
+      self._replay(actions[len(hist):])
+      if len(self._history) == len(actions):
+        return
+    for _ in range(retries + 1):
+      self.reset(task_id)
+      self._replay(actions)
+      if len(self._history) == len(actions):
+        return
+    self.replay_divergences += 1
+    logging.warning("sciworld: replay of %s ended after %d of %d actions; the "
+                    "simulator is not deterministic for this task", task_id,
+                    len(self._history), len(actions))
+
+  def _replay(self, actions: tuple[str, ...]) -> None:
+    for a in actions:
+      if self._done:
+        return
+      self.step(a)
 
   @property
   def instruction(self) -> str:
