@@ -127,3 +127,23 @@ def test_nan_loss_is_a_clear_error_and_keeps_checkpoints(tok, mesh, tmp_path):
     st, m = tr2.train_step(st, next(it))
     skipped += float(m["skipped"])
   assert skipped >= 1
+
+
+def test_bf16_compute_keeps_f32_master_weights(tok):
+  import jax.numpy as jnp
+  from flax import nnx
+  from armap_jax.training.reward_model import RewardModel
+  data = H.tokenized(tok, H.marker_pairs(64), "pair")
+  model = RewardModel(H.tiny_model_config(tok), dtype=jnp.bfloat16,
+                      rngs=nnx.Rngs(0))
+  one = shd.make_mesh(shd.MeshConfig(data=1), jax.devices()[:1])
+  tr = T.Trainer(T.TrainConfig(batch_size=16, lr=3e-3, warmup_steps=2), model,
+                 one)
+  st = tr.init_state(model)
+  it = H.pair_iter(data, 16)
+  first = None
+  for _ in range(20):
+    st, m = tr.train_step(st, next(it))
+    first = first if first is not None else float(m["loss"])
+  assert float(m["loss"]) < first
+  assert {x.dtype for x in jax.tree.leaves(st["params"])} == {np.dtype("float32")}

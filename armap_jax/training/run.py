@@ -94,6 +94,8 @@ def build_model(mcfg_dict, kind: str, mesh, seed: int):
     over = dict(mcfg_dict.get("overrides") or {})
     over.setdefault("vocab_size", len(tok))
     over.setdefault("pad_token_id", tok.pad_token_id)
+    over.setdefault("bos_token_id", tok.bos_token_id)
+    over.setdefault("eos_token_id", tok.eos_token_id)
     mcfg = ModelConfig.tiny(arch=mcfg_dict.get("arch", "llama"), **over)
     backbone = Transformer(mcfg, dtype=dtype, param_dtype=jnp.float32,
                            rngs=rngs)
