@@ -90,20 +90,20 @@ def test_refinement_through_local_policy(lm):
 
 def test_judge_scores_are_probabilities_and_match_direct_computation(lm):
   model, tok = lm
-  judge = JudgeScorer(model, tok, observations="all_but_last")
-  pos = synthesize.backward_positives(2, game24.Game24Env, seed=4)
+  judge = JudgeScorer(model, tok)  # Hides the last observation by default.
+  pos = synthesize.backward_positives(1, game24.Game24Env, seed=4)
   s = judge.score(pos)
-  assert s.shape == (2,) and np.all((s > 0) & (s < 1))
+  assert s.shape == (1,) and 0 < s[0] < 1
   steps = judge.step_scores(pos)
-  assert [len(x) for x in steps] == [4, 4]
+  assert [len(x) for x in steps] == [4]
   # The full-prefix step score is the trajectory score.
-  np.testing.assert_allclose([x[-1] for x in steps], s, rtol=1e-5)
+  np.testing.assert_allclose(steps[0][-1], s[0], rtol=1e-5)
   # Direct: log p(" Yes") - log p(" No") via score_continuations.
   from armap_jax.rewards import judge as judge_lib
-  text = judge_lib.judge_text(pos[0].instruction, pos[0].steps,
-                              observations="all_but_last") + "\nAnswer:"
+  text = judge_lib.judge_text(pos[0].instruction, pos[0].steps) + "\nAnswer:"
   lp = judge.decoder.score_continuations([text, text], [" Yes", " No"])
   want = 1 / (1 + np.exp(-(lp[0].sum() - lp[1].sum())))
   assert s[0] == pytest.approx(want, rel=1e-5)
   # The last observation ("Correct: ...") is hidden from the judge.
+  assert pos[0].steps[-1].observation.startswith("Correct")
   assert "Correct" not in text
