@@ -9,6 +9,8 @@ partial and finished trajectories, JSON-able results), not skill. Slow (decode c
 
 import json
 
+import numpy as np
+
 import pytest
 
 from agent_helpers import byte_tokenizer, tiny_lm
@@ -62,3 +64,50 @@ def test_searcher_with_tiny_lm(method, lm):
     json.dumps(r.to_dict())
   if method == "reflexion":  # Threshold 2 is never reached: K attempts.
     assert all(len(r.candidates) == 2 for r in res)
+
+
+def test_searchers_with_tiny_trained_orm(tmp_path):
+  """A tiny ORM trained for a few steps, loaded from its run directory alone
+  (as the planning launcher does), steers Best-of-N, beam search and MCTS."""
+  import importlib.util
+
+  import rm_helpers as H
+  from armap_jax import records
+  from armap_jax.search import runner
+  from armap_jax.training import run as run_lib
+  from search_helpers import random_policy
+
+  tok = H.tiny_tokenizer(chat=True)
+  tok.save_pretrained(str(tmp_path / "tok"))
+  records.append_jsonl(tmp_path / "pairs.jsonl", H.marker_pairs(32))
+  spec = importlib.util.spec_from_file_location(
+      "rm_game24", "experiments/configs/rm_game24.py")
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  c = mod.get_config("orm")
+  c.workdir = str(tmp_path / "run")
+  c.model.tokenizer = str(tmp_path / "tok")
+  c.model.overrides = dict(hidden_size=32, num_layers=1, num_heads=2,
+                           num_kv_heads=2, head_dim=16, intermediate_size=64,
+                           max_position_embeddings=512)
+  c.data.train = str(tmp_path / "pairs.jsonl")
+  c.data.max_length = 256
+  c.data.min_bucket = 64
+  c.data.eval_frac = 0.25
+  c.train.update(steps=4, batch_size=8, lr=3e-3, warmup_steps=1,
+                 eval_every=4, save_every=4, log_every=2)
+  run_lib.train_from_config(c)
+  scorer = runner.load_trained_scorer("orm", str(tmp_path / "run"))
+  assert not scorer.is_oracle
+  tasks = puzzles(2)
+  for method, budget in (("bon", Budget(n=3, max_steps=4)),
+                         ("beam", Budget(width=2, expansions=2, max_steps=4)),
+                         ("mcts", Budget(rollouts=3, children=3,
+                                         max_steps=4))):
+    res = make_searcher(method).run(tasks, random_policy(), scorer,
+                                    env_factory, budget)
+    for r in res:
+      assert r.scorer_is_oracle is False and "upper bound" not in r.label
+      assert all(np.isfinite(c.score) for c in r.candidates)
+      assert r.chosen_score == max(c.score for c in r.candidates) or (
+          method == "beam")

@@ -138,7 +138,8 @@ def load_trained_scorer(kind: str, path: str):
   if hasattr(mod, "load_scorer"):
     return mod.load_scorer(path)
   for obj in vars(mod).values():
-    if isinstance(obj, type) and hasattr(obj, "score"):
+    if (isinstance(obj, type) and obj.__module__ == mod.__name__
+        and hasattr(obj, "score")):
       for ctor in ("from_checkpoint", "load"):
         if hasattr(obj, ctor):
           return getattr(obj, ctor)(path)
