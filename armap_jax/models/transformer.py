@@ -17,6 +17,7 @@ sequences up to `sliding_window` tokens, 4096 for Mistral-7B).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -139,6 +140,42 @@ def _block(config: ModelConfig, dtype, x_btd, w, cos_sin, mask_bts,
   return x_btd, new_kv
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _hidden(c: ModelConfig, dtype, w: dict[str, Any], tokens_bt, positions_bt,
+            attn_mask_bts, cache, cache_index):
+  """Embeddings -> scanned decoder blocks -> final norm."""
+  b, t = tokens_bt.shape
+  x = jnp.take(w["embed"], tokens_bt, axis=0).astype(dtype)
+  if c.is_gpt2:
+    x = x + jnp.take(w["pos_embed"], positions_bt, axis=0).astype(dtype)
+  x = shd.shard(x, "batch", "length", "embed")
+  cos_sin = None
+  if c.uses_rope:
+    cos_sin = layers.rope_cos_sin(positions_bt, layers.rope_inv_freq(c), dtype)
+  if attn_mask_bts is None:
+    if cache is None:
+      attn_mask_bts = jnp.broadcast_to(
+          jnp.tril(jnp.ones((t, t), jnp.bool_)), (b, t, t))
+    else:
+      s = cache["k"].shape[2]
+      q_slot = cache_index + jnp.arange(t, dtype=jnp.int32)
+      allowed = jnp.arange(s, dtype=jnp.int32)[None, :] <= q_slot[:, None]
+      attn_mask_bts = jnp.broadcast_to(allowed, (b, t, s))
+
+  def body(x_btd, xs):
+    lw, kv = xs
+    return _block(c, dtype, x_btd, lw, cos_sin, attn_mask_bts, kv, cache_index)
+
+  kv_in = None if cache is None else (cache["k"], cache["v"])
+  x, kv_out = jax.lax.scan(body, x, (w["layers"], kv_in))
+  if c.norm_type == "layer":
+    x = layers.layer_norm(x, w["final_norm"], w["final_norm_bias"], c.norm_eps)
+  else:
+    x = layers.rms_norm(x, w["final_norm"], c.norm_eps)
+  new_cache = None if kv_out is None else {"k": kv_out[0], "v": kv_out[1]}
+  return x, new_cache
+
+
 class Transformer(nnx.Module):
   """Decoder-only LM. See the module docstring for the call contract."""
 
@@ -171,53 +208,26 @@ class Transformer(nnx.Module):
     dtype = dtype or self.dtype
     return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
 
+  def weights(self) -> dict[str, Any]:
+    """All parameter arrays as a plain dict (input of the jitted forward)."""
+    top = {name: var[...] for name, var in vars(self).items()
+           if isinstance(var, nnx.Param)}
+    return {**top, "layers": self.layers.weights()}
+
   def hidden(self, tokens_bt: jax.Array, positions_bt: jax.Array,
              attn_mask_bts: jax.Array | None = None,
              cache: Cache | None = None,
              cache_index: jax.Array | int | None = None
              ) -> tuple[jax.Array, Cache | None]:
-    """Final-norm hidden states [B, T, D] and the updated cache."""
-    c = self.config
-    b, t = tokens_bt.shape
-    x = jnp.take(self.embed[...], tokens_bt, axis=0).astype(self.dtype)
-    if c.is_gpt2:
-      x = x + jnp.take(self.pos_embed[...], positions_bt, axis=0).astype(
-          self.dtype)
-    x = shd.shard(x, "batch", "length", "embed")
-    cos_sin = None
-    if c.uses_rope:
-      cos_sin = layers.rope_cos_sin(positions_bt, layers.rope_inv_freq(c),
-                                    self.dtype)
-    if cache is None:
-      if attn_mask_bts is None:
-        attn_mask_bts = jnp.broadcast_to(
-            jnp.tril(jnp.ones((t, t), jnp.bool_)), (b, t, t))
-      cache_index = jnp.int32(0)
-    else:
-      cache_index = jnp.asarray(0 if cache_index is None else cache_index,
-                                jnp.int32)
-      if attn_mask_bts is None:
-        s = cache["k"].shape[2]
-        q_slot = cache_index + jnp.arange(t, dtype=jnp.int32)
-        allowed = jnp.arange(s, dtype=jnp.int32)[None, :] <= q_slot[:, None]
-        attn_mask_bts = jnp.broadcast_to(allowed, (b, t, s))
-    dtype = self.dtype
+    """Final-norm hidden states [B, T, D] and the updated cache.
 
-    def body(x_btd, xs):
-      w, kv = xs
-      x_btd, new_kv = _block(c, dtype, x_btd, w, cos_sin, attn_mask_bts, kv,
-                             cache_index)
-      return x_btd, new_kv
-
-    kv_in = None if cache is None else (cache["k"], cache["v"])
-    x, kv_out = jax.lax.scan(body, x, (self.layers.weights(), kv_in))
-    if c.norm_type == "layer":
-      x = layers.layer_norm(x, self.final_norm[...], self.final_norm_bias[...],
-                            c.norm_eps)
-    else:
-      x = layers.rms_norm(x, self.final_norm[...], c.norm_eps)
-    new_cache = None if kv_out is None else {"k": kv_out[0], "v": kv_out[1]}
-    return x, new_cache
+    The computation is a `jax.jit` function of (weights, inputs), so eager
+    calls reuse compiled programs; inside an outer jit it is inlined.
+    """
+    cache_index = jnp.asarray(0 if cache_index is None else cache_index,
+                              jnp.int32)
+    return _hidden(self.config, self.dtype, self.weights(), tokens_bt,
+                   positions_bt, attn_mask_bts, cache, cache_index)
 
   def logits(self, hidden_btd: jax.Array) -> jax.Array:
     """LM head (or tied embedding) -> float32 logits [B, T, V]."""
