@@ -67,6 +67,9 @@ def run(cfg, workdir: str) -> str:
   wd.stage("honesty", lambda: {"files_scanned": honesty.assert_no_test_leak(
       wd.root)})
   ms = eval_lib.methods(cfg)
+  if "bon" in ms and "sampling" in ms:  # Sampling reuses Best-of-N's draws.
+    ms.remove("bon")
+    ms.insert(ms.index("sampling"), "bon")
   for m in ms:
     kinds = ["none"] if m in ("greedy", "sampling") else [
         eval_lib.SCORER_OF[m]] + (["oracle"] if cfg.eval.oracle_rows else [])

@@ -3,7 +3,9 @@
 Each method runs through `armap_jax.search.runner.run_plan` (resumable per
 task batch) into ``eval/results/<label>.jsonl``. Rows:
 
-* Greedy, Sampling (mean success of the N samples): no scorer.
+* Greedy, Sampling (mean success of the N samples; when Best-of-N runs too,
+  these are ARMAP-B's very samples, so both rows share one set of draws):
+  no scorer.
 * ARMAP-R (Reflexion + ORM), ARMAP-B (Best-of-N + ORM), ARMAP-M (MCTS + ORM),
   AgentRM (step-level beam search + PRM).
 * The same searches steered by the env oracle, labelled
@@ -102,10 +104,12 @@ def evaluate(cfg, wd, policy, method: str, scorer_kind: str) -> dict[str, Any]:
     scorer = rm_lib.load_scorer(wd.path(stages.FILES[scorer_kind]),
                                 cfg.protocol)
     label = f"{method}-{scorer_kind}"
-  if method == "bon" and scorer_kind == "oracle" and os.path.exists(
-      runner.results_path(rc.workdir, "bon-orm")):
-    res = _rerank_with_oracle(runner.results_path(rc.workdir, "bon-orm"),
-                              runner.results_path(rc.workdir, label), scorer)
+  bon_path = runner.results_path(rc.workdir, "bon-orm")
+  if method == "bon" and scorer_kind == "oracle" and os.path.exists(bon_path):
+    res = _rerank_with_oracle(bon_path, runner.results_path(rc.workdir, label),
+                              scorer)
+  elif method == "sampling" and os.path.exists(bon_path):
+    res = _sampling_from_bon(bon_path, runner.results_path(rc.workdir, label))
   else:
     res = runner.run_plan(rc, method=method, label=label,
                           policy=_MaxTokens(policy, cfg.max_new_tokens),
@@ -115,6 +119,28 @@ def evaluate(cfg, wd, policy, method: str, scorer_kind: str) -> dict[str, Any]:
                s["success %"], s["oracle@N %"], s["tasks"])
   return {"label": label, "success": s["success %"],
           "oracle_at_n": s["oracle@N %"], "tasks": s["tasks"]}
+
+
+def _sampling_from_bon(src: str, dst: str) -> list:
+  """Sampling (mean success of N samples) from ARMAP-B's N samples: the
+  same draws `SamplingSearch` would make with the same seed, unscored."""
+  from armap_jax.search import common
+  out = []
+  for r in common.read_results(src):
+    cands = tuple(common.Candidate(c.trajectory, 0.0, {"scored": False})
+                  for c in r.candidates)
+    compute = dataclasses.replace(r.compute, scorer_tokens=0, scorer_calls=0)
+    out.append(dataclasses.replace(
+        r, method="sampling", scorer="none", scorer_is_oracle=False,
+        chosen=cands[0].trajectory, chosen_score=0.0, candidates=cands,
+        reward=float(np.mean([c.trajectory.reward for c in cands])),
+        success=float(np.mean([c.trajectory.success for c in cands])),
+        compute=compute, meta={"aggregate": "mean over samples",
+                               "samples_from": os.path.basename(src)}))
+  if os.path.exists(dst):
+    os.remove(dst)
+  common.write_results(dst, out)
+  return out
 
 
 def _rerank_with_oracle(src: str, dst: str, oracle) -> list:
@@ -205,7 +231,8 @@ def write_report(cfg, wd, extra: dict[str, Any]) -> str:
       f"{rows[0]['tasks'] if rows else 0} test puzzles (ranks 901-1000"
       f"{'' if cfg.eval.num_test >= 100 else ', the first ' + str(cfg.eval.num_test)}"
       "). Success is the env's ground truth of the chosen trajectory "
-      "(Sampling: mean over its samples); oracle@N is the share of puzzles "
+      "(Sampling: mean over its N samples, the same draws ARMAP-B ranks); "
+      "oracle@N is the share of puzzles "
       "where any candidate the method produced was correct. Tokens and env "
       "steps are per puzzle; wall s is the total. Rows marked "
       "\"oracle (upper bound)\" are steered by the env's answer key: upper "
