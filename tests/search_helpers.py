@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from armap_jax.agent.policy import Proposal
 from armap_jax.agent.simple_policies import RandomValidPolicy
 from armap_jax.envs import game24
 

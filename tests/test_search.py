@@ -7,7 +7,6 @@ come from the search machinery, not luck. The scorer is the env oracle
 reachable), so these numbers are upper bounds that check the machinery.
 """
 
-import dataclasses
 import json
 import math
 

@@ -2,7 +2,6 @@
 
 import os
 
-from ml_collections import config_flags  # noqa: F401  (absl flags parsed)
 
 from armap_jax.search import common, runner
 
