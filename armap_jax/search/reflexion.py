@@ -30,13 +30,21 @@ from armap_jax.search.simple import run_episodes
 
 
 def template_reflection(traj: Trajectory, score: float, threshold: float,
-                        attempt: int, scorer: Scorer) -> str:
-  """A reflection written from the scorer's feedback (no LLM)."""
+                        attempt: int, scorer: Scorer,
+                        compute: Compute | None = None) -> str:
+  """A reflection written from the scorer's feedback (no LLM); the process
+  scorer's extra call is booked in `compute` when given."""
   acts = "; ".join(traj.actions) or "(no actions)"
   text = (f"Attempt {attempt} ({acts}) was rated {score:.3f} by the reward "
           f"model, below {threshold:.3f}, so it probably failed.")
   if hasattr(scorer, "step_scores") and traj.steps:
+    before = getattr(scorer, "tokens_used", None)
     vals = np.asarray(scorer.step_scores([traj])[0], np.float64)
+    after = getattr(scorer, "tokens_used", None)
+    if compute is not None:
+      compute.scorer_calls += 1
+      if isinstance(before, (int, float)) and isinstance(after, (int, float)):
+        compute.scorer_tokens += int(after - before)
     if vals.size:
       j = int(np.argmin(vals))
       text += (f" The weakest step was step {j + 1}, '{traj.steps[j].action}'"
@@ -116,4 +124,5 @@ class Reflexion:
         compute.add_proposals([r])
         return r.text or r.action
       return str(r)
-    return template_reflection(traj, score, self.threshold, attempt, scorer)
+    return template_reflection(traj, score, self.threshold, attempt, scorer,
+                               compute)
