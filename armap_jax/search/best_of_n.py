@@ -105,8 +105,9 @@ def prefix_results(result: SearchResult, n: int, aggregate: str = "argmax",
                    answer_key: AnswerKey | None = None) -> dict[str, float]:
   """Best-of-`n` on the first `n` candidates of a Best-of-N result.
 
-  Returns success, reward, oracle success of the prefix and its share of the
-  policy tokens and env steps (pro rata: samples are independent).
+  Returns success, reward, the chosen candidate's scorer score (for
+  over-optimisation curves), oracle success of the prefix and its share of
+  the policy tokens and env steps (pro rata: samples are independent).
   """
   cands = result.candidates[:n]
   if len(cands) < n:
@@ -117,6 +118,7 @@ def prefix_results(result: SearchResult, n: int, aggregate: str = "argmax",
   return {
       "success": float(cands[j].trajectory.success),
       "reward": float(cands[j].trajectory.reward),
+      "score": float(cands[j].score),
       "oracle_success": float(max(c.trajectory.success for c in cands)),
       "policy_tokens": result.compute.policy_tokens * frac,
       "env_steps": result.compute.env_steps * frac,
