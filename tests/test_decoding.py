@@ -93,7 +93,7 @@ def _truncated_probs(logits, temperature, top_k, top_p):
   ps = p[order]
   before = np.cumsum(ps) - ps
   keep2 = np.zeros_like(keep)
-  keep2[order[(before < top_p) | (np.arange(len(z)) == 0)]] = True
+  keep2[order[(before < top_p) | (np.arange(len(z)) == 0) | (top_p >= 1)]] = True
   p = np.where(keep & keep2, p, 0.0)
   return p / p.sum()
 
@@ -124,6 +124,26 @@ def test_one_step_histogram_matches_softmax(temperature, top_k, top_p):
   log_softmax = logits - np.log(np.exp(logits - logits.max()).sum()) - logits.max()
   np.testing.assert_allclose(np.asarray(logprobs), log_softmax[tokens],
                              rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scale,top_k,top_p", [
+    (4.0, 0, 0.9),     # Peaked: the top-p set fits in the top-k candidates.
+    (0.1, 0, 0.9),     # Flat: falls back to a full sort.
+    (0.1, 600, 1.0),   # top_k larger than the candidate cap.
+    (0.1, 300, 0.5),
+    (1.0, 7, 0.95), (1.0, 0, 1.0)])
+def test_truncation_support_matches_reference(scale, top_k, top_p):
+  from armap_jax.decoding.sampling import _truncate
+  rng = np.random.default_rng(1)
+  logits = (rng.normal(size=(3, 1000)) * scale).astype(np.float32)
+  got = np.isfinite(np.asarray(jax.jit(_truncate)(
+      logits, np.full((3,), top_k, np.int32),
+      np.full((3,), top_p, np.float32))))
+  for row in range(3):
+    want = _truncated_probs(logits[row].astype(np.float64), 1.0, top_k,
+                            top_p) > 0
+    # Float32 vs float64 cumulative sums may disagree on the boundary token.
+    assert np.sum(got[row] != want) <= 1, (np.sum(got[row]), np.sum(want))
 
 
 def test_knob_validation():

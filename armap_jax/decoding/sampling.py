@@ -65,27 +65,67 @@ class SamplingArrays:
                           self.top_p[idx])
 
 
+TOP_CAP = 256  # Candidates examined before falling back to a full sort.
+
+
+def _log_z(sorted_bk: jax.Array, all_b: jax.Array, top_k_b: jax.Array):
+  """log of the normaliser over each row's top-k set (or the whole row)."""
+  k = sorted_bk.shape[-1]
+  rank = jnp.arange(k)[None, :]
+  masked = jnp.where(rank < top_k_b[:, None], sorted_bk, -jnp.inf)
+  return jnp.where((top_k_b > 0) & (top_k_b <= k),
+                   jax.nn.logsumexp(masked, axis=-1), all_b)
+
+
+def _threshold(sorted_bk: jax.Array, log_z_b: jax.Array, top_k_b: jax.Array,
+               top_p_b: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Smallest kept logit per row from its k largest (descending) logits.
+
+  Returns (threshold_b, complete_b): complete is False where the kept set
+  may extend past the k candidates given.
+  """
+  k = sorted_bk.shape[-1]
+  rank = jnp.arange(k, dtype=jnp.int32)[None, :]
+  in_k = (top_k_b[:, None] <= 0) | (rank < top_k_b[:, None])
+  probs = jnp.where(in_k, jnp.exp(sorted_bk - log_z_b[:, None]), 0.0)
+  before = jnp.cumsum(probs, axis=-1) - probs  # Exclusive cumsum.
+  no_p = top_p_b >= 1.0
+  keep = in_k & ((before < top_p_b[:, None]) | (rank == 0) | no_p[:, None])
+  n_keep = jnp.sum(keep, axis=-1)
+  threshold = jnp.take_along_axis(sorted_bk, (n_keep - 1)[:, None], axis=-1)
+  keep_all = no_p & (top_k_b <= 0)
+  threshold = jnp.where(keep_all[:, None], -jnp.inf, threshold)
+  complete = keep_all | ((top_k_b > 0) & (top_k_b <= k))
+  complete |= ~no_p & ((n_keep < k) | (jnp.sum(probs, axis=-1) >= top_p_b))
+  return threshold, complete
+
+
 def _truncate(scaled_bv: jax.Array, top_k_b: jax.Array,
               top_p_b: jax.Array) -> jax.Array:
   """Masks logits outside each row's top-k / top-p set with -inf.
 
-  HF order: top-k on the scaled logits, then top-p on the renormalised
-  top-k distribution. Needs one full sort per row, so callers skip it when no
-  row truncates.
+  HF order: top-k on the scaled logits, then top-p on the renormalised top-k
+  distribution. The kept set is found among the TOP_CAP largest logits
+  (`lax.top_k`); only if some row's set may be larger (a flat distribution
+  with top_p near 1, or top_k > TOP_CAP) does it sort the whole vocabulary.
   """
   vocab = scaled_bv.shape[-1]
-  sorted_bv = -jnp.sort(-scaled_bv, axis=-1)  # Descending.
-  rank_v = jnp.arange(vocab, dtype=jnp.int32)
-  k_b = jnp.where(top_k_b > 0, jnp.minimum(top_k_b, vocab), vocab)
-  sorted_bv = jnp.where(rank_v[None, :] < k_b[:, None], sorted_bv, -jnp.inf)
-  probs_bv = jax.nn.softmax(sorted_bv, axis=-1)
-  before_bv = jnp.cumsum(probs_bv, axis=-1) - probs_bv  # Exclusive cumsum.
-  keep_bv = (before_bv < top_p_b[:, None]) | (rank_v[None, :] == 0)
-  keep_bv &= rank_v[None, :] < k_b[:, None]
-  n_keep_b = jnp.sum(keep_bv, axis=-1)
-  threshold_b = jnp.take_along_axis(sorted_bv, (n_keep_b - 1)[:, None],
-                                    axis=-1)
-  return jnp.where(scaled_bv >= threshold_b, scaled_bv, -jnp.inf)
+  top_k_b = jnp.where(top_k_b >= vocab, 0, top_k_b)
+  all_b = jax.nn.logsumexp(scaled_bv, axis=-1)
+  cap = min(vocab, TOP_CAP)
+  cand_bk, _ = jax.lax.top_k(scaled_bv, cap)
+  threshold, complete = _threshold(cand_bk, _log_z(cand_bk, all_b, top_k_b),
+                                   top_k_b, top_p_b)
+
+  def full_sort(_):
+    sorted_bv = -jnp.sort(-scaled_bv, axis=-1)
+    return _threshold(sorted_bv, _log_z(sorted_bv, all_b, top_k_b), top_k_b,
+                      top_p_b)[0]
+
+  if cap < vocab:
+    threshold = jax.lax.cond(jnp.all(complete), lambda t: t, full_sort,
+                             threshold)
+  return jnp.where(scaled_bv >= threshold, scaled_bv, -jnp.inf)
 
 
 def sample_tokens(logits_bv: jax.Array, keys_b: jax.Array, step: jax.Array,
