@@ -79,11 +79,13 @@ def test_every_param_has_logical_names():
   for arch in ("llama", "qwen2", "qwen3", "gpt2"):
     model = Transformer(ModelConfig.tiny(arch))
     axes = param_logical_axes(model)
-    state = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+    state = {tuple(str(p) for p in path): var for path, var in
+             nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    assert state.keys() == axes.keys()
     for path, names in axes.items():
       assert names is not None, (arch, path)
       assert set(names) <= _LOGICAL, (arch, path, names)
-      assert len(names) == state[path].ndim if path in state else True
+      assert len(names) == state[path][...].ndim, (arch, path, names)
     assert ("lm_head",) in axes or ModelConfig.tiny(arch).tie_word_embeddings
 
 
@@ -108,3 +110,38 @@ def test_config_hf_round_trip():
   assert ModelConfig.from_hf_config(config.to_hf_config()) == config
   with pytest.raises(ValueError, match="yarn"):
     ModelConfig.tiny("llama", rope_scaling={"rope_type": "yarn", "factor": 2.0})
+
+
+def test_from_hf_config_reads_legacy_config_json_fields():
+  smollm2 = {
+      "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+      "vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536,
+      "num_hidden_layers": 30, "num_attention_heads": 9,
+      "num_key_value_heads": 3, "max_position_embeddings": 8192,
+      "rms_norm_eps": 1e-5, "rope_theta": 100000, "rope_scaling": None,
+      "tie_word_embeddings": True, "bos_token_id": 1, "eos_token_id": 2,
+      "pad_token_id": 2, "torch_dtype": "bfloat16"}
+  c = ModelConfig.from_hf_config(smollm2)
+  assert (c.arch, c.head_dim, c.rope_theta, c.rope_scaling) == (
+      "llama", 64, 100000.0, None)
+  assert c.tie_word_embeddings and not c.attention_bias
+  llama31 = dict(smollm2, rope_theta=500000.0, tie_word_embeddings=False,
+                 rope_scaling={"rope_type": "llama3", "factor": 8.0,
+                               "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                               "original_max_position_embeddings": 8192})
+  c = ModelConfig.from_hf_config(llama31)
+  assert c.rope_scaling["rope_type"] == "llama3" and c.rope_theta == 500000.0
+  qwen25 = {
+      "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+      "vocab_size": 151936, "hidden_size": 896, "intermediate_size": 4864,
+      "num_hidden_layers": 24, "num_attention_heads": 14,
+      "num_key_value_heads": 2, "max_position_embeddings": 32768,
+      "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "sliding_window": 32768,
+      "use_sliding_window": False, "tie_word_embeddings": True,
+      "eos_token_id": 151645}
+  c = ModelConfig.from_hf_config(qwen25)
+  assert (c.arch, c.head_dim, c.attention_bias, c.attention_out_bias,
+          c.sliding_window) == ("qwen2", 64, True, False, None)
+  with pytest.raises(ValueError, match="dynamic"):
+    ModelConfig.from_hf_config(dict(smollm2, rope_scaling={"type": "dynamic",
+                                                           "factor": 2.0}))
