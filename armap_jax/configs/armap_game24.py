@@ -45,15 +45,18 @@ def get_config(flavour: str = "default") -> ml_collections.ConfigDict:
       "children": 4,
       "min_visits": 1,
   })
+  # Reward models: a small Llama over the trace tokenizer, from scratch (or
+  # init="policy": the LM policy's backbone; 4x the FLOPs at its size).
+  # Inputs are ~240 tokens (the four numbers, the written steps, a question).
   rm = {
-      "hidden_size": 128, "num_layers": 4, "num_heads": 4,
-      "intermediate_size": 384, "max_length": 384,
-      "init": "policy",  # "policy" (the LM policy's backbone) | "scratch".
-      "steps": 300, "batch_size": 16, "lr": 3e-4, "warmup_steps": 20,
+      "hidden_size": 64, "num_layers": 2, "num_heads": 4,
+      "intermediate_size": 192, "max_length": 256,
+      "init": "scratch",
+      "steps": 200, "batch_size": 16, "lr": 1e-3, "warmup_steps": 20,
       "eval_every": 100, "min_bucket": 0,
   }
   c.orm = ml_collections.ConfigDict(dict(rm))
-  c.prm = ml_collections.ConfigDict(dict(rm, steps=200))
+  c.prm = ml_collections.ConfigDict(dict(rm, steps=150))
   c.eval = ml_collections.ConfigDict({
       "num_test": 100,  # The test puzzles (ranks 901-1000); fewer = first N.
       "methods": "greedy,sampling,reflexion,bon,mcts,beam",
@@ -75,10 +78,10 @@ def get_config(flavour: str = "default") -> ml_collections.ConfigDict:
     c.synth.edits_per_positive = 1
     c.tree.num_puzzles = 16
     c.tree.rollouts = 8
-    c.orm.steps = 120
-    c.orm.eval_every = 60
-    c.prm.steps = 80
-    c.prm.eval_every = 40
+    c.orm.steps = 80
+    c.orm.eval_every = 40
+    c.prm.steps = 60
+    c.prm.eval_every = 30
     c.eval.num_test = 30
     c.eval.n = 8
     c.eval.mcts_rollouts = 8
