@@ -20,6 +20,7 @@ _CONFIGS = {
     "linear_rope": dict(arch="llama", rope_scaling={"rope_type": "linear",
                                                      "factor": 4.0}),
     "mistral": dict(arch="mistral"),
+    "mistral_window": dict(arch="mistral", sliding_window=4),
     # Qwen2 with q/k/v biases and a tied head.
     "qwen2": dict(arch="qwen2"),
     "qwen3": dict(arch="qwen3"),

@@ -13,9 +13,11 @@ _LOGICAL = {"embed", "mlp", "heads", "kv_heads", "head_dim", "vocab", "layers",
             "norm", None}
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen3", "gpt2"])
-def test_cached_decoding_matches_full_forward(arch):
-  config = ModelConfig.tiny(arch)
+@pytest.mark.parametrize("arch,overrides", [
+    ("llama", {}), ("qwen3", {}), ("gpt2", {}),
+    ("mistral", dict(sliding_window=3))])
+def test_cached_decoding_matches_full_forward(arch, overrides):
+  config = ModelConfig.tiny(arch, **overrides)
   model = Transformer(config, rngs=nnx.Rngs(1))
   b, t, prompt = 2, 9, 4
   tokens = jax.random.randint(jax.random.key(0), (b, t), 0, config.vocab_size)

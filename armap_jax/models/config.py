@@ -54,7 +54,7 @@ class ModelConfig:
   attention_out_bias: bool = False  # o projection has a bias.
   mlp_bias: bool = False
   qk_norm: bool = False  # Qwen3: RMSNorm over head_dim on q and k.
-  sliding_window: int | None = None  # Mistral; see `Transformer` docs.
+  sliding_window: int | None = None  # Mistral: attend to the last N slots.
   hidden_act: str = "silu"
   bos_token_id: int | None = None
   eos_token_id: int | tuple[int, ...] | None = None
@@ -67,6 +67,9 @@ class ModelConfig:
       raise ConfigError(
           f"num_heads={self.num_heads} is not a multiple of "
           f"num_kv_heads={self.num_kv_heads}")
+    if self.sliding_window is not None and self.arch != "mistral":
+      raise ConfigError(f"ModelConfig.sliding_window is only supported for "
+                        f"mistral, not {self.arch}")
     if self.rope_scaling is not None:
       rope_type = self.rope_scaling.get("rope_type",
                                         self.rope_scaling.get("type", "default"))
@@ -189,7 +192,11 @@ class ModelConfig:
       raise ConfigError("config.mlp_bias=True is not supported for "
                         f"{arch} models")
     sliding = d.get("sliding_window")
-    if arch in ("qwen2", "qwen3") and not d.get("use_sliding_window", False):
+    if arch in ("qwen2", "qwen3"):
+      if d.get("use_sliding_window", False):
+        raise ConfigError(
+            f"config.use_sliding_window=True is not supported for {arch} "
+            f"(per-layer windows)")
       sliding = None
     return cls(
         **common, hidden_size=d["hidden_size"],
@@ -238,10 +245,6 @@ class ModelConfig:
     if self.arch == "mistral":
       return transformers.MistralConfig(**kw, sliding_window=self.sliding_window)
     if self.arch == "qwen2":
-      return transformers.Qwen2Config(
-          **kw, use_sliding_window=self.sliding_window is not None,
-          sliding_window=self.sliding_window)
-    return transformers.Qwen3Config(
-        **kw, attention_bias=self.attention_bias,
-        use_sliding_window=self.sliding_window is not None,
-        sliding_window=self.sliding_window)
+      return transformers.Qwen2Config(**kw, use_sliding_window=False)
+    return transformers.Qwen3Config(**kw, attention_bias=self.attention_bias,
+                                    use_sliding_window=False)

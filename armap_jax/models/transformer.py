@@ -11,8 +11,8 @@ Call contract (see the project's cross-helper contracts):
 Without a cache, attention is over the T given tokens (default mask: causal).
 With a cache, the new k/v are written at slots [cache_index, cache_index + T)
 and queries attend over all S slots under `attn_mask_bts` [B, T, S] (default:
-slot <= cache_index + t). Mistral's sliding window is not applied (exact for
-sequences up to `sliding_window` tokens, 4096 for Mistral-7B).
+slot <= cache_index + t). With `config.sliding_window` (Mistral) the mask is
+further limited to key slots within the window of the query slot.
 """
 
 from __future__ import annotations
@@ -161,6 +161,13 @@ def _hidden(c: ModelConfig, dtype, w: dict[str, Any], tokens_bt, positions_bt,
       q_slot = cache_index + jnp.arange(t, dtype=jnp.int32)
       allowed = jnp.arange(s, dtype=jnp.int32)[None, :] <= q_slot[:, None]
       attn_mask_bts = jnp.broadcast_to(allowed, (b, t, s))
+  if c.sliding_window is not None:
+    # Mistral: query slot q sees key slots k with q - k < window (exact for
+    # left-padded rows, whose real tokens occupy contiguous slots).
+    q_slot = cache_index + jnp.arange(t, dtype=jnp.int32)
+    k_slot = jnp.arange(attn_mask_bts.shape[-1], dtype=jnp.int32)
+    near = (q_slot[:, None] - k_slot[None, :]) < c.sliding_window
+    attn_mask_bts = attn_mask_bts & near[None]
 
   def body(x_btd, xs):
     lw, kv = xs
