@@ -33,10 +33,10 @@ def get_config(flavour: str = "orm") -> ml_collections.ConfigDict:
       "dtype": "float32",  # Compute dtype; "bfloat16" keeps f32 master weights.
   })
   c.data = ml_collections.ConfigDict({
-      "train": "/tmp/armap_jax/synthesize_game24/"
-               + ("pairs.jsonl" if flavour == "orm" else
-                  "step_values.jsonl" if flavour == "prm" else
-                  "trajectories.jsonl"),
+      "train": {"orm": "/tmp/armap_jax/synthesize_game24/pairs.jsonl",
+                "prm": "/tmp/armap_jax/synthesize_game24/step_values.jsonl",
+                "implicit": "/tmp/armap_jax/collect_game24/trajectories.jsonl",
+                }[flavour],
       "eval": "",
       "eval_frac": 0.1,
       "max_length": 384,
