@@ -104,6 +104,7 @@ def test_judge_scores_are_probabilities_and_match_direct_computation(lm):
   lp = judge.decoder.score_continuations([text, text], [" Yes", " No"])
   want = 1 / (1 + np.exp(-(lp[0].sum() - lp[1].sum())))
   assert s[0] == pytest.approx(want, rel=1e-5)
-  # The last observation ("Correct: ...") is hidden from the judge.
-  assert pos[0].steps[-1].observation.startswith("Correct")
-  assert "Correct" not in text
+  # The last observation (end of episode) is hidden from the judge.
+  last_obs = pos[0].steps[-1].observation
+  assert last_obs.startswith("Answer recorded")
+  assert last_obs not in text

@@ -253,7 +253,9 @@ def test_tot_protocol_records_wrong_arithmetic():
   assert not res.info["valid"] and "three steps" in res.observation
   res = env.step("Answer: (10 - 4 + 1) * 5 = 24")
   assert res.done and res.reward == 0.0
-  assert "must use exactly the numbers" in res.observation
+  # The verdict is in info only: the observation must not give it away.
+  assert "must use exactly the numbers" in res.info["verdict"]
+  assert res.observation == "Answer recorded. The episode is over."
 
 
 def test_tot_answer_decides_even_after_wrong_steps():

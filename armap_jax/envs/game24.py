@@ -356,13 +356,16 @@ class Game24Env:
     return s, obs, {"valid": True, "error": None}
 
   def _answer_tot(self, s: Game24State, text: str):
+    # The agent is not told whether the answer is right: in the ToT setting
+    # verifying the policy's work is the reward model's job, and a verdict in
+    # the observation would let any scorer that reads observations peek at the
+    # ground truth. The verdict goes to `reward` and `info` only.
     ok = check_answer(s.puzzle, text)
     s = dataclasses.replace(s, done=True, success=ok)
-    if ok:
-      return s, "Correct: the answer uses each input number once and equals 24.", {
-          "valid": True, "error": None}
-    return s, f"Wrong answer: {_why_wrong(s.puzzle, text)}.", {
-        "valid": True, "error": None}
+    verdict = ("correct: the answer uses each input number once and equals 24"
+               if ok else f"wrong: {_why_wrong(s.puzzle, text)}")
+    return s, "Answer recorded. The episode is over.", {
+        "valid": True, "error": None, "verdict": verdict}
 
   def _step_env(self, s: Game24State, text: str):
     if text[:7].lower() == "answer:":

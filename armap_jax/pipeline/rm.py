@@ -1,8 +1,8 @@
 """The pipeline's reward models: what they read, how they train, how they score.
 
 * `rm_view`: the trajectory as a reward model sees it. In the Game of 24
-  ``tot`` protocol the env's observations are its own verdicts (the last one
-  says "Wrong answer: the expression equals 10"), so the RM reads the task's
+  ``tot`` protocol the env's observations only echo the policy's own text
+  (and never the verdict), so the RM reads the task's
   four numbers and the policy's written steps only and must check the
   arithmetic itself. In the ``env`` protocol it keeps the env's observations
   (the env does the arithmetic there) except the last, which announces the

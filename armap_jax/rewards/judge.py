@@ -10,8 +10,8 @@ Each label may span several tokens (their log-probs are summed). One batched
 `score_continuations` call scores all trajectories (2 rows per trajectory).
 `step_scores` judges every prefix the same way (a process scorer).
 
-Env observations can give the outcome away: Game of 24's final observation
-says "Correct"/"Wrong answer", WebShop's shows the purchase score. So by
+Env observations can give the outcome away (WebShop's final observation shows
+the purchase score; Game of 24 keeps its verdict out of observations). So by
 default (`observations="all_but_last"`) the judge does not see the final
 observation; "all" shows it (then the judge is partly an env oracle), "none"
 hides every observation.
