@@ -19,6 +19,7 @@ $(VENV)/.run-installed: $(VENV)/bin/python pyproject.toml
 
 $(VENV)/.test-installed: $(VENV)/.run-installed
 	$(PIP) install -q -e ".[test]"
+	bash tools/ensure_chromium.sh
 	touch $@
 
 install: $(VENV)/.run-installed
