@@ -242,7 +242,8 @@ def test_pipeline_layout_and_launcher(plan_dir, tmp_path):
   shutil.copytree(os.path.join(plan_dir, "results"), wd / "eval" / "results")
   (wd / "config.json").write_text(json.dumps({"policy": "tiny", "seed": 3}))
   (wd / "rm_accuracy.json").write_text(json.dumps(
-      {"orm": {"pairs": 40, "accuracy": 0.775, "by_source": {}}}))
+      {"orm": {"pairs": 40, "accuracy": 0.775, "by_source": {}},
+       "prm": {"values": 12, "mae": 0.25, "spearman": 0.5}}))
   (wd / "models" / "orm").mkdir(parents=True)
   (wd / "models" / "orm" / "metrics.jsonl").write_text(
       '{"split": "train", "step": 5, "loss": 0.6, "acc": 0.5}\n'
@@ -257,6 +258,11 @@ def test_pipeline_layout_and_launcher(plan_dir, tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   text = (wd / "report" / "summary.md").read_text()
   assert "77.5% on 40 pairs" in text
+  assert "mean absolute error 0.250, Spearman 0.500 on 12 values" in text
+  # The pipeline's row names; oracle rows still after the methods.
+  cells = dict(zip(tables.COLUMNS, _row(
+      text, "Best-of-N + oracle (upper bound)")))
+  assert cells["scorer"] == "oracle"
   assert "`acc` at step 20" in text and "75.0%" in text
   assert '"seed": 3' in text
   run = tables.load_run(str(wd))

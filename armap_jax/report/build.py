@@ -80,7 +80,7 @@ def build_report(workdir: str, out_dir: str | None = None,
       kind = "price" if any(
           plots.trajectory_price(c.trajectory) for rs in env_res.values()
           for r in rs for c in r.candidates) else "length"
-    curves = {tables.display_name(lab, rs): plots.pareto_points(rs, lambdas,
+    curves = {run.name(lab): plots.pareto_points(rs, lambdas,
                                                                 kind)
               for lab, rs in env_res.items() if plots.has_choices(rs)
               and rs[0].method != "sampling"}
@@ -106,6 +106,13 @@ def build_report(workdir: str, out_dir: str | None = None,
   if orm.get("accuracy") is not None:
     md.append(f"- Held-out pairwise accuracy (rm_accuracy.json, ORM): "
               f"{100 * orm['accuracy']:.1f}% on {orm['pairs']} pairs.")
+  prm = (run.rm_accuracy or {}).get("prm") or {}
+  if prm.get("values"):
+    sp = prm.get("spearman")
+    md.append(f"- Held-out step values (rm_accuracy.json, PRM): mean "
+              f"absolute error {prm['mae']:.3f}, Spearman "
+              f"{'n/a' if sp is None else f'{sp:.3f}'} on {prm['values']} "
+              "values.")
   for a in diag.find_metrics_accuracies(run.metrics_files):
     rel = os.path.relpath(a["file"], run.workdir)
     md.append(f"- Training eval `{a['key']}` at step {a['step']} "
@@ -115,7 +122,7 @@ def build_report(workdir: str, out_dir: str | None = None,
   for lab, rs in run.results.items():
     if rs[0].method == "sampling" or not plots.has_choices(rs):
       continue
-    name = tables.display_name(lab, rs)
+    name = run.name(lab)
     pw = diag.pairwise_accuracy(rs)
     dg["pairwise_from_candidates"][lab] = pw
     s, y, _ = diag.scored_candidates(rs)

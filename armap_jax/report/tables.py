@@ -49,6 +49,11 @@ class Run:
   config: dict[str, Any]  # label (or "run") -> config dict.
   rm_accuracy: dict[str, Any]  # The pipeline's rm_accuracy.json, if any.
   metrics_files: list[str]  # Training metrics.jsonl files found.
+  names: dict[str, str] = dataclasses.field(default_factory=dict)  # Rows.
+
+  def name(self, label: str) -> str:
+    """The row name of a results label (oracle rows marked)."""
+    return display_name(self.names.get(label, label), self.results[label])
 
   @property
   def envs(self) -> list[str]:
@@ -102,7 +107,13 @@ def load_run(workdir: str) -> Run:
   rm_acc = _read_json(acc_path) if os.path.exists(acc_path) else {}
   metrics = sorted(glob.glob(os.path.join(workdir, "**", "metrics.jsonl"),
                              recursive=True))
-  return Run(os.path.abspath(workdir), results, config, rm_acc, metrics)
+  names = {}
+  if any(os.path.dirname(p).endswith(RESULT_DIRS[1]) for p in files.values()):
+    # The pipeline's paper-style row names (ARMAP-B, AgentRM, ...).
+    from armap_jax.pipeline.evaluate import ROW_NAMES
+    names = {k: v for k, v in ROW_NAMES.items() if k in results}
+  return Run(os.path.abspath(workdir), results, config, rm_acc, metrics,
+             names)
 
 
 def is_upper_bound(results: Sequence[SearchResult]) -> bool:
@@ -144,8 +155,14 @@ def tables_by_env(run: Run) -> dict[str, list[dict[str, Any]]]:
     for label, rs in run.results.items():
       sub = [r for r in rs if r.env == env]
       if sub:
-        rows.append(method_row(label, sub))
-    rows.sort(key=lambda r: r["upper_bound"])  # Stable: label order kept.
+        row = method_row(label, sub)
+        row["method"] = display_name(run.names.get(label, label), sub)
+        rows.append(row)
+    # Methods before upper bounds; the pipeline's paper order where known,
+    # else label order (the sort is stable).
+    order = {k: i for i, k in enumerate(run.names)}
+    rows.sort(key=lambda r: (r["upper_bound"],
+                             order.get(r["label"], len(order))))
     out[env] = rows
   return out
 
