@@ -192,12 +192,20 @@ def plot_pareto(curves: Mapping[str, Sequence[Mapping[str, float]]],
     ys = [p["reward"] for p in pts]
     ax.plot(xs, ys, ls=":", color=f"C{k % 10}", alpha=0.6)
     front = set(pareto_front(pts))
+    # Lambdas that select the same point share one marker and one label.
+    groups: dict[tuple[float, float], list[int]] = {}
     for i, p in enumerate(pts):
-      ax.scatter([p["cost"]], [p["reward"]], color=f"C{k % 10}",
-                 facecolors=f"C{k % 10}" if i in front else "none",
-                 label=name if i == 0 else None, zorder=3)
-      ax.annotate(f"λ={p['lambda']:g}", (p["cost"], p["reward"]),
-                  textcoords="offset points", xytext=(4, 3), fontsize=7)
+      groups.setdefault((p["cost"], p["reward"]), []).append(i)
+    for g, (xy, idx) in enumerate(groups.items()):
+      lams = [pts[i]["lambda"] for i in idx]
+      text = (f"λ={lams[0]:g}" if len(lams) == 1 else
+              f"λ={min(lams):g}..{max(lams):g}")
+      ax.scatter([xy[0]], [xy[1]], color=f"C{k % 10}",
+                 facecolors=f"C{k % 10}" if idx[0] in front else "none",
+                 label=name if g == 0 else None, zorder=3)
+      ax.annotate(text, xy, textcoords="offset points",
+                  xytext=(4, 3 + 9 * (k % 3)), fontsize=7,
+                  color=f"C{k % 10}")
   ax.set_xlabel("actions per task" if kind == "length" else "price")
   ax.set_ylabel("true task score (mean reward)")
   ax.grid(alpha=0.3)
