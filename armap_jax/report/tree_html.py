@@ -193,6 +193,14 @@ def tree_section(ti: int, label: str, result: SearchResult) -> str:
   return "".join(out)
 
 
+def _outcome(success: float) -> str:
+  if success >= 1.0:
+    return "<span class='ok'>✔ success</span>"
+  if success <= 0.0:
+    return "<span class='bad'>✘ no success</span>"
+  return f"success {success:.2f} (mean over samples)"
+
+
 def side_by_side(results: Mapping[str, SearchResult]) -> str:
   """The methods' final (chosen) trajectories in columns, step by step."""
   labels = list(results)
@@ -203,7 +211,7 @@ def side_by_side(results: Mapping[str, SearchResult]) -> str:
       f"{' (upper bound)' if r.scorer_is_oracle else ''}</span></th>"
       for lab, r in results.items())
   rows = ["<tr><th>outcome</th>" + "".join(
-      f"<td>{'<span class=ok>✔ success</span>' if r.success >= 1 else '<span class=bad>✘ no success</span>'}"
+      f"<td>{_outcome(r.success)}"
       f" · reward {_num(r.reward)} · scorer {_num(r.chosen_score)}"
       f" · {len(r.chosen.steps)} steps · {len(r.candidates)} candidates"
       "</td>" for r in results.values()) + "</tr>"]
