@@ -268,11 +268,17 @@ def write_report(cfg, wd, extra: dict[str, Any]) -> str:
     if k in extra:
       lines.append(f"- {k}: " + json.dumps(extra[k], sort_keys=True,
                                             default=str))
-  lines += ["", "## Stage wall times (s)", "",
-            "| stage | seconds |", "|---|---|"]
+  lines += ["", "## Stage times (s)", "",
+            "Wall time, and the process's CPU time (all threads): on a "
+            "shared machine, CPU s / cores estimates a quiet machine's wall "
+            "time.", "", "| stage | wall s | CPU s |", "|---|---|---|"]
+  cpu_total = 0.0
   for k, v in t.items():
-    lines.append(f"| {k} | {v:.1f} |")
-  lines.append(f"| total | {sum(t.values()):.1f} |")
+    cpu = wd.info(k).get("cpu_seconds")
+    cpu_total += cpu or 0.0
+    lines.append(f"| {k} | {v:.1f} | "
+                 f"{'' if cpu is None else f'{cpu:.1f}'} |")
+  lines.append(f"| total | {sum(t.values()):.1f} | {cpu_total:.1f} |")
   if scaling:
     lines += ["", "## Test-time scaling (Best-of-N)", "",
               "![scaling](scaling.png)", "",
