@@ -165,9 +165,9 @@ def _node_html(ti: int, n: Mapping[str, Any], kids: dict, out: list[str]
         f'<span class="stat">#{_e(n["id"])} · visits {_e(n.get("visits", 0))}'
         f' · Q {_num(n.get("q"))} · score {_num(n.get("score"))}'
         f' · reward {_num(n.get("reward"))}'
-        f' · children {len(ch)}</span> {gt}</summary>'
-        f'<div class="obs">{_text(n.get("observation", ""))}</div>'
-        + (f'<div class="stat">{" · ".join(extra)}</div>' if extra else ""))
+        f' · children {len(ch)}{"".join(" · " + x for x in extra)}</span>'
+        f' {gt}</summary>'
+        f'<div class="obs">{_text(n.get("observation", ""))}</div>')
     stack.append(("close", "</details></li>"))
     if ch:
       stack.append(("close", "</ul>"))
