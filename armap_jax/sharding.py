@@ -1,7 +1,8 @@
 """One mesh, one rules table, one helper for activations.
 
 Parameters carry logical axis names (`embed`, `mlp`, `heads`, `kv_heads`,
-`head_dim`, `vocab`, ...) in their NNX metadata (`sharding_names`). A rules
+`head_dim`, `vocab`, ...) in their NNX metadata (`out_sharding`, set with
+`eager_sharding=False` because the names are logical, not mesh axes). A rules
 table maps logical names to mesh axes; changing parallelism means changing the
 rules or the mesh shape, never model code. Library code never builds a mesh
 from flags: launchers call `make_mesh(MeshConfig(...))` and `jax.set_mesh`.
