@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import json
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -187,7 +186,11 @@ def evaluate_game24(model, tokenizer, *, split: str = "dev",
     valid = [(s.info or {}).get("valid", True) is not False for s in steps]
     answered = [any(s.action.lower().startswith("answer:") for s in t.steps)
                 for t in trajs]
-    return float(np.mean(valid)) if valid else 0.0, float(np.mean(answered))
+    # Episodes whose written arithmetic and "left" lists were all correct.
+    consistent = [bool(t.steps) and bool((t.steps[-1].info or {}).get(
+        "consistent", False)) for t in trajs]
+    return (float(np.mean(valid)) if valid else 0.0, float(np.mean(answered)),
+            float(np.mean(consistent)))
 
   t0 = time.time()
   if greedy:
@@ -195,10 +198,10 @@ def evaluate_game24(model, tokenizer, *, split: str = "dev",
         GREEDY, max_new_tokens=max_new_tokens)).run(
             task_ids, policy, scorer, factory, Budget(n=1, max_steps=max_steps))
     out["greedy"] = float(np.mean([r.success for r in res]))
-    out["greedy_valid_step_rate"], _ = step_stats(
-        [r.chosen.trajectory for r in res])
+    v, _, kc = step_stats([r.chosen.trajectory for r in res])
+    out["greedy_valid_step_rate"], out["greedy_consistent_rate"] = v, kc
   out["greedy_s"] = time.time() - t0
-  samp, oracle, valid, answered = [], {}, [], []
+  samp, oracle, valid, answered, consistent = [], {}, [], [], []
   ks = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= n]
   t0 = time.time()
   for seed in seeds:
@@ -211,19 +214,16 @@ def evaluate_game24(model, tokenizer, *, split: str = "dev",
     samp.append(succ.mean())
     for k in ks:
       oracle.setdefault(k, []).append(succ[:, :k].max(axis=1).mean())
-    v, a = step_stats([c.trajectory for r in res for c in r.candidates])
+    v, a, kc = step_stats([c.trajectory for r in res for c in r.candidates])
     valid.append(v)
     answered.append(a)
+    consistent.append(kc)
   out["sampling"] = float(np.mean(samp))
   out["sampling_per_seed"] = [float(x) for x in samp]
   out["oracle"] = {f"@{k}": float(np.mean(v)) for k, v in oracle.items()}
   out["valid_step_rate"] = float(np.mean(valid))
   out["answered_rate"] = float(np.mean(answered))
+  out["consistent_rate"] = float(np.mean(consistent))
   out["sampling_s"] = time.time() - t0
   logging.info("evaluate_game24(%s): %s", split, json.dumps(out))
   return out
-
-
-def ensure_dir(path: str) -> str:
-  os.makedirs(path, exist_ok=True)
-  return path

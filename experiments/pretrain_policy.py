@@ -13,7 +13,7 @@ when `eval.enabled`, Greedy / Sampling / oracle@N on `eval.split`).
 import json
 import os
 
-from absl import app, flags, logging
+from absl import app, logging
 from ml_collections import config_flags
 
 from armap_jax import policies
