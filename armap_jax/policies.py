@@ -198,7 +198,7 @@ def evaluate_game24(model, tokenizer, *, split: str = "dev",
         GREEDY, max_new_tokens=max_new_tokens)).run(
             task_ids, policy, scorer, factory, Budget(n=1, max_steps=max_steps))
     out["greedy"] = float(np.mean([r.success for r in res]))
-    v, _, kc = step_stats([r.chosen.trajectory for r in res])
+    v, _, kc = step_stats([r.chosen for r in res])
     out["greedy_valid_step_rate"], out["greedy_consistent_rate"] = v, kc
   out["greedy_s"] = time.time() - t0
   samp, oracle, valid, answered, consistent = [], {}, [], [], []

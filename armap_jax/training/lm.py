@@ -215,7 +215,7 @@ def _train_step(graphdef, rest, tx, state, tokens_bt, weights_bt):
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
   metrics = {"loss": loss, "tokens": count,
-             "grad_norm": optax.global_norm(grads)}
+             "grad_norm": optax.tree.norm(grads)}
   return {"params": params, "opt_state": opt_state}, metrics
 
 
