@@ -26,7 +26,7 @@ def get_config(flavour: str = "default") -> ml_collections.ConfigDict:
   c.max_steps = 6  # Per episode (tot: three steps + answer; two spare).
 
   c.collect = ml_collections.ConfigDict({
-      "num_puzzles": 400,  # Train puzzles explored (0 = all 1,162).
+      "num_puzzles": 200,  # Train puzzles explored (0 = all 1,162).
       "samples": 8,  # Episodes per puzzle.
       "temperature": 1.0,
       "num_envs": 256,
@@ -40,8 +40,8 @@ def get_config(flavour: str = "default") -> ml_collections.ConfigDict:
       "heldout_frac": 0.1,  # Train puzzles whose pairs are held out.
   })
   c.tree = ml_collections.ConfigDict({
-      "num_puzzles": 60,  # Train puzzles searched by MCTS for step values.
-      "rollouts": 16,
+      "num_puzzles": 30,  # Train puzzles searched by MCTS for step values.
+      "rollouts": 12,
       "children": 4,
       "min_visits": 1,
   })
@@ -63,29 +63,29 @@ def get_config(flavour: str = "default") -> ml_collections.ConfigDict:
       "oracle_rows": True,  # Each scored method again with the env oracle.
       "n": 16,  # Best-of-N and Sampling samples.
       "reflexion_attempts": 3,
-      "mcts_rollouts": 16,
+      "mcts_rollouts": 8,
       "mcts_children": 4,
-      "beam_width": 4,
-      "beam_expansions": 4,
+      "beam_width": 3,
+      "beam_expansions": 3,
       "temperature": 1.0,
       "batch_tasks": 100,
       "scaling_ns": "1,2,4,8,16",
   })
   if flavour == "quick":
-    c.collect.num_puzzles = 120
+    c.collect.num_puzzles = 80
     c.collect.samples = 4
     c.synth.backward = 60
     c.synth.edits_per_positive = 1
-    c.tree.num_puzzles = 16
+    c.tree.num_puzzles = 8
     c.tree.rollouts = 8
-    c.orm.steps = 80
-    c.orm.eval_every = 40
-    c.prm.steps = 60
-    c.prm.eval_every = 30
-    c.eval.num_test = 30
+    c.orm.steps = 60
+    c.orm.eval_every = 30
+    c.prm.steps = 40
+    c.prm.eval_every = 20
+    c.eval.num_test = 20
     c.eval.n = 8
-    c.eval.mcts_rollouts = 8
-    c.eval.beam_width = 3
+    c.eval.mcts_rollouts = 6
+    c.eval.beam_width = 2
     c.eval.beam_expansions = 3
     c.eval.scaling_ns = "1,2,4,8"
   elif flavour != "default":
