@@ -100,8 +100,13 @@ def traces_digest(traces) -> str:
 
 
 def pretrain(trace_cfg, model_cfg: PolicyModelConfig, lm_cfg,
-             out_dir: str | None = None, *, init_seed: int = 0):
+             out_dir: str | None = None, *, init_seed: int = 0,
+             init_from: str = ""):
   """Generates traces, trains the policy, writes the HF dir (when given).
+
+  `init_from`: start from these weights (a `load_pretrained` name or path,
+  e.g. to train a shipped policy further) instead of a seeded random init;
+  `model_cfg` is then ignored. The optimiser starts fresh.
 
   Returns (model, tokenizer, info) where info records sizes, times, losses.
   """
@@ -116,8 +121,15 @@ def pretrain(trace_cfg, model_cfg: PolicyModelConfig, lm_cfg,
   tokenizer = lm.trace_tokenizer()
   examples = trace_examples(traces, tokenizer)
   t_data = time.time() - t0
-  mcfg = model_config(model_cfg, tokenizer)
-  model = Transformer(mcfg, rngs=nnx.Rngs(init_seed))
+  if init_from:
+    from armap_jax.models import load_pretrained
+    model, loaded_tok, _ = load_pretrained(init_from)
+    if loaded_tok is None or loaded_tok.get_vocab() != tokenizer.get_vocab():
+      raise ValueError(f"pretrain: init_from={init_from!r} does not use the "
+                       "trace tokenizer")
+  else:
+    mcfg = model_config(model_cfg, tokenizer)
+    model = Transformer(mcfg, rngs=nnx.Rngs(init_seed))
   n_params = sum(int(x.size) for x in
                  __import__("jax").tree.leaves(nnx.state(model, nnx.Param)))
   logging.info("pretrain: %d traces (%d tokens, %d loss tokens), model %d "

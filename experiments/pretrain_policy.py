@@ -40,7 +40,8 @@ def main(argv):
       info = json.load(f)
   else:
     model, tokenizer, info = policies.pretrain(trace_cfg, model_cfg, lm_cfg,
-                                               c.out_dir, init_seed=c.seed)
+                                               c.out_dir, init_seed=c.seed,
+                                               init_from=c.init_from)
     info["config"] = c.to_dict()
     with open(path, "w", encoding="utf-8") as f:
       json.dump(info, f, indent=1, default=str)

@@ -16,6 +16,8 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.out_dir = "/tmp/armap_jax/policy_game24"
   c.seed = 0  # Model init; traces and batches have their own seeds below.
+  # Start from these weights instead (e.g. "game24-tiny" to train it further).
+  c.init_from = ""
   c.traces = ml_collections.ConfigDict({
       "num_traces": 8_000,
       "split": "train",
