@@ -126,6 +126,11 @@ def test_no_test_puzzle_in_shipped_pretraining_traces():
   assert info["num_puzzles"] == len(info["puzzles"]) > 1000
   assert not test & set(info["puzzles"])
   assert set(info["puzzles"]) <= set(game24.load_puzzles("train"))
+  # Every earlier stage the shipped weights continue from, too.
+  for stage in info.get("lineage", []):
+    assert stage["config"]["traces"]["split"] == "train"
+    assert not test & set(stage["puzzles"])
+    assert set(stage["puzzles"]) <= set(game24.load_puzzles("train"))
   # The generator's output for the shipped config (a prefix: traces are drawn
   # one after another from one seeded stream, so these are its first 400).
   _assert_no_test_puzzle(generate_traces(cfg))
