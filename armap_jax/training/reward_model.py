@@ -8,6 +8,11 @@ the default causal mask is correct and positions are 0..T-1.
 The backbone's LM head is dropped (a reward model never uses it), so a
 pretrained backbone costs no vocab x hidden head in memory or in the
 optimizer.
+
+With `lora=LoRAConfig(...)` the backbone's weights become `FrozenParam`s and
+`self.lora` holds the trainable adapters (see `armap_jax.training.lora`): the
+trainable part is then the adapters and the value head (`lora.TRAINABLE`).
+`merged()` gives the equivalent plain RewardModel.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from armap_jax.models import transformer as tfm
 from armap_jax.models.config import ModelConfig
 from armap_jax.models.transformer import Transformer
+from armap_jax.training import lora as lora_lib
 
 
 class RewardModel(nnx.Module):
@@ -27,6 +34,7 @@ class RewardModel(nnx.Module):
                config: ModelConfig,
                *,
                backbone: Transformer | None = None,
+               lora: lora_lib.LoRAConfig | None = None,
                dtype=jnp.float32,
                param_dtype=jnp.float32,
                rngs: nnx.Rngs | None = None):
@@ -42,6 +50,13 @@ class RewardModel(nnx.Module):
                              eager_sharding=False)
     self.value_b = nnx.Param(jnp.zeros((), param_dtype), out_sharding=(),
                              eager_sharding=False)
+    self.lora_config = lora
+    if lora is not None:
+      lora_lib.freeze_params(self.backbone)
+      self.lora = lora_lib.LoRAAdapters(self.backbone.layers, lora,
+                                        param_dtype=param_dtype, rngs=rngs)
+    else:
+      self.lora = None
 
   def __call__(self, tokens_bt: jax.Array,
                positions_bt: jax.Array | None = None,
@@ -50,10 +65,34 @@ class RewardModel(nnx.Module):
     if positions_bt is None:
       positions_bt = jnp.broadcast_to(
           jnp.arange(tokens_bt.shape[1], dtype=jnp.int32), tokens_bt.shape)
-    h_btd, _ = self.backbone.hidden(tokens_bt, positions_bt, attn_mask_bts)
+    if self.lora is None:
+      h_btd, _ = self.backbone.hidden(tokens_bt, positions_bt, attn_mask_bts)
+    else:
+      # Adapters folded into the stacked weights before the layer scan.
+      w = self.backbone.weights()
+      w["layers"] = lora_lib.merge_layer_weights(
+          w["layers"], self.lora.factors(), self.lora_config)
+      h_btd, _ = tfm._hidden(self.config, self.backbone.dtype, w, tokens_bt,
+                             positions_bt, attn_mask_bts, None,
+                             jnp.zeros((), jnp.int32))
     v = jnp.einsum("btd,d->bt", h_btd, self.value_w[...].astype(h_btd.dtype),
                    preferred_element_type=jnp.float32)
     return v + self.value_b[...].astype(jnp.float32)
+
+  def merged(self) -> "RewardModel":
+    """An equivalent RewardModel without LoRA (adapters folded into the base
+    weights); `self` if it has no adapters."""
+    if self.lora is None:
+      return self
+    b = self.backbone
+    plain = nnx.eval_shape(lambda: RewardModel(
+        self.config, dtype=b.dtype, param_dtype=b.param_dtype,
+        rngs=nnx.Rngs(0)))
+    graphdef, _ = nnx.split(plain, nnx.Param)
+    params = nnx.to_pure_dict(nnx.state(self, nnx.Param))
+    trainable = {k: v for k, v in params.items() if k != "backbone"}
+    return nnx.merge(graphdef, lora_lib.merge_params(
+        {"backbone": params["backbone"]}, trainable, self.lora_config))
 
 
 def gather_positions(values_bt: jax.Array, idx_bk: jax.Array) -> jax.Array:

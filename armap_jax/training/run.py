@@ -13,6 +13,10 @@ Config fields (see experiments/configs/rm_game24.py for defaults):
                      load_pretrained name/path or a tokenizer directory)
   model.arch, model.overrides (dict for ModelConfig.tiny), model.dtype
                      ("float32" | "bfloat16": compute dtype; params stay f32)
+  model.lora_rank    0 = full fine-tuning; r > 0 = LoRA adapters of rank r
+                     on model.lora_targets ("q,k,v,o,gate,up,down"), scaled
+                     by model.lora_alpha / r; model.lora_save "merged" (ckpts
+                     also hold the plain folded model) | "separate"
   data.train, data.eval   JSONL paths (comma-separated); eval "" = hold out
                      data.eval_frac of train
   data.max_length, data.min_bucket, data.use_chat_template
@@ -39,6 +43,7 @@ from armap_jax.data import batches as B
 from armap_jax.data import format as F
 from armap_jax.records import PreferencePair, StepValue, Trajectory
 from armap_jax.training import checkpoint as ckpt_lib
+from armap_jax.training import lora as lora_lib
 from armap_jax.training import loop as loop_lib
 from armap_jax.training import trainer as T
 from armap_jax.training.reward_model import RewardModel
@@ -74,10 +79,22 @@ def load_tokenizer(source: str):
   return tok
 
 
+def lora_config(mcfg_dict) -> lora_lib.LoRAConfig | None:
+  """The run's LoRAConfig from model.lora_* (None: full fine-tuning)."""
+  return lora_lib.from_flat(
+      mcfg_dict.get("lora_rank", 0), mcfg_dict.get("lora_alpha", 16.0),
+      mcfg_dict.get("lora_targets", "q,k,v,o,gate,up,down"),
+      mcfg_dict.get("lora_save", "merged"))
+
+
 def build_model(mcfg_dict, kind: str, mesh, seed: int):
   """(model, tokenizer, ModelConfig) for the run's model settings."""
   from armap_jax.models import ModelConfig, Transformer, load_pretrained
   dtype = _dtype(mcfg_dict.get("dtype", "float32"))
+  lora = lora_config(mcfg_dict)
+  if lora is not None and kind == "implicit":
+    raise ValueError("model.lora_rank: LoRA is supported for the pair and "
+                     "value reward models, not train.kind='implicit'")
   rngs = nnx.Rngs(seed)
   if mcfg_dict.get("pretrained"):
     backbone, tok, mcfg = load_pretrained(
@@ -101,7 +118,7 @@ def build_model(mcfg_dict, kind: str, mesh, seed: int):
                            rngs=rngs)
   if kind == "implicit":
     return backbone, tok, mcfg
-  return RewardModel(mcfg, backbone=backbone, rngs=rngs), tok, mcfg
+  return RewardModel(mcfg, backbone=backbone, lora=lora, rngs=rngs), tok, mcfg
 
 
 def _paths(s) -> list[str]:
@@ -159,22 +176,30 @@ def train_from_config(cfg) -> dict[str, Any]:
     eval_it = mk(eval_ds, False)
     eval_fn = eval_it.epoch_batches
   trainer = T.Trainer(tcfg, model, mesh)
+  lora = getattr(model, "lora_config", None)
+  if lora is not None:
+    logging.info("LoRA r=%d alpha=%g on %s: %d trainable parameters (%s)",
+                 lora.rank, lora.alpha, ",".join(lora.weight_names),
+                 trainer.num_trainable(), lora.save)
   ck = ckpt_lib.Checkpointer(
       cfg.workdir, keep=int(t.keep),
       best_metric=(t.best_metric or None) if eval_fn else None,
-      best_mode=t.best_mode)
+      best_mode=t.best_mode, lora=lora)
   ck.write_side_files(
       {"model": mcfg.to_dict(),
        "reward_model": {"kind": tcfg.kind, "dtype": cfg.model.dtype,
                         "format": dataclasses.asdict(fcfg),
                         "value_loss": tcfg.value_loss, "beta": tcfg.beta,
-                        "pretrained": cfg.model.pretrained}},
+                        "pretrained": cfg.model.pretrained,
+                        "lora": lora.to_dict() if lora else None}},
       cfg.to_dict(), tok)
   if ck.latest_step() is not None:
     state = None  # fit() restores; skip materialising a fresh optimizer.
     state = trainer.abstract_state()
   else:
     state = trainer.init_state(model)
+    if lora is not None:
+      ck.save_base(state["frozen"])
   del model
   logging.info("training %s RM: %d train / %s eval examples, mesh %s",
                tcfg.kind, len(train_ds), len(eval_ds) if eval_ds else 0,

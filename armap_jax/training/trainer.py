@@ -18,6 +18,12 @@ micro-batches (rows j, j+A, j+2A, ...) and scans over them; the loss is the
 mean of the micro-batch losses. Non-finite loss or gradients never reach the
 parameters: the update is skipped inside the step (`metrics["skipped"]`), and
 the host loop raises (`nan_policy="raise"`) or logs and goes on ("skip").
+
+LoRA (a model with `lora.FrozenParam` base weights): ``state["params"]`` holds
+only the trainable part (adapters + value head), so only it gets gradients and
+optimizer moments; the base weights live in ``state["frozen"]``, placed by
+their logical names like everything else, passed to the step as a separate,
+non-donated argument and returned unchanged (the same arrays).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from armap_jax import sharding as shd
 from armap_jax.training import losses
+from armap_jax.training.lora import TRAINABLE, FrozenParam
 from armap_jax.training.reward_model import gather_positions, last_token_values
 
 State = dict[str, Any]
@@ -112,10 +119,11 @@ def _nested(flat: Iterable[tuple[tuple, Any]]) -> dict:
 
 
 def param_shardings(model: nnx.Module, mesh: jax.sharding.Mesh,
-                    rules=shd.DEFAULT_RULES) -> dict:
-  """Pure dict of NamedShardings for `model`'s nnx.Params (logical names)."""
+                    rules=shd.DEFAULT_RULES, which=nnx.Param) -> dict:
+  """Pure dict of NamedShardings for `model`'s nnx.Params (logical names);
+  `which` narrows the variables (e.g. `lora.TRAINABLE`, `FrozenParam`)."""
   flat = []
-  for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+  for path, var in nnx.to_flat_state(nnx.state(model, which)):
     names = var.get_metadata().get("out_sharding")
     flat.append((tuple(path), shd.named_sharding(mesh, names, rules)))
   return _nested(flat)
@@ -145,23 +153,36 @@ class Trainer:
     self.mesh = mesh
     self.rules = rules
     self.tx = make_optimizer(cfg)
-    self.graphdef, _, self._rest = nnx.split(model, nnx.Param, ...)
-    self._param_shapes = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-        nnx.to_pure_dict(nnx.state(model, nnx.Param)))
-    self.param_sh = param_shardings(model, mesh, rules)
+    self.graphdef, _, frozen, self._rest = nnx.split(
+        model, TRAINABLE, FrozenParam, ...)
+    shapes = lambda t: jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.to_pure_dict(t))
+    self._param_shapes = shapes(nnx.state(model, TRAINABLE))
+    self.param_sh = param_shardings(model, mesh, rules, TRAINABLE)
+    # LoRA: frozen base weights (None for full fine-tuning).
+    self.has_frozen = bool(jax.tree.leaves(frozen))
+    self._frozen_shapes = shapes(frozen) if self.has_frozen else None
+    self.frozen_sh = (param_shardings(model, mesh, rules, FrozenParam)
+                      if self.has_frozen else None)
     self._repl = NamedSharding(mesh, P())
     self._state_sh = None
     self._train = None
     self._eval = None
 
   # -- state -------------------------------------------------------------------
-  def _model(self, params):
-    return nnx.merge(self.graphdef, params, self._rest)
+  def _model(self, params, frozen=None):
+    if frozen is None:
+      frozen = {}
+    return nnx.merge(self.graphdef, params, frozen, self._rest)
+
+  def num_trainable(self) -> int:
+    """Scalars that get gradients and optimizer moments."""
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(
+        self._param_shapes)))
 
   def init_state(self, model: nnx.Module) -> State:
     """Places `model`'s params on the mesh and initialises the optimizer."""
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    params = nnx.to_pure_dict(nnx.state(model, TRAINABLE))
     # A copy: the step donates its state, the module keeps its own arrays.
     params = jax.jit(lambda p: jax.tree.map(jnp.copy, p),
                      out_shardings=self.param_sh)(params)
@@ -170,7 +191,12 @@ class Trainer:
     if self.cfg.kind == "implicit":
       # Frozen reference: a copy of the initial policy.
       state["ref_params"] = jax.tree.map(jnp.copy, params)
-    return jax.device_put(state, self.state_shardings(state))
+    state = jax.device_put(state, self.state_shardings(state))
+    if self.has_frozen:
+      state["frozen"] = jax.jit(
+          lambda p: jax.tree.map(jnp.copy, p), out_shardings=self.frozen_sh)(
+              nnx.to_pure_dict(nnx.state(model, FrozenParam)))
+    return state
 
   def abstract_state(self) -> State:
     """Shape/dtype/sharding structs of the state (an Orbax restore target)."""
@@ -181,15 +207,22 @@ class Trainer:
              "step": jax.ShapeDtypeStruct((), jnp.int32)}
     if self.cfg.kind == "implicit":
       state["ref_params"] = params
-    return jax.tree.map(
+    state = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
         state, self.state_shardings(state))
+    if self.has_frozen:
+      state["frozen"] = jax.tree.map(
+          lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s),
+          self._frozen_shapes, self.frozen_sh)
+    return state
 
   def state_shardings(self, state_like: State) -> State:
-    """Shardings for a state pytree: optimizer moments follow their params
-    (matched by key-path suffix and rank); everything else is replicated."""
+    """Shardings for a state pytree (without "frozen"): optimizer moments
+    follow their params (matched by key-path suffix and rank); everything
+    else is replicated."""
     if self._state_sh is not None:
       return self._state_sh
+    state_like = {k: v for k, v in state_like.items() if k != "frozen"}
     by_path = {}
     for (path, s), shape in zip(
         jax.tree_util.tree_flatten_with_path(self.param_sh)[0],
@@ -208,10 +241,10 @@ class Trainer:
     return self._state_sh
 
   # -- steps -------------------------------------------------------------------
-  def loss_fn(self, params, batch, ref_params=None):
-    """(loss, metrics) for one (micro-)batch."""
+  def loss_fn(self, params, batch, ref_params=None, frozen=None):
+    """(loss, metrics) for one (micro-)batch; gradients flow to `params`."""
     cfg = self.cfg
-    model = self._model(params)
+    model = self._model(params, frozen)
     ex = batch["example_mask"]
     if cfg.kind == "pair":
       tok = batch["tokens"]  # [B, 2, T]
@@ -236,20 +269,20 @@ class Trainer:
     inp, tgt = tok[:, :-1], tok[:, 1:]
     logits, _ = model(inp, _positions(inp))
     lp = losses.token_logprobs(logits, tgt)
-    ref_logits, _ = self._model(jax.lax.stop_gradient(ref_params))(
+    ref_logits, _ = self._model(jax.lax.stop_gradient(ref_params), frozen)(
         inp, _positions(inp))
     lr = losses.token_logprobs(ref_logits, tgt)
     tmask = batch["action_step"][:, 1:] >= 0
     return losses.implicit_prm_loss(lp, lr, tmask, batch["label"], ex,
                                     beta=cfg.beta)
 
-  def _train_step(self, state: State, batch):
+  def _train_step(self, state: State, batch, frozen=None):
     cfg = self.cfg
     a = cfg.grad_accum
     ref = state.get("ref_params")
     grad_fn = jax.value_and_grad(self.loss_fn, has_aux=True)
     if a == 1:
-      (loss, metrics), grads = grad_fn(state["params"], batch, ref)
+      (loss, metrics), grads = grad_fn(state["params"], batch, ref, frozen)
     else:
       def split(x):
         y = x.reshape((x.shape[0] // a, a) + x.shape[1:])
@@ -259,14 +292,15 @@ class Trainer:
       def body(carry, mb):
         mb = jax.tree.map(lambda x: shd.shard(
             x, "batch", *([None] * (x.ndim - 1))), mb)
-        (l, m), g = grad_fn(state["params"], mb, ref)
+        (l, m), g = grad_fn(state["params"], mb, ref, frozen)
         acc = jax.tree.map(jnp.add, carry, (l, m, g))
         return acc, None
 
       zeros = jax.tree.map(jnp.zeros_like, (
           jnp.zeros((), jnp.float32),
           jax.eval_shape(lambda: self.loss_fn(
-              state["params"], jax.tree.map(lambda x: x[0], micro), ref)[1]),
+              state["params"], jax.tree.map(lambda x: x[0], micro), ref,
+              frozen)[1]),
           state["params"]))
       (loss, metrics, grads), _ = jax.lax.scan(body, zeros, micro)
       loss, metrics, grads = jax.tree.map(lambda x: x / a,
@@ -286,13 +320,13 @@ class Trainer:
                    skipped=1.0 - finite.astype(jnp.float32))
     return out, metrics
 
-  def _eval_step(self, state: State, batch):
+  def _eval_step(self, state: State, batch, frozen=None):
     loss, metrics = self.loss_fn(state["params"], batch,
-                                 state.get("ref_params"))
+                                 state.get("ref_params"), frozen)
     n = jnp.sum(batch["example_mask"].astype(jnp.float32))
     out = dict(metrics, loss=loss, n=n)
     if self.cfg.kind == "value":
-      model = self._model(state["params"])
+      model = self._model(state["params"], frozen)
       tok = batch["tokens"]
       pred = gather_positions(model(tok, _positions(tok)), batch["value_pos"])
       if self.cfg.value_loss == "bce":
@@ -319,37 +353,53 @@ class Trainer:
     return (which, self.cfg, self.graphdef, self.mesh, self.rules,
             tuple(sorted((k, np.ndim(v)) for k, v in batch.items())))
 
+  def _split_frozen(self, state: State):
+    if not self.has_frozen:
+      return state, None
+    if "frozen" not in state:
+      raise ValueError("Trainer: the model has frozen (LoRA base) weights but "
+                       "the state has no 'frozen' entry")
+    rest = {k: v for k, v in state.items() if k != "frozen"}
+    return rest, state["frozen"]
+
   def train_step(self, state: State, batch) -> tuple[State, dict]:
-    """One optimizer step (jitted, sharded, state donated)."""
+    """One optimizer step (jitted, sharded, state donated; LoRA base weights
+    are an extra argument that is not donated and comes back unchanged)."""
     if not isinstance(next(iter(batch.values())), jax.Array):
       batch = self.put_batch(batch)
+    state, frozen = self._split_frozen(state)
     if self._train is None:
       key = self._cache_key("train", batch)
       if key not in _JIT_CACHE:
         state_sh = self.state_shardings(state)
         _JIT_CACHE[key] = jax.jit(
             self._train_step,
-            in_shardings=(state_sh, self._batch_shardings(batch)),
+            in_shardings=(state_sh, self._batch_shardings(batch),
+                          self.frozen_sh),
             out_shardings=(state_sh, self._repl),
             donate_argnums=(0,))
       self._train = _JIT_CACHE[key]
     with jax.set_mesh(self.mesh):
-      return self._train(state, batch)
+      new_state, metrics = self._train(state, batch, frozen)
+    if frozen is not None:
+      new_state["frozen"] = frozen
+    return new_state, metrics
 
   def eval_step(self, state: State, batch) -> dict:
     if not isinstance(next(iter(batch.values())), jax.Array):
       batch = self.put_batch(batch)
+    state, frozen = self._split_frozen(state)
     if self._eval is None:
       key = self._cache_key("eval", batch)
       if key not in _JIT_CACHE:
         _JIT_CACHE[key] = jax.jit(
             self._eval_step,
             in_shardings=(self.state_shardings(state),
-                          self._batch_shardings(batch)),
+                          self._batch_shardings(batch), self.frozen_sh),
             out_shardings=self._repl)
       self._eval = _JIT_CACHE[key]
     with jax.set_mesh(self.mesh):
-      return self._eval(state, batch)
+      return self._eval(state, batch, frozen)
 
   def evaluate(self, state: State, batches: Iterable[Mapping[str, np.ndarray]]
                ) -> dict[str, float]:
@@ -378,13 +428,20 @@ class Trainer:
 
 
 def params_from_model(model: nnx.Module) -> dict:
+  """All of `model`'s Params (frozen ones included) as a pure dict."""
   return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
 def model_from_params(model_template: nnx.Module, params: dict) -> nnx.Module:
-  """A module with `model_template`'s graph and the given pure-dict params."""
+  """A module with `model_template`'s graph and the given pure-dict params
+  (all Params, as `params_from_model` gives them)."""
   graphdef, _, rest = nnx.split(model_template, nnx.Param, ...)
   return nnx.merge(graphdef, params, rest)
+
+
+def model_from_state(trainer: Trainer, state: State) -> nnx.Module:
+  """The trained module of a train state (LoRA: base + adapters)."""
+  return trainer._model(state["params"], state.get("frozen"))
 
 
 StepFn = Callable[[State, Mapping[str, np.ndarray]], tuple[State, dict]]

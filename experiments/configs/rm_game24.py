@@ -31,6 +31,12 @@ def get_config(flavour: str = "orm") -> ml_collections.ConfigDict:
                     "intermediate_size": 384,
                     "max_position_embeddings": 1024},
       "dtype": "float32",  # Compute dtype; "bfloat16" keeps f32 master weights.
+      # LoRA: rank 0 = full fine-tuning; e.g. --config.model.lora_rank=8
+      # trains rank-8 adapters on lora_targets (+ the value head) only.
+      "lora_rank": 0,
+      "lora_alpha": 16.0,
+      "lora_targets": "q,k,v,o,gate,up,down",
+      "lora_save": "merged",  # "merged" | "separate"
   })
   c.data = ml_collections.ConfigDict({
       "train": {"orm": "/tmp/armap_jax/synthesize_game24/pairs.jsonl",
