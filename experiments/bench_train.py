@@ -28,6 +28,9 @@ _VOCAB = flags.DEFINE_integer("vocab", 2048, "Vocabulary size.")
 _HIDDEN = flags.DEFINE_integer("hidden", 256, "Hidden size.")
 _LAYERS = flags.DEFINE_integer("layers", 4, "Decoder layers.")
 _SKIP_TRL = flags.DEFINE_bool("skip_trl", False, "Only time our step.")
+_LORA_RANK = flags.DEFINE_integer(
+    "lora_rank", 0, "Ours with LoRA adapters of this rank on all projections "
+    "(0 = full fine-tuning); logs the trainable parameter count.")
 
 LR = 1e-4
 
@@ -76,6 +79,12 @@ def matmul_flops() -> float:
   return best
 
 
+def lora_config():
+  """`--lora_rank` -> LoRAConfig (alpha = 2 x rank) or None."""
+  from armap_jax.training import lora
+  return lora.from_flat(_LORA_RANK.value, 2.0 * _LORA_RANK.value)
+
+
 def bench_ours(chosen, rejected) -> float:
   import jax
   import numpy as np
@@ -86,11 +95,13 @@ def bench_ours(chosen, rejected) -> float:
   from armap_jax.training.reward_model import RewardModel
 
   cfg = ModelConfig.tiny("llama", **model_dims())
-  model = RewardModel(cfg, rngs=nnx.Rngs(0))
+  model = RewardModel(cfg, rngs=nnx.Rngs(0), lora=lora_config())
   mesh = shd.make_mesh(shd.MeshConfig(data=1), jax.devices()[:1])
   tc = T.TrainConfig(batch_size=_BATCH.value, lr=LR, warmup_steps=0,
                      schedule="constant", clip_norm=1.0, weight_decay=0.0)
   tr = T.Trainer(tc, model, mesh)
+  logging.info("ours: %d trainable parameters (lora_rank=%d)",
+               tr.num_trainable(), _LORA_RANK.value)
   state = tr.init_state(model)
   b, t = _BATCH.value, _SEQ.value
 
