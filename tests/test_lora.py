@@ -212,3 +212,53 @@ def test_bad_configs_name_the_field(tok):
   with pytest.raises(ValueError, match=r"LoRAConfig\.targets: 'gate'"):
     RewardModel(H.tiny_model_config(tok, arch="gpt2"), rngs=nnx.Rngs(0),
                 lora=L.LoRAConfig(targets=("q", "gate")))
+
+
+def test_launcher_lora_resume_and_scorer(tmp_path):
+  """train_from_config with --config.model.lora_rank: resumes, and the ORM
+  scorer loads the (separate-mode) LoRA run from its directory alone."""
+  import importlib.util
+  import json
+  from armap_jax import records
+  from armap_jax.rewards import orm
+  from armap_jax.training import run as run_lib
+  spec = importlib.util.spec_from_file_location(
+      "rm_game24", "experiments/configs/rm_game24.py")
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+
+  def config(steps):
+    c = mod.get_config("orm")
+    c.workdir = str(tmp_path / "run")
+    c.model.tokenizer = str(tmp_path / "tok")
+    c.model.overrides = dict(hidden_size=32, num_layers=1, num_heads=2,
+                             num_kv_heads=2, head_dim=16, intermediate_size=64,
+                             max_position_embeddings=256)
+    c.model.update(lora_rank=4, lora_alpha=8.0, lora_targets="q,v,up",
+                   lora_save="separate")
+    c.data.train = str(tmp_path / "pairs.jsonl")
+    c.data.update(max_length=64, min_bucket=64, eval_frac=0.25)
+    c.train.update(steps=steps, batch_size=8, lr=1e-2, warmup_steps=1,
+                   eval_every=4, save_every=4, log_every=2)
+    return c
+
+  tok = H.tiny_tokenizer(chat=True)
+  tok.save_pretrained(str(tmp_path / "tok"))
+  records.append_jsonl(tmp_path / "pairs.jsonl", H.marker_pairs(32))
+  run_lib.train_from_config(config(4))
+  last = run_lib.train_from_config(config(8))  # Resumes at 4.
+  assert np.isfinite(last["loss"])
+  run = tmp_path / "run"
+  lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text()
+           .splitlines()]
+  assert max(l["step"] for l in lines if l["split"] == "train") == 8
+  info = json.loads((run / "config.json").read_text())["reward_model"]
+  assert info["lora"]["rank"] == 4 and info["lora"]["save"] == "separate"
+  assert not (run / "ckpt" / "8" / "merged").exists()
+  scorer = orm.ORMScorer.from_checkpoint(str(run), which="latest")
+  s = scorer.score([p.positive for p in H.marker_pairs(4, seed=3)])
+  assert s.shape == (4,) and np.all(np.isfinite(s))
+  with pytest.raises(ValueError, match=r"model\.lora_rank"):
+    c = config(8)
+    c.model.lora_rank = -1
+    run_lib.train_from_config(c)
