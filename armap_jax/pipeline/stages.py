@@ -194,9 +194,10 @@ def tree_values(cfg, wd, policy) -> dict[str, Any]:
 
   ids = train_puzzle_ids(cfg, cfg.collect.num_puzzles or 0)
   ids = ids[:cfg.tree.num_puzzles]
+  temp = cfg.collect.temperature  # The policy's calibrated temperature.
   searcher = MCTS(rule="puct", gamma=1.0,
-                  expand_sampling=sampling(cfg, 1.0, cfg.seed + 1),
-                  rollout_sampling=sampling(cfg, 1.0, cfg.seed + 2))
+                  expand_sampling=sampling(cfg, temp, cfg.seed + 1),
+                  rollout_sampling=sampling(cfg, temp, cfg.seed + 2))
   budget = Budget(max_steps=cfg.max_steps, rollouts=cfg.tree.rollouts,
                   children=cfg.tree.children)
   scorer = OracleScorer(None, name="env-reward")  # Train puzzles' reward.
