@@ -82,6 +82,35 @@ def apply_rope(x_btnh: jax.Array, cos_bth: jax.Array,
   return x_btnh * cos + rotated * sin
 
 
+def dense(x: jax.Array, w: jax.Array, n_in: int = 1) -> jax.Array:
+  """Contracts the last `n_in` axes of `x` with the first `n_in` axes of `w`.
+
+  Equivalent to an einsum such as "btd,dnh->btnh" (n_in=1) or
+  "btnh,nhd->btd" (n_in=2), but computed as one 2-D matmul
+  [prod(lead), prod(in)] @ [prod(in), prod(out)]. On XLA CPU the 2-D form
+  matters for training: the weight gradient of a 3-D einsum contracts over
+  two axes (batch and length), which XLA canonicalises with a transposed copy
+  of the activation gradient, while the 2-D weight gradient is a single
+  transposed-operand matmul (the MLP backward is ~2x faster measured here).
+
+  Args:
+    x: [*lead, *in] activations.
+    w: [*in, *out] weights (cast by the caller).
+    n_in: number of contracted axes.
+
+  Returns:
+    [*lead, *out] in x's dtype.
+  """
+  lead, ins = x.shape[:x.ndim - n_in], x.shape[x.ndim - n_in:]
+  if tuple(w.shape[:n_in]) != tuple(ins):
+    raise ValueError(f"dense: x axes {ins} do not match w axes "
+                     f"{w.shape[:n_in]}")
+  outs = w.shape[n_in:]
+  y = jnp.dot(x.reshape(math.prod(lead), math.prod(ins)),
+              w.reshape(math.prod(ins), math.prod(outs)))
+  return y.reshape(*lead, *outs)
+
+
 def activation(name: str, x: jax.Array) -> jax.Array:
   if name == "silu":
     return jax.nn.silu(x)
