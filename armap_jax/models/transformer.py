@@ -112,12 +112,16 @@ def _block(config: ModelConfig, dtype, x_btd, w, cos_sin, mask_bts,
   if cache_kv is None:
     keys, values, new_kv = k, v, None
   else:
-    ck, cv = cache_kv
-    idx = (0, cache_index, 0, 0)
-    ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), idx)
-    cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), idx)
+    # The whole [L, B, S, K, H] cache rides in the scan carry and is updated
+    # in place at (layer, :, cache_index): passing it as scan xs/ys instead
+    # makes XLA copy every layer's cache in and out on each decode step.
+    ck, cv, layer = cache_kv
+    idx = (layer, 0, cache_index, 0, 0)
+    ck = jax.lax.dynamic_update_slice(ck, k[None].astype(ck.dtype), idx)
+    cv = jax.lax.dynamic_update_slice(cv, v[None].astype(cv.dtype), idx)
     new_kv = (ck, cv)
-    keys, values = ck.astype(dtype), cv.astype(dtype)
+    keys = jax.lax.dynamic_index_in_dim(ck, layer, 0, False).astype(dtype)
+    values = jax.lax.dynamic_index_in_dim(cv, layer, 0, False).astype(dtype)
   attn = layers.attention(q, keys, values, mask_bts)
   out = jnp.einsum("btnh,nhd->btd", attn, cast(w["o_proj"]))
   if c.attention_out_bias:
@@ -169,12 +173,25 @@ def _hidden(c: ModelConfig, dtype, w: dict[str, Any], tokens_bt, positions_bt,
     near = (q_slot[:, None] - k_slot[None, :]) < c.sliding_window
     attn_mask_bts = attn_mask_bts & near[None]
 
-  def body(x_btd, xs):
-    lw, kv = xs
-    return _block(c, dtype, x_btd, lw, cos_sin, attn_mask_bts, kv, cache_index)
+  if cache is None:
+    def body(x_btd, lw):
+      return _block(c, dtype, x_btd, lw, cos_sin, attn_mask_bts, None,
+                    cache_index)[0], None
 
-  kv_in = None if cache is None else (cache["k"], cache["v"])
-  x, kv_out = jax.lax.scan(body, x, (w["layers"], kv_in))
+    x, _ = jax.lax.scan(body, x, w["layers"])
+    kv_out = None
+  else:
+    def body(carry, xs):
+      x_btd, ck, cv = carry
+      lw, layer = xs
+      x_btd, (ck, cv) = _block(c, dtype, x_btd, lw, cos_sin, attn_mask_bts,
+                               (ck, cv, layer), cache_index)
+      return (x_btd, ck, cv), None
+
+    layer_ids = jnp.arange(c.num_layers, dtype=jnp.int32)
+    (x, ck, cv), _ = jax.lax.scan(body, (x, cache["k"], cache["v"]),
+                                  (w["layers"], layer_ids))
+    kv_out = (ck, cv)
   if c.norm_type == "layer":
     x = layers.layer_norm(x, w["final_norm"], w["final_norm_bias"], c.norm_eps)
   else:
