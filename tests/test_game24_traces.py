@@ -113,3 +113,45 @@ def test_prompt_format_matches_traces(traces, tmp_path):
   write_traces(path, traces[:5])
   rows = [json.loads(ln) for ln in path.read_text().splitlines()]
   assert [r["text"] for r in rows] == [x.text for x in traces[:5]]
+
+
+def test_near_miss_lines_look_solved_but_are_wrong():
+  import random
+
+  from armap_jax.data.game24_traces import near_miss_lines, solution_lines
+  rng = random.Random(3)
+  found = 0
+  for puzzle in game24.load_puzzles("train")[:60]:
+    sol = solution_lines(puzzle, rng)
+    assert sol is not None and game24.check_answer(puzzle, sol[-1])
+    nm = near_miss_lines(puzzle, rng)
+    if nm is None:
+      continue
+    found += 1
+    assert len(nm) == 4 and nm[2].endswith("(left: 24)")
+    assert not game24.check_answer(puzzle, nm[-1])
+  assert found >= 40  # Most puzzles admit one.
+
+
+def test_near_miss_pairs_labelled_by_the_env():
+  import random
+
+  from armap_jax.data.near_miss import near_miss_pairs
+  from armap_jax.data.synthesize import execute
+  from armap_jax.data.game24_traces import solution_lines
+  puzzles = game24.load_puzzles("train")[:12]
+  rng = random.Random(0)
+  env = game24.Game24Env(protocol="tot")
+  trajs = [execute(env, game24.task_id_for(p), solution_lines(p, rng))
+           for p in puzzles]
+  pairs = near_miss_pairs(trajs, lambda: game24.Game24Env(protocol="tot"), 2,
+                          random.Random(1))
+  assert len(pairs) >= 12
+  assert {p.task_id for p in pairs} <= {t.task_id for t in trajs}
+  for p in pairs:
+    assert p.positive.success and not p.negative.success
+    assert p.source == "near_miss"
+    assert p.negative.steps[2].action.endswith("(left: 24)")
+  # The env protocol does the arithmetic itself: no slips to write.
+  assert near_miss_pairs(trajs, lambda: game24.Game24Env(protocol="env"), 2,
+                         random.Random(1)) == []

@@ -39,6 +39,9 @@ def get_config(flavour: str = "default") -> ml_collections.ConfigDict:
       "comparison": True,
       "action_edit": True,
       "backward": 200,  # Backward-generated puzzles (never test/dev).
+      # Near-miss pairs per puzzle (tot): a correct trace vs one with a slip
+      # carried through to "left: 24" (data/near_miss.py).
+      "near_miss": 3,
       "edits_per_positive": 2,
       "max_pairs_per_task": 4,
       "heldout_frac": 0.1,  # Train puzzles whose pairs are held out.
@@ -69,6 +72,8 @@ def get_config(flavour: str = "default") -> ml_collections.ConfigDict:
       "reflexion_attempts": 3,
       "mcts_rollouts": 8,
       "mcts_children": 4,
+      # MCTS rollouts: < 0 greedy (ARMAP-M's choice), else this temperature.
+      "mcts_rollout_temperature": -1.0,
       "beam_width": 3,
       "beam_expansions": 3,
       "temperature": 0.5,  # See collect.temperature.

@@ -78,8 +78,10 @@ def _action_text(step: Step, include_thoughts: bool) -> str:
 def _plain_segments(instruction: str, steps: Sequence[Step],
                     cfg: FormatConfig) -> tuple[str, list[tuple[str, str]], str]:
   prefix = f"Instruction: {instruction}\n"
+  # An empty observation (e.g. a view that hides them) takes no tokens.
   segs = [(_action_text(s, cfg.include_thoughts) + "\n",
-           f"Observation: {s.observation}\n") for s in steps]
+           f"Observation: {s.observation}\n" if s.observation else "")
+          for s in steps]
   suffix = cfg.eval_suffix if cfg.include_suffix else ""
   return prefix, segs, suffix
 

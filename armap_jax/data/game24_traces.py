@@ -109,12 +109,25 @@ def trace_text(puzzle: str, lines: Sequence[str]) -> str:
 
 
 def _one_trace(puzzle: str, cfg: TraceConfig, rng: random.Random) -> Trace:
-  # The writer's belief: (value, expression) per remaining number.
-  items = [(Fraction(n), str(n)) for n in puzzle.split()]
   is_solution = rng.random() < cfg.solution_share
   skill = 1.0 if is_solution else rng.uniform(*cfg.skill_range)
   slip_at = rng.randrange(3) if rng.random() < cfg.slip_share else -1
   left_at = rng.randrange(2) if rng.random() < cfg.left_error_share else -1
+  lines = _write(puzzle, rng, skill, slip_at, left_at)
+  return Trace(puzzle=puzzle, lines=lines,
+               kind="solution" if is_solution else "wandering",
+               slip=slip_at >= 0, left_error=left_at >= 0,
+               correct=game24.check_answer(puzzle, lines[-1]))
+
+
+def _write(puzzle: str, rng: random.Random, skill: float, slip_at: int,
+           left_at: int, claim_24: bool = False) -> tuple[str, ...]:
+  """Three steps and the answer line, written by a player who plays a winning
+  move (from what it believes) with probability `skill`, slips at step
+  `slip_at` and misremembers a remaining number after step `left_at`
+  (-1: never). `claim_24`: a slip at the last step writes 24 as its result."""
+  # The writer's belief: (value, expression) per remaining number.
+  items = [(Fraction(n), str(n)) for n in puzzle.split()]
   lines = []
   for k in range(3):
     values = [v for v, _ in items]
@@ -130,7 +143,7 @@ def _one_trace(puzzle: str, cfg: TraceConfig, rng: random.Random) -> Trace:
     eb = items.pop(ib)[1]
     c = apply_op(a, op, b)
     if k == slip_at:
-      c = _slip(c, rng)
+      c = Fraction(24) if claim_24 and k == 2 and c != 24 else _slip(c, rng)
     wrap = lambda e: e if " " not in e else f"({e})"
     items.append((c, f"{wrap(ea)} {op} {wrap(eb)}"))
     if k == left_at and len(items) > 1:
@@ -142,12 +155,37 @@ def _one_trace(puzzle: str, cfg: TraceConfig, rng: random.Random) -> Trace:
       items[j] = (wrong, format_number(wrong))
     lines.append(f"{format_number(a)} {op} {format_number(b)} = "
                  f"{format_number(c)} (left: {format_numbers(v for v, _ in items)})")
-  answer = f"Answer: {items[0][1]} = 24"
-  lines.append(answer)
-  return Trace(puzzle=puzzle, lines=tuple(lines),
-               kind="solution" if is_solution else "wandering",
-               slip=slip_at >= 0, left_error=left_at >= 0,
-               correct=game24.check_answer(puzzle, answer))
+  lines.append(f"Answer: {items[0][1]} = 24")
+  return tuple(lines)
+
+
+def solution_lines(puzzle: str, rng: random.Random) -> tuple[str, ...] | None:
+  """A correct trace of `puzzle` (None if it has no solution)."""
+  if not winning_moves([Fraction(n) for n in puzzle.split()]):
+    return None
+  return _write(puzzle, rng, 1.0, -1, -1)
+
+
+def near_miss_lines(puzzle: str, rng: random.Random, tries: int = 30
+                   ) -> tuple[str, ...] | None:
+  """A trace that *looks* solved but is wrong (None if none was found).
+
+  Exactly one slip (a step's written result is off; at the last step, a
+  wrong result written as 24) or one misremembered remaining number; the
+  writer otherwise plays winning moves from what it believes, so the steps
+  end at "left: 24" while the answer expression does not make 24: the
+  mistake a reward model has to catch in the policy's own traces.
+  """
+  for _ in range(tries):
+    if rng.random() < 0.7:
+      slip_at, left_at = rng.randrange(3), -1
+    else:
+      slip_at, left_at = -1, rng.randrange(2)
+    lines = _write(puzzle, rng, 1.0, slip_at, left_at, claim_24=True)
+    if (lines[2].endswith("(left: 24)")
+        and not game24.check_answer(puzzle, lines[-1])):
+      return lines
+  return None
 
 
 def _slip(c: Fraction, rng: random.Random) -> Fraction:

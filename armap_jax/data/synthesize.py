@@ -49,6 +49,8 @@ class SynthesisConfig:
     action_edit: make action-edited negatives of every successful trajectory.
     refinement: refine instructions with an LLM (needs `llm`).
     backward: number of Game of 24 backward-generated puzzles (0 = off).
+    near_miss: Game of 24 (``tot``) near-miss pairs per puzzle of the
+      trajectories and of the backward puzzles (0 = off; `data.near_miss`).
     editor: "game24", "valid" or "text" (see `data.edits`).
     continuation: after the edited step, "replay" the original actions or
       "random_valid" (random valid actions; replay where the env lists none).
@@ -64,6 +66,7 @@ class SynthesisConfig:
   action_edit: bool = True
   refinement: bool = False
   backward: int = 0
+  near_miss: int = 0
   editor: str = "game24"
   continuation: str = "random_valid"
   edits_per_positive: int = 1
@@ -381,12 +384,20 @@ def synthesize(trajectories: Sequence[records.Trajectory],
             meta={"pos_reward": r.reward, "neg_reward": t.reward}))
     logging.info("refinement: %d refined, %d pairs", len(refined), len(got))
     pairs += got
+  backward = []
   if config.backward > 0:
-    pos = backward_positives(config.backward, env_factory, seed=config.seed,
-                             max_steps=config.max_steps)
-    got = action_edit_pairs(pos, env_factory, config, rng,
+    backward = backward_positives(config.backward, env_factory,
+                                  seed=config.seed, max_steps=config.max_steps)
+    got = action_edit_pairs(backward, env_factory, config, rng,
                             source="backward_generation")
-    logging.info("backward_generation: %d puzzles, %d pairs", len(pos), len(got))
+    logging.info("backward_generation: %d puzzles, %d pairs", len(backward),
+                 len(got))
+    pairs += got
+  if config.near_miss > 0:
+    from armap_jax.data.near_miss import near_miss_pairs
+    got = near_miss_pairs(trajs + backward, env_factory, config.near_miss, rng,
+                          max_steps=config.max_steps)
+    logging.info("near_miss: %d pairs", len(got))
     pairs += got
   return pairs
 

@@ -35,7 +35,7 @@ from armap_jax.data import format as fmt_lib
 from armap_jax.records import Step, Trajectory
 
 SCORER_FILE = "scorer.json"
-EVAL_SUFFIX = "Does this reach 24 correctly? Score:"
+EVAL_SUFFIX = "Is every step and the answer correct: "
 
 
 # ----------------------------------------------------------------------------

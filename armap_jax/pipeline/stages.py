@@ -158,7 +158,8 @@ def synthesize(cfg, wd) -> dict[str, Any]:
   trajs = rollout.load_trajectories(wd.path(FILES["trajectories"]))
   scfg = syn.SynthesisConfig(
       comparison=cfg.synth.comparison, action_edit=cfg.synth.action_edit,
-      backward=cfg.synth.backward, editor="game24",
+      backward=cfg.synth.backward, near_miss=cfg.synth.near_miss,
+      editor="game24",
       edits_per_positive=cfg.synth.edits_per_positive,
       max_pairs_per_task=cfg.synth.max_pairs_per_task,
       max_steps=cfg.max_steps, seed=cfg.seed)
