@@ -61,6 +61,7 @@ def runner_config(cfg, wd):
   c.budget.expansions = int(e.beam_expansions)
   c.budget.children = int(e.mcts_children)
   c.budget.rollouts = int(e.mcts_rollouts)
+  c.search.rollout_temperature = float(e.mcts_rollout_temperature)
   c.budget.max_attempts = int(e.reflexion_attempts)
   return c
 

@@ -61,6 +61,8 @@ def default_config() -> ml_collections.ConfigDict:
       "c": -1.0,  # < 0: the rule's default.
       "gamma": 0.9,
       "rollout_horizon": -1,  # < 0: to the end (ARMAP-M).
+      # MCTS rollouts: < 0 greedy (ARMAP-M), else sampled at this temperature.
+      "rollout_temperature": -1.0,
       "evaluate_children": False,
       "subtree_width": 1,  # DVTS.
   })
@@ -200,6 +202,9 @@ def build_searcher(cfg, method: str | None = None):
     return make_searcher(
         "mcts", rule=s.rule, c=None if s.c < 0 else s.c, gamma=s.gamma,
         expand_sampling=samp,
+        rollout_sampling=dataclasses.replace(GREEDY, seed=s.seed)
+        if s.rollout_temperature < 0 else Sampling(
+            temperature=s.rollout_temperature, seed=s.seed + 1),
         rollout_horizon=None if s.rollout_horizon < 0 else s.rollout_horizon,
         evaluate_children=s.evaluate_children)
   raise ValueError(f"config.method: unknown method {method!r}; expected one "
