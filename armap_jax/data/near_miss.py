@@ -51,10 +51,9 @@ def near_miss_pairs(trajectories: Iterable[records.Trajectory],
   if per_task <= 0:
     return []
   wins: dict[str, list[records.Trajectory]] = collections.defaultdict(list)
-  order: list[str] = []
+  order: dict[str, None] = {}  # First-seen order, each puzzle once.
   for t in trajectories:
-    if t.task_id not in wins:
-      order.append(t.task_id)
+    order.setdefault(t.task_id)
     if t.success:
       wins[t.task_id].append(t)
   env = env_factory()
