@@ -3,6 +3,14 @@ r"""Train (or resume) a reward model: ARMAP ORM, AgentRM explicit or implicit PR
   python experiments/train_rm.py --config=experiments/configs/rm_game24.py \
       --config.data.train=pairs.jsonl --config.train.steps=300
 
+LoRA (only rank-r adapters + the value head train; base weights frozen):
+
+  python experiments/train_rm.py --config=experiments/configs/rm_game24.py \
+      --config.model.pretrained=smollm2-135m-instruct \
+      --config.model.lora_rank=8 --config.model.lora_alpha=16 \
+      --config.model.lora_targets=q,k,v,o,gate,up,down \
+      --config.model.lora_save=merged   # or separate
+
 Re-running the same command resumes from --config.workdir. Multi-host: set
 --config.distributed.coordinator_address/num_processes/process_id on every
 process (each reads its own rows of every global batch).

@@ -214,6 +214,7 @@ def test_bad_configs_name_the_field(tok):
                 lora=L.LoRAConfig(targets=("q", "gate")))
 
 
+@pytest.mark.slow
 def test_launcher_lora_resume_and_scorer(tmp_path):
   """train_from_config with --config.model.lora_rank: resumes, and the ORM
   scorer loads the (separate-mode) LoRA run from its directory alone."""
