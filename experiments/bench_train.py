@@ -31,6 +31,9 @@ _SKIP_TRL = flags.DEFINE_bool("skip_trl", False, "Only time our step.")
 _LORA_RANK = flags.DEFINE_integer(
     "lora_rank", 0, "Ours with LoRA adapters of this rank on all projections "
     "(0 = full fine-tuning); logs the trainable parameter count.")
+_BREAKDOWN = flags.DEFINE_bool(
+    "breakdown", False, "Also time our jitted forward (loss) and forward + "
+    "backward (value_and_grad) alone, without the optimizer update.")
 
 LR = 1e-4
 
@@ -121,7 +124,31 @@ def bench_ours(chosen, rejected) -> float:
   dt = time.perf_counter() - t0
   logging.info("ours: %d steps in %.2fs, loss %.4f", _STEPS.value, dt,
                float(m["loss"]))
+  if _BREAKDOWN.value:
+    fwd_s, grad_s = _fwd_bwd_times(tr, state, tr.put_batch(batch(0)), mesh)
+    print(f"ours breakdown: forward {fwd_s * 1e3:.0f} ms, forward+backward "
+          f"{grad_s * 1e3:.0f} ms (backward = {grad_s / fwd_s - 1:.1f}x "
+          f"forward), optimizer step + rest "
+          f"{(dt / _STEPS.value - grad_s) * 1e3:.0f} ms")
   return 2 * b * t * _STEPS.value / dt
+
+
+def _fwd_bwd_times(tr, state, batch, mesh, repeats: int = 3):
+  """Best-of-`repeats` seconds of the jitted loss and of its value_and_grad."""
+  import jax
+  frozen = state.get("frozen")
+  loss = lambda p, b, fr: tr.loss_fn(p, b, None, fr)[0]
+  out = []
+  with jax.set_mesh(mesh):
+    for fn in (jax.jit(loss), jax.jit(jax.value_and_grad(loss))):
+      jax.block_until_ready(fn(state["params"], batch, frozen))
+      best = float("inf")
+      for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(state["params"], batch, frozen))
+        best = min(best, time.perf_counter() - t0)
+      out.append(best)
+  return out[0], out[1]
 
 
 def bench_trl(chosen, rejected) -> float:
