@@ -26,6 +26,11 @@ _PROMPT_LEN = flags.DEFINE_integer("prompt_len", 128, "prompt tokens")
 _NEW_TOKENS = flags.DEFINE_integer("new_tokens", 64, "new tokens per row")
 _REPEATS = flags.DEFINE_integer("repeats", 1, "timed runs (best is kept)")
 _TORCH = flags.DEFINE_bool("torch", True, "also time torch generate")
+_UNROLL = flags.DEFINE_bool(
+    "unroll_layers", True, "Decoder(unroll_layers=...): unrolled decode step "
+    "(faster steps, longer compile; compile time is excluded here)")
+_THREADS = flags.DEFINE_integer(
+    "threads", 0, "torch.set_num_threads (0: os.cpu_count(), what XLA uses)")
 _BW_MB = flags.DEFINE_integer("bw_mb", 512, "MiB copied for the bandwidth probe")
 
 
@@ -79,6 +84,7 @@ def main(argv):
 
   from armap_jax import decoding
 
+  torch.set_num_threads(_THREADS.value or os.cpu_count())
   bw = memory_bandwidth_gbs(_BW_MB.value)
   print(f"machine: {os.cpu_count()} CPUs, jax {jax.__version__} "
         f"({jax.devices()[0].platform}), torch {torch.__version__} "
@@ -92,7 +98,8 @@ def main(argv):
     n_params = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(
         nnx.state(ours, nnx.Param)))
     weight_bytes = 4 * n_params
-    dec = decoding.Decoder(ours, None, eos_token_ids=[])
+    dec = decoding.Decoder(ours, None, eos_token_ids=[],
+                           unroll_layers=_UNROLL.value)
     if tmodel is not None:
       tmodel.generation_config.eos_token_id = None
     print(f"\n== {name}: {n_params / 1e6:.1f}M params ({weight_bytes / 1e6:.0f} "
@@ -133,14 +140,14 @@ def main(argv):
                  dict(do_sample=True, temperature=0.8, top_p=0.95, top_k=0))
 
           def torch_run():
-            with torch.no_grad():
+            with torch.inference_mode():
               out = tmodel.generate(ids, attention_mask=torch.ones_like(ids),
                                     max_new_tokens=new, min_new_tokens=new,
                                     pad_token_id=0, **tkw)
             assert out.shape[1] == ids.shape[1] + new
 
           torch.manual_seed(0)
-          with torch.no_grad():  # Warm-up (first-call overheads).
+          with torch.inference_mode():  # Warm-up (first-call overheads).
             tmodel.generate(ids[:1, :8], max_new_tokens=2, pad_token_id=0,
                             **tkw)
           t_torch = timed(torch_run)

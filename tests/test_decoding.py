@@ -259,3 +259,18 @@ def test_bad_inputs_raise_clear_errors(tiny):
     decoding.generate(tiny, None, [[1, 2]], n=0)
   with pytest.raises(ValueError, match="need a tokenizer"):
     decoding.generate(tiny, None, [[1, 2]], stop=["\n"])
+
+
+def test_unrolled_decode_step_matches_scanned(tiny):
+  """unroll_layers=True (unstacked weights, unrolled layers) changes nothing."""
+  prompts = [[5, 6, 7, 8, 9], [3, 4], [10, 11, 12]]
+  kw = dict(n=2, max_new_tokens=6, temperature=[0.0, 0.9, 0.7], top_p=0.9,
+            seed=3)
+  scanned = decoding.Decoder(tiny, None, eos_token_ids=[]).generate(
+      prompts, **kw)
+  unrolled = decoding.Decoder(tiny, None, eos_token_ids=[],
+                              unroll_layers=True).generate(prompts, **kw)
+  for ga, gb in zip(scanned, unrolled):
+    for a, b in zip(ga, gb):
+      assert a.token_ids == b.token_ids
+      np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)

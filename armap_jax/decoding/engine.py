@@ -34,6 +34,7 @@ from flax import nnx
 from armap_jax.decoding import batching
 from armap_jax.decoding.sampling import SamplingArrays, row_keys, sample_tokens
 from armap_jax.decoding.stops import MATCHED, StopTables, trim_at_stop
+from armap_jax.models import transformer
 
 # Finish codes carried on device.
 RUNNING, EOS, STOP_STRING, LENGTH, STOP_TOKEN = 0, 1, 2, 3, 4
@@ -85,6 +86,30 @@ def _prefill(graphdef, state, tokens_bp, mask_bp, row_prompt_r, *, cache_len):
   return cache, batching.shard_rows(logits_bv[row_prompt_r])
 
 
+def cached_step_fn(model, unroll_layers: bool = False):
+  """(tokens, positions, mask, cache, index) -> (logits, cache) for decode.
+
+  With `unroll_layers` and a `Transformer`, the stacked layer weights are
+  sliced once here (call this outside the decode loop) and each step runs the
+  unrolled layers on them: about 15% less CPU per decode step for
+  SmolLM2-135M at batch 16 (the scan's per-step weight slicing is gone), at
+  about 6x the compile time. Otherwise the model is called as it is.
+  """
+  if not unroll_layers or not isinstance(model, transformer.Transformer):
+    return lambda tok, pos, mask, cache, idx: model(
+        tok, pos, mask, cache=cache, cache_index=idx)
+  config, dtype = model.config, model.dtype
+  weights = transformer.unstack_layers(model.weights())
+
+  def step(tok, pos, mask, cache, idx):
+    hidden, cache = transformer.hidden_from_weights(
+        config, dtype, weights, tok, pos, mask, cache=cache, cache_index=idx)
+    return transformer.logits_from_weights(config, dtype, weights,
+                                           hidden), cache
+
+  return step
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class _Rows:
@@ -110,12 +135,13 @@ def _finish_codes(tok_r, t, max_new_r, eos_e, stop_ids_e, stop_state_r,
   return code.astype(jnp.int32), jnp.where(hit_r, 0, nxt_r)
 
 
-@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("n_buf",),
+@functools.partial(jax.jit, static_argnums=(0,),
+                   static_argnames=("n_buf", "unroll_layers"),
                    donate_argnames=("cache",))
 def _decode(graphdef, state, cache, logits_rv, rows: _Rows, eos_e, stop_ids_e,
-            stop_table_sv, *, n_buf):
+            stop_table_sv, *, n_buf, unroll_layers=False):
   """Sample up to n_buf tokens per row with a while_loop over fixed buffers."""
-  model = nnx.merge(graphdef, state)
+  step = cached_step_fn(nnx.merge(graphdef, state), unroll_layers)
   num_rows, cache_len = rows.kv_valid.shape
   prompt_slots = cache_len - n_buf
 
@@ -151,8 +177,7 @@ def _decode(graphdef, state, cache, logits_rv, rows: _Rows, eos_e, stop_ids_e,
         kv_valid, jnp.ones((num_rows, 1), bool), (0, slot))
     prev_r = jax.lax.dynamic_slice_in_dim(inner[0], t - 1, 1, axis=1)
     pos_r1 = (rows.prompt_len + t - 1)[:, None]
-    logits, cache = model(prev_r, pos_r1, kv_valid[:, None, :], cache=cache,
-                          cache_index=slot)
+    logits, cache = step(prev_r, pos_r1, kv_valid[:, None, :], cache, slot)
     cache = batching.shard_cache(cache)
     inner = emit(inner, logits[:, -1].astype(jnp.float32), t)
     return t + 1, cache, kv_valid, inner
@@ -203,8 +228,11 @@ class Decoder:
 
   def __init__(self, model, tokenizer=None, *,
                eos_token_ids: Sequence[int] | int | None = None,
-               context_length: int | None = None):
+               context_length: int | None = None,
+               unroll_layers: bool = False):
+    """See the class docstring; `unroll_layers`: see `cached_step_fn`."""
     self.graphdef, self.state = nnx.split(model)
+    self.unroll_layers = bool(unroll_layers)
     self.tokenizer = tokenizer
     config = getattr(model, "config", None)
     self.vocab_size = int(getattr(config, "vocab_size", 0) or len(tokenizer))
@@ -326,7 +354,8 @@ class Decoder:
     tokens, logprobs, finish, counts, _ = _decode(
         self.graphdef, self.state, cache, logits, rows,
         _padded_ids(self.eos_token_ids), _padded_ids(stop_ids),
-        self.stop_table(strings), n_buf=n_buf)
+        self.stop_table(strings), n_buf=n_buf,
+        unroll_layers=self.unroll_layers)
     tokens, logprobs, finish, counts = jax.device_get(
         (tokens, logprobs, finish, counts))
 

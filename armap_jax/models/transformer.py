@@ -173,7 +173,17 @@ def _hidden(c: ModelConfig, dtype, w: dict[str, Any], tokens_bt, positions_bt,
     near = (q_slot[:, None] - k_slot[None, :]) < c.sliding_window
     attn_mask_bts = attn_mask_bts & near[None]
 
-  if cache is None:
+  if isinstance(w["layers"], (tuple, list)):
+    # Unstacked per-layer weights (see `unstack_layers`): an unrolled loop
+    # whose dots read each weight buffer directly. A scan over the stacked
+    # arrays slices (copies) every layer's weights on each call, which at
+    # decode batch sizes costs about as much as the matmuls themselves.
+    kv = None if cache is None else (cache["k"], cache["v"])
+    for layer, lw in enumerate(w["layers"]):
+      x, kv = _block(c, dtype, x, lw, cos_sin, attn_mask_bts,
+                     None if kv is None else (*kv, layer), cache_index)
+    kv_out = kv
+  elif cache is None:
     def body(x_btd, lw):
       return _block(c, dtype, x_btd, lw, cos_sin, attn_mask_bts, None,
                     cache_index)[0], None
@@ -198,6 +208,40 @@ def _hidden(c: ModelConfig, dtype, w: dict[str, Any], tokens_bt, positions_bt,
     x = layers.rms_norm(x, w["final_norm"], c.norm_eps)
   new_cache = None if kv_out is None else {"k": kv_out[0], "v": kv_out[1]}
   return x, new_cache
+
+
+def unstack_layers(weights: dict[str, Any]) -> dict[str, Any]:
+  """`weights` with "layers" as a tuple of per-layer dicts.
+
+  Used inside a jitted decode loop: the slicing happens once per call, outside
+  the loop, and each step's unrolled layers then read their weights in place.
+  """
+  stacked = weights["layers"]
+  num = next(iter(stacked.values())).shape[0]
+  layers_ = tuple({k: v[i] for k, v in stacked.items()} for i in range(num))
+  return {**weights, "layers": layers_}
+
+
+def hidden_from_weights(config: ModelConfig, dtype, weights: dict[str, Any],
+                        tokens_bt, positions_bt, attn_mask_bts=None,
+                        cache: Cache | None = None, cache_index=None):
+  """`Transformer.hidden` on explicit weights (stacked or `unstack_layers`)."""
+  cache_index = jnp.asarray(0 if cache_index is None else cache_index,
+                            jnp.int32)
+  return _hidden(config, dtype, weights, tokens_bt, positions_bt,
+                 attn_mask_bts, cache, cache_index)
+
+
+def logits_from_weights(config: ModelConfig, dtype, weights: dict[str, Any],
+                        hidden_btd: jax.Array) -> jax.Array:
+  """LM head (or tied embedding) on explicit weights -> float32 [B, T, V]."""
+  if config.tie_word_embeddings:
+    return jnp.einsum("btd,vd->btv", hidden_btd,
+                      weights["embed"].astype(dtype),
+                      preferred_element_type=jnp.float32)
+  return jnp.einsum("btd,dv->btv", hidden_btd,
+                    weights["lm_head"].astype(dtype),
+                    preferred_element_type=jnp.float32)
 
 
 class Transformer(nnx.Module):
