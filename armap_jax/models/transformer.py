@@ -97,9 +97,9 @@ def _block(config: ModelConfig, dtype, x_btd, w, cos_sin, mask_bts,
   c = config
   cast = lambda a: a.astype(dtype)
   h = _norm(c, x_btd, w, "attn_norm")
-  q = jnp.einsum("btd,dnh->btnh", h, cast(w["q_proj"]))
-  k = jnp.einsum("btd,dkh->btkh", h, cast(w["k_proj"]))
-  v = jnp.einsum("btd,dkh->btkh", h, cast(w["v_proj"]))
+  q = layers.dense(h, cast(w["q_proj"]))
+  k = layers.dense(h, cast(w["k_proj"]))
+  v = layers.dense(h, cast(w["v_proj"]))
   if c.attention_bias:
     q, k, v = q + cast(w["q_bias"]), k + cast(w["k_bias"]), v + cast(w["v_bias"])
   if c.qk_norm:
@@ -123,21 +123,21 @@ def _block(config: ModelConfig, dtype, x_btd, w, cos_sin, mask_bts,
     keys = jax.lax.dynamic_index_in_dim(ck, layer, 0, False).astype(dtype)
     values = jax.lax.dynamic_index_in_dim(cv, layer, 0, False).astype(dtype)
   attn = layers.attention(q, keys, values, mask_bts)
-  out = jnp.einsum("btnh,nhd->btd", attn, cast(w["o_proj"]))
+  out = layers.dense(attn, cast(w["o_proj"]), 2)
   if c.attention_out_bias:
     out = out + cast(w["o_bias"])
   x_btd = x_btd + out
   h = _norm(c, x_btd, w, "mlp_norm")
-  up = jnp.einsum("btd,df->btf", h, cast(w["up_proj"]))
+  up = layers.dense(h, cast(w["up_proj"]))
   if c.mlp_bias:
     up = up + cast(w["up_bias"])
   if c.mlp_type == "swiglu":
-    gate = jnp.einsum("btd,df->btf", h, cast(w["gate_proj"]))
+    gate = layers.dense(h, cast(w["gate_proj"]))
     act = layers.activation(c.hidden_act, gate) * up
   else:
     act = layers.activation(c.hidden_act, up)
   act = shd.shard(act, "batch", "length", "mlp")
-  down = jnp.einsum("btf,fd->btd", act, cast(w["down_proj"]))
+  down = layers.dense(act, cast(w["down_proj"]))
   if c.mlp_bias:
     down = down + cast(w["down_bias"])
   x_btd = shd.shard(x_btd + down, "batch", "length", "embed")

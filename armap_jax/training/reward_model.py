@@ -72,9 +72,9 @@ class RewardModel(nnx.Module):
       w = self.backbone.weights()
       w["layers"] = lora_lib.merge_layer_weights(
           w["layers"], self.lora.factors(), self.lora_config)
-      h_btd, _ = tfm._hidden(self.config, self.backbone.dtype, w, tokens_bt,
-                             positions_bt, attn_mask_bts, None,
-                             jnp.zeros((), jnp.int32))
+      h_btd, _ = tfm.hidden_from_weights(self.config, self.backbone.dtype, w,
+                                         tokens_bt, positions_bt,
+                                         attn_mask_bts)
     v = jnp.einsum("btd,d->bt", h_btd, self.value_w[...].astype(h_btd.dtype),
                    preferred_element_type=jnp.float32)
     return v + self.value_b[...].astype(jnp.float32)
