@@ -92,3 +92,28 @@ def test_uct_prefers_max_return():
     t = T.backup(t, np.array([b]), np.array([v], np.float32), 0.9)
   assert int(T.select(t, 0.01)[0]) == a  # Max return 1.0 > 0.6.
   assert int(T.select(t, 0.01, rule="puct")[0]) == b  # Mean 0.33 < 0.6.
+
+
+def test_tree_from_trajectories_monte_carlo_values():
+  from armap_jax import records
+  import dataclasses
+
+  from armap_jax.data.tree_values import step_values, tree_from_trajectories
+
+  def traj(actions, success):
+    return records.Trajectory(
+        task_id="t/1", env="e", instruction="i",
+        steps=tuple(records.Step(action=a, observation=f"o-{a}", reward=0.0)
+                    for a in actions),
+        reward=float(success), success=success)
+
+  tree = tree_from_trajectories([traj(["a", "b"], True), traj(["a", "c"], False),
+                                 traj(["a", "b"], True), traj(["d"], False)])
+  vals = {tuple(s.action for s in sv.steps): (sv.value, sv.visits)
+          for sv in step_values(tree)}
+  assert vals == {("a",): (2 / 3, 3), ("a", "b"): (1.0, 2), ("a", "c"): (0.0, 1),
+                  ("d",): (0.0, 1)}
+  assert sum(n.terminal for n in tree.nodes) == 3
+  with pytest.raises(ValueError, match="mixed tasks"):
+    tree_from_trajectories([traj(["a"], True),
+                            dataclasses.replace(traj(["a"], True), task_id="x")])

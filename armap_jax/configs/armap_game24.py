@@ -54,6 +54,8 @@ def get_config(flavour: str = "default") -> ml_collections.ConfigDict:
       "rollouts": 12,
       "children": 4,
       "min_visits": 1,
+      # Also the collected episodes' prefix trees (Monte-Carlo step values).
+      "from_collect": True,
   })
   # Reward models: a small Llama over the trace tokenizer, from scratch (or
   # init="policy": the LM policy's backbone; 4x the FLOPs at its size).

@@ -272,6 +272,51 @@ def step_values(tree: SearchTree, *, min_visits: int = 1,
   return out
 
 
+def tree_from_trajectories(trajectories: Iterable[records.Trajectory],
+                           meta: Mapping[str, Any] | None = None
+                          ) -> SearchTree:
+  """The prefix tree of several episodes of ONE task (e.g. the N samples a
+  policy explored): a node per distinct action prefix, its visits the
+  episodes through it and its value the mean return (success = 1) of those
+  episodes, i.e. the Monte-Carlo step value AgentRM regresses on.
+  """
+  trajs = list(trajectories)
+  if not trajs:
+    raise ValueError("tree_from_trajectories: no trajectories")
+  task = trajs[0].task_id
+  if any(t.task_id != task for t in trajs):
+    raise ValueError(f"tree_from_trajectories: mixed tasks "
+                     f"{sorted({t.task_id for t in trajs})}")
+  stats: dict[int, list[Any]] = {0: [-1, None, 0, 0.0]}  # parent, step, n, sum
+  child: dict[tuple[int, str], int] = {}
+  terminal: set[int] = set()
+  for t in trajs:
+    ret = 1.0 if t.success else float(min(max(t.reward, 0.0), 1.0))
+    node = 0
+    stats[0][2] += 1
+    stats[0][3] += ret
+    for k, st in enumerate(t.steps):
+      key = (node, st.action)
+      if key not in child:
+        child[key] = len(stats)
+        stats[child[key]] = [node, st, 0, 0.0]
+      node = child[key]
+      stats[node][2] += 1
+      stats[node][3] += ret
+      if k == len(t.steps) - 1:
+        terminal.add(node)
+  nodes = []
+  for nid, (parent, st, n, tot) in stats.items():
+    nodes.append(TreeNode(
+        id=nid, parent=parent, action="" if st is None else st.action,
+        observation="" if st is None else st.observation, visits=n,
+        value_sum=tot, reward=0.0 if st is None else float(st.reward),
+        terminal=nid in terminal, thought="" if st is None else st.thought))
+  return SearchTree(task_id=task, env=trajs[0].env,
+                    instruction=trajs[0].instruction, nodes=tuple(nodes),
+                    meta=dict(meta or {"method": "sampled-episodes"}))
+
+
 def trees_to_step_values(trees: Iterable[SearchTree], out_path: str | os.PathLike,
                          **kwargs: Any) -> int:
   """Appends the step values of all `trees` to `out_path`; returns the count.

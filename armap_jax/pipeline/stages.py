@@ -219,6 +219,16 @@ def tree_values(cfg, wd, policy) -> dict[str, Any]:
       trees.append(tv.SearchTree(task_id=r.task_id, env=r.env,
                                  instruction=r.chosen.instruction, nodes=nodes,
                                  meta={"method": "mcts-puct"}))
+  if cfg.tree.from_collect:
+    # The collected episodes too: each task's N samples form a prefix tree
+    # whose node values are Monte-Carlo returns (merged with the MCTS trees'
+    # estimates of the same prefixes in `trees_to_step_values`).
+    from armap_jax.agent import rollout
+    by_task: dict[str, list[Any]] = {}
+    for t in rollout.load_trajectories(wd.path(FILES["trajectories"])):
+      by_task.setdefault(t.task_id, []).append(t)
+    trees += [tv.tree_from_trajectories(ts, {"method": "collect"})
+              for ts in by_task.values()]
   tv.write_trees(trees_path, trees)
   sv_path = wd.path(FILES["step_values"])
   if os.path.exists(sv_path):
