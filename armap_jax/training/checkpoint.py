@@ -299,22 +299,29 @@ def restore_params(directory: str, abstract_params: Any,
   if (lcfg is not None and which != "ref" and isinstance(abstract_params, Mapping)
       and "lora" not in abstract_params):
     return _restore_lora_plain(directory, abstract_params, order, lcfg)
+  mngr, path, step = _first_checkpoint(directory, order, (item,))
+  out = mngr.restore(step, args=ocp.args.Composite(
+      **{item: ocp.args.StandardRestore(abstract_params)}))
+  mngr.close()
+  logging.info("restored %s from %s step %d", item, path, step)
+  return out[item], step
+
+
+def _first_checkpoint(directory: str, order: list[str],
+                      item_names: tuple[str, ...]):
+  """(read-only manager, path, latest step) of the first subdirectory in
+  `order` holding a checkpoint; the caller closes the manager."""
   for sub in order:
     path = os.path.join(directory, sub)
     if not os.path.isdir(path):
       continue
     mngr = ocp.CheckpointManager(
         path, options=ocp.CheckpointManagerOptions(read_only=True),
-        item_names=(item,))
+        item_names=item_names)
     step = mngr.latest_step()
-    if step is None:
-      mngr.close()
-      continue
-    out = mngr.restore(step, args=ocp.args.Composite(
-        **{item: ocp.args.StandardRestore(abstract_params)}))
+    if step is not None:
+      return mngr, path, step
     mngr.close()
-    logging.info("restored %s from %s step %d", item, path, step)
-    return out[item], step
   raise CheckpointError(f"{directory}: no checkpoint found under "
                         f"{' or '.join(order)}")
 
@@ -322,44 +329,32 @@ def restore_params(directory: str, abstract_params: Any,
 def _restore_lora_plain(directory: str, abstract_params: Mapping[str, Any],
                         order: list[str], lcfg: lora_lib.LoRAConfig):
   """Plain RewardModel params of a LoRA run (see `restore_params`)."""
-  for sub in order:
-    path = os.path.join(directory, sub)
-    if not os.path.isdir(path):
-      continue
-    mngr = ocp.CheckpointManager(
-        path, options=ocp.CheckpointManagerOptions(read_only=True),
-        item_names=("params", "merged"))
-    step = mngr.latest_step()
-    if step is None:
-      mngr.close()
-      continue
-    if os.path.isdir(os.path.join(path, str(step), "merged")):
-      out = mngr.restore(step, args=ocp.args.Composite(
-          merged=ocp.args.StandardRestore(abstract_params)))["merged"]
-      mngr.close()
-      logging.info("restored merged LoRA model from %s step %d", path, step)
-      return out, step
-    trainable = mngr.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(
-            lora_lib.abstract_trainable(abstract_params, lcfg))))["params"]
+  mngr, path, step = _first_checkpoint(directory, order, ("params", "merged"))
+  if os.path.isdir(os.path.join(path, str(step), "merged")):
+    out = mngr.restore(step, args=ocp.args.Composite(
+        merged=ocp.args.StandardRestore(abstract_params)))["merged"]
     mngr.close()
-    bpath = os.path.join(directory, "base")
-    bmngr = ocp.CheckpointManager(
-        bpath, options=ocp.CheckpointManagerOptions(read_only=True),
-        item_names=("frozen",))
-    bstep = bmngr.latest_step() if os.path.isdir(bpath) else None
-    if bstep is None:
-      bmngr.close()
-      raise CheckpointError(f"{bpath}: LoRA base weights missing")
-    base = bmngr.restore(bstep, args=ocp.args.Composite(
-        frozen=ocp.args.StandardRestore(
-            {"backbone": abstract_params["backbone"]})))["frozen"]
-    bmngr.close()
-    shardings = jax.tree.map(lambda a: getattr(a, "sharding", None),
-                             dict(abstract_params))
-    out = _merge_fn(lcfg, shardings)(base, trainable)
-    logging.info("restored LoRA adapters from %s step %d, merged with base/",
-                 path, step)
+    logging.info("restored merged LoRA model from %s step %d", path, step)
     return out, step
-  raise CheckpointError(f"{directory}: no checkpoint found under "
-                        f"{' or '.join(order)}")
+  trainable = mngr.restore(step, args=ocp.args.Composite(
+      params=ocp.args.StandardRestore(
+          lora_lib.abstract_trainable(abstract_params, lcfg))))["params"]
+  mngr.close()
+  bpath = os.path.join(directory, "base")
+  bmngr = ocp.CheckpointManager(
+      bpath, options=ocp.CheckpointManagerOptions(read_only=True),
+      item_names=("frozen",))
+  bstep = bmngr.latest_step() if os.path.isdir(bpath) else None
+  if bstep is None:
+    bmngr.close()
+    raise CheckpointError(f"{bpath}: LoRA base weights missing")
+  base = bmngr.restore(bstep, args=ocp.args.Composite(
+      frozen=ocp.args.StandardRestore(
+          {"backbone": abstract_params["backbone"]})))["frozen"]
+  bmngr.close()
+  shardings = jax.tree.map(lambda a: getattr(a, "sharding", None),
+                           dict(abstract_params))
+  out = _merge_fn(lcfg, shardings)(base, trainable)
+  logging.info("restored LoRA adapters from %s step %d, merged with base/",
+               path, step)
+  return out, step
