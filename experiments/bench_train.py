@@ -46,13 +46,22 @@ def model_dims():
               max_position_embeddings=max(2 * _SEQ.value, 512))
 
 
-def flops_per_token() -> float:
-  """Training FLOPs per token: 6 x matmul params + causal-free attention."""
+def flops_per_token(executed: bool = False) -> float:
+  """Training FLOPs per token: 6 x matmul params + causal-free attention.
+
+  The default is the full model's count (what TRL executes, and the usual
+  "model FLOPs" of MFU). `executed=True` counts what our step runs: the
+  reward model reads only each sequence's last position, so its last layer
+  computes keys/values for every token but queries, attention and MLP at
+  that one position (`RewardModel(score_idx_bk=...)`).
+  """
   m = model_dims()
   d, l, f = m["hidden_size"], m["num_layers"], m["intermediate_size"]
   n, k, h = m["num_heads"], m["num_kv_heads"], m["head_dim"]
   per_layer = d * n * h + 2 * d * k * h + n * h * d + 3 * d * f
   attn = 2 * 2 * _SEQ.value * n * h  # QK^T and AV, forward, per token.
+  if executed:
+    return 6.0 * ((l - 1) * per_layer + 2 * d * k * h) + 3.0 * (l - 1) * attn
   return 6.0 * l * per_layer + 3.0 * l * attn + 6.0 * d  # + value head.
 
 
@@ -210,8 +219,12 @@ def main(argv):
         f"cpus={os.cpu_count()}")
   print(f"matmul (jax f32 2048^3): {peak / 1e9:.1f} GFLOP/s")
   ours = bench_ours(chosen, rejected)
+  run = flops_per_token(executed=True)
   print(f"ours: {ours:.0f} tokens/s, {ours * fpt / 1e9:.1f} GFLOP/s = "
-        f"{ours * fpt / peak:.1%} of matmul")
+        f"{ours * fpt / peak:.1%} of matmul in model FLOPs; executed "
+        f"{ours * run / 1e9:.1f} GFLOP/s = {ours * run / peak:.1%} (the last "
+        f"layer runs queries and MLP at the scored position only: "
+        f"{run / fpt:.0%} of the model FLOPs)")
   if _SKIP_TRL.value:
     return
   trl = bench_trl(chosen, rejected)

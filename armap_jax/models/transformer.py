@@ -91,22 +91,41 @@ def _norm(config: ModelConfig, x, w, name):
   return layers.rms_norm(x, w[name], config.norm_eps)
 
 
+def _take_rows(x_bt, idx_bk):
+  """x[b, idx[b, k], ...] -> [B, K, ...] (gather along the length axis)."""
+  idx = idx_bk.reshape(idx_bk.shape + (1,) * (x_bt.ndim - 2))
+  return jnp.take_along_axis(x_bt, idx, axis=1)
+
+
 def _block(config: ModelConfig, dtype, x_btd, w, cos_sin, mask_bts,
-           cache_kv, cache_index):
-  """One pre-norm decoder block. Returns (x, (k_cache, v_cache) or None)."""
+           cache_kv, cache_index, query_idx_bk=None):
+  """One pre-norm decoder block. Returns (x, (k_cache, v_cache) or None).
+
+  With `query_idx_bk` [B, K] (no cache), keys and values come from all T
+  positions but queries, the attention output and the MLP only from the K
+  gathered positions: the returned x is [B, K, D], equal to the full block's
+  output at those positions.
+  """
   c = config
   cast = lambda a: a.astype(dtype)
   h = _norm(c, x_btd, w, "attn_norm")
-  q = layers.dense(h, cast(w["q_proj"]))
   k = layers.dense(h, cast(w["k_proj"]))
   v = layers.dense(h, cast(w["v_proj"]))
+  cos_sin_q = cos_sin
+  if query_idx_bk is not None:
+    h = _take_rows(h, query_idx_bk)
+    x_btd = _take_rows(x_btd, query_idx_bk)
+    mask_bts = _take_rows(mask_bts, query_idx_bk)
+    if cos_sin is not None:
+      cos_sin_q = tuple(_take_rows(a, query_idx_bk) for a in cos_sin)
+  q = layers.dense(h, cast(w["q_proj"]))
   if c.attention_bias:
     q, k, v = q + cast(w["q_bias"]), k + cast(w["k_bias"]), v + cast(w["v_bias"])
   if c.qk_norm:
     q = layers.rms_norm(q, w["q_norm"], c.norm_eps)
     k = layers.rms_norm(k, w["k_norm"], c.norm_eps)
   if cos_sin is not None:
-    q = layers.apply_rope(q, *cos_sin)
+    q = layers.apply_rope(q, *cos_sin_q)
     k = layers.apply_rope(k, *cos_sin)
   q = shd.shard(q, "batch", "length", "heads", "head_dim")
   if cache_kv is None:
@@ -146,9 +165,16 @@ def _block(config: ModelConfig, dtype, x_btd, w, cos_sin, mask_bts,
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _hidden(c: ModelConfig, dtype, w: dict[str, Any], tokens_bt, positions_bt,
-            attn_mask_bts, cache, cache_index):
-  """Embeddings -> scanned decoder blocks -> final norm."""
+            attn_mask_bts, cache, cache_index, query_idx_bk=None):
+  """Embeddings -> scanned decoder blocks -> final norm.
+
+  With `query_idx_bk` (no cache) the last block runs its queries and MLP at
+  those positions only and the result is [B, K, D] (see `_block`).
+  """
   b, t = tokens_bt.shape
+  if query_idx_bk is not None and cache is not None:
+    raise ValueError("query_idx_bk is for cache-free (training / scoring) "
+                     "calls only")
   x = jnp.take(w["embed"], tokens_bt, axis=0).astype(dtype)
   if c.is_gpt2:
     x = x + jnp.take(w["pos_embed"], positions_bt, axis=0).astype(dtype)
@@ -179,16 +205,27 @@ def _hidden(c: ModelConfig, dtype, w: dict[str, Any], tokens_bt, positions_bt,
     # arrays slices (copies) every layer's weights on each call, which at
     # decode batch sizes costs about as much as the matmuls themselves.
     kv = None if cache is None else (cache["k"], cache["v"])
+    last = len(w["layers"]) - 1
     for layer, lw in enumerate(w["layers"]):
       x, kv = _block(c, dtype, x, lw, cos_sin, attn_mask_bts,
-                     None if kv is None else (*kv, layer), cache_index)
+                     None if kv is None else (*kv, layer), cache_index,
+                     query_idx_bk if layer == last else None)
     kv_out = kv
   elif cache is None:
     def body(x_btd, lw):
       return _block(c, dtype, x_btd, lw, cos_sin, attn_mask_bts, None,
                     cache_index)[0], None
 
-    x, _ = jax.lax.scan(body, x, w["layers"])
+    stacked = w["layers"]
+    if query_idx_bk is not None:
+      # Layers 0..L-2 scanned over all positions; the last one at the
+      # queried positions only (the reward model reads nothing else).
+      stacked = jax.tree.map(lambda a: a[:-1], w["layers"])
+    x, _ = jax.lax.scan(body, x, stacked)
+    if query_idx_bk is not None:
+      last = jax.tree.map(lambda a: a[-1], w["layers"])
+      x, _ = _block(c, dtype, x, last, cos_sin, attn_mask_bts, None,
+                    cache_index, query_idx_bk)
     kv_out = None
   else:
     def body(carry, xs):
@@ -222,14 +259,26 @@ def unstack_layers(weights: dict[str, Any]) -> dict[str, Any]:
   return {**weights, "layers": layers_}
 
 
+def _query_idx(query_idx_bk, t: int):
+  if query_idx_bk is None:
+    return None
+  idx = jnp.asarray(query_idx_bk, jnp.int32)
+  if idx.ndim != 2:
+    raise ValueError(f"query_idx_bk: expected [B, K] positions, got shape "
+                     f"{idx.shape}")
+  return jnp.clip(idx, 0, t - 1)
+
+
 def hidden_from_weights(config: ModelConfig, dtype, weights: dict[str, Any],
                         tokens_bt, positions_bt, attn_mask_bts=None,
-                        cache: Cache | None = None, cache_index=None):
+                        cache: Cache | None = None, cache_index=None,
+                        query_idx_bk=None):
   """`Transformer.hidden` on explicit weights (stacked or `unstack_layers`)."""
   cache_index = jnp.asarray(0 if cache_index is None else cache_index,
                             jnp.int32)
   return _hidden(config, dtype, weights, tokens_bt, positions_bt,
-                 attn_mask_bts, cache, cache_index)
+                 attn_mask_bts, cache, cache_index,
+                 _query_idx(query_idx_bk, tokens_bt.shape[1]))
 
 
 def logits_from_weights(config: ModelConfig, dtype, weights: dict[str, Any],
@@ -285,9 +334,16 @@ class Transformer(nnx.Module):
   def hidden(self, tokens_bt: jax.Array, positions_bt: jax.Array,
              attn_mask_bts: jax.Array | None = None,
              cache: Cache | None = None,
-             cache_index: jax.Array | int | None = None
+             cache_index: jax.Array | int | None = None,
+             query_idx_bk: jax.Array | None = None
              ) -> tuple[jax.Array, Cache | None]:
     """Final-norm hidden states [B, T, D] and the updated cache.
+
+    `query_idx_bk` [B, K] (cache-free calls only): return [B, K, D], the
+    hidden states at those positions, computing the last block's queries,
+    attention output and MLP only there (a reward model scores one or a few
+    positions, so this skips most of one layer's work). Indices are clipped
+    into [0, T).
 
     The computation is a `jax.jit` function of (weights, inputs), so eager
     calls reuse compiled programs; inside an outer jit it is inlined.
@@ -295,7 +351,8 @@ class Transformer(nnx.Module):
     cache_index = jnp.asarray(0 if cache_index is None else cache_index,
                               jnp.int32)
     return _hidden(self.config, self.dtype, self.weights(), tokens_bt,
-                   positions_bt, attn_mask_bts, cache, cache_index)
+                   positions_bt, attn_mask_bts, cache, cache_index,
+                   _query_idx(query_idx_bk, tokens_bt.shape[1]))
 
   def logits(self, hidden_btd: jax.Array) -> jax.Array:
     """LM head (or tied embedding) -> float32 logits [B, T, V]."""

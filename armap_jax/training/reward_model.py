@@ -26,6 +26,12 @@ from armap_jax.models.config import ModelConfig
 from armap_jax.models.transformer import Transformer
 from armap_jax.training import lora as lora_lib
 
+# Backbones up to this depth run their layers unrolled by default: measured
+# on a 4-layer d=256 RM training step (CPU), the unrolled step was 13% faster
+# than the layer scan (no stacked residual buffers to zero-fill and slice),
+# while compile time grows with depth, so deep backbones keep the scan.
+UNROLL_MAX_LAYERS = 8
+
 
 class RewardModel(nnx.Module):
   """Backbone `Transformer` + value head (see module docstring)."""
@@ -37,9 +43,15 @@ class RewardModel(nnx.Module):
                lora: lora_lib.LoRAConfig | None = None,
                dtype=jnp.float32,
                param_dtype=jnp.float32,
+               unroll_layers: bool | None = None,
                rngs: nnx.Rngs | None = None):
+    """See the module docstring. `unroll_layers`: run the backbone's layers
+    as an unrolled loop instead of a scan (None: when it has at most
+    `UNROLL_MAX_LAYERS` layers)."""
     rngs = rngs if rngs is not None else nnx.Rngs(0)
     self.config = config
+    self.unroll_layers = (config.num_layers <= UNROLL_MAX_LAYERS
+                          if unroll_layers is None else bool(unroll_layers))
     self.backbone = backbone if backbone is not None else Transformer(
         config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     if hasattr(self.backbone, "lm_head"):
@@ -60,21 +72,32 @@ class RewardModel(nnx.Module):
 
   def __call__(self, tokens_bt: jax.Array,
                positions_bt: jax.Array | None = None,
-               attn_mask_bts: jax.Array | None = None) -> jax.Array:
-    """Per-position scalar values [B, T] in float32."""
+               attn_mask_bts: jax.Array | None = None,
+               score_idx_bk: jax.Array | None = None) -> jax.Array:
+    """Per-position scalar values [B, T] in float32.
+
+    With `score_idx_bk` [B, K]: the values at those positions only, [B, K]
+    (equal to `gather_positions(self(tokens), score_idx_bk)`), with the last
+    layer's queries and MLP computed only there (`Transformer.hidden`).
+    """
     if positions_bt is None:
       positions_bt = jnp.broadcast_to(
           jnp.arange(tokens_bt.shape[1], dtype=jnp.int32), tokens_bt.shape)
-    if self.lora is None:
-      h_btd, _ = self.backbone.hidden(tokens_bt, positions_bt, attn_mask_bts)
+    if self.lora is None and not self.unroll_layers:
+      h_btd, _ = self.backbone.hidden(tokens_bt, positions_bt, attn_mask_bts,
+                                      query_idx_bk=score_idx_bk)
     else:
-      # Adapters folded into the stacked weights before the layer scan.
       w = self.backbone.weights()
-      w["layers"] = lora_lib.merge_layer_weights(
-          w["layers"], self.lora.factors(), self.lora_config)
+      if self.lora is not None:
+        # Adapters folded into the stacked weights before the layer loop.
+        w["layers"] = lora_lib.merge_layer_weights(
+            w["layers"], self.lora.factors(), self.lora_config)
+      if self.unroll_layers:
+        w = tfm.unstack_layers(w)
       h_btd, _ = tfm.hidden_from_weights(self.config, self.backbone.dtype, w,
                                          tokens_bt, positions_bt,
-                                         attn_mask_bts)
+                                         attn_mask_bts,
+                                         query_idx_bk=score_idx_bk)
     v = jnp.einsum("btd,d->bt", h_btd, self.value_w[...].astype(h_btd.dtype),
                    preferred_element_type=jnp.float32)
     return v + self.value_b[...].astype(jnp.float32)
@@ -87,7 +110,7 @@ class RewardModel(nnx.Module):
     b = self.backbone
     plain = nnx.eval_shape(lambda: RewardModel(
         self.config, dtype=b.dtype, param_dtype=b.param_dtype,
-        rngs=nnx.Rngs(0)))
+        unroll_layers=self.unroll_layers, rngs=nnx.Rngs(0)))
     graphdef, _ = nnx.split(plain, nnx.Param)
     params = nnx.to_pure_dict(nnx.state(self, nnx.Param))
     trainable = {k: v for k, v in params.items() if k != "backbone"}

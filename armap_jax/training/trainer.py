@@ -42,7 +42,6 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from armap_jax import sharding as shd
 from armap_jax.training import losses
 from armap_jax.training.lora import TRAINABLE, FrozenParam
-from armap_jax.training.reward_model import gather_positions, last_token_values
 
 State = dict[str, Any]
 
@@ -251,15 +250,13 @@ class Trainer:
       b, _, t = tok.shape
       flat = tok.reshape(b * 2, t)
       flat = shd.shard(flat, "batch", "length")
-      values = model(flat, _positions(flat))
-      r = last_token_values(values, batch["lengths"].reshape(b * 2))
-      r = r.reshape(b, 2)
+      last = (batch["lengths"].reshape(b * 2) - 1)[:, None]
+      r = model(flat, _positions(flat), score_idx_bk=last).reshape(b, 2)
       return losses.pairwise_loss(r[:, 0], r[:, 1], ex, margin=cfg.margin,
                                   center_coef=cfg.center_coef)
     if cfg.kind == "value":
       tok = shd.shard(batch["tokens"], "batch", "length")
-      values = model(tok, _positions(tok))
-      pred = gather_positions(values, batch["value_pos"])
+      pred = model(tok, _positions(tok), score_idx_bk=batch["value_pos"])
       mask = batch["value_mask"] & ex[:, None]
       loss, m = losses.value_loss(pred, batch["value_tgt"], mask,
                                   kind=cfg.value_loss)
@@ -328,7 +325,7 @@ class Trainer:
     if self.cfg.kind == "value":
       model = self._model(state["params"], frozen)
       tok = batch["tokens"]
-      pred = gather_positions(model(tok, _positions(tok)), batch["value_pos"])
+      pred = model(tok, _positions(tok), score_idx_bk=batch["value_pos"])
       if self.cfg.value_loss == "bce":
         pred = jax.nn.sigmoid(pred)
       out["pred"] = pred

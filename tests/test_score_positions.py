@@ -1,0 +1,105 @@
+"""Scoring selected positions: the reward model's last block computes queries
+and MLP only where values are read, and must equal the full forward there."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from armap_jax.models import ModelConfig
+from armap_jax.models import transformer as tfm
+from armap_jax.training import lora as L
+from armap_jax.training.reward_model import RewardModel, gather_positions
+
+ARCHS = [("llama", {}), ("qwen2", {}), ("qwen3", {}), ("gpt2", {}),
+         ("mistral", {"sliding_window": 5}), ("llama", {"num_layers": 1})]
+
+
+def _tokens(cfg, b=3, t=12, seed=0):
+  return jnp.asarray(np.random.default_rng(seed).integers(
+      3, cfg.vocab_size, (b, t)), jnp.int32)
+
+
+def _idx():
+  # Includes the last position, the first, a repeat and an out-of-range
+  # index (clipped, as in `gather_positions`).
+  return jnp.asarray([[11, 0], [4, 4], [7, 30]], jnp.int32)
+
+
+@pytest.mark.parametrize("arch,over", ARCHS)
+def test_hidden_at_positions_equals_full_forward(arch, over):
+  cfg = ModelConfig.tiny(arch, **over)
+  model = tfm.Transformer(cfg, rngs=nnx.Rngs(1))
+  tok = _tokens(cfg)
+  pos = jnp.broadcast_to(jnp.arange(12, dtype=jnp.int32), tok.shape)
+  full, _ = model.hidden(tok, pos)
+  want = gather_positions(full[..., 0], _idx())  # Any one feature suffices
+  sel, cache = model.hidden(tok, pos, query_idx_bk=_idx())
+  assert cache is None and sel.shape == (3, 2, cfg.hidden_size)
+  np.testing.assert_allclose(sel[..., 0], want, rtol=1e-5, atol=1e-5)
+  full_g = jnp.take_along_axis(full, jnp.clip(_idx(), 0, 11)[..., None], 1)
+  np.testing.assert_allclose(sel, full_g, rtol=1e-5, atol=1e-5)
+
+
+def test_unstacked_weights_path_matches():
+  cfg = ModelConfig.tiny("llama", num_layers=3)
+  model = tfm.Transformer(cfg, rngs=nnx.Rngs(2))
+  tok = _tokens(cfg)
+  pos = jnp.broadcast_to(jnp.arange(12, dtype=jnp.int32), tok.shape)
+  w = model.weights()
+  stacked, _ = tfm.hidden_from_weights(cfg, jnp.float32, w, tok, pos,
+                                       query_idx_bk=_idx())
+  unrolled, _ = tfm.hidden_from_weights(cfg, jnp.float32,
+                                        tfm.unstack_layers(w), tok, pos,
+                                        query_idx_bk=_idx())
+  np.testing.assert_allclose(stacked, unrolled, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("lora", [None, L.LoRAConfig(rank=2, alpha=4.0)])
+def test_reward_model_values_and_gradients_match(lora):
+  cfg = ModelConfig.tiny("llama")
+  rm = RewardModel(cfg, rngs=nnx.Rngs(3), lora=lora)
+  if lora is not None:  # Non-zero adapters, so they matter.
+    state = nnx.state(rm, nnx.Param)
+    nnx.update(rm, jax.tree.map(lambda a: a + 0.05, state))
+  tok = _tokens(cfg)
+  graphdef, params, rest = nnx.split(rm, nnx.Param, ...)
+
+  def loss(p, selected):
+    m = nnx.merge(graphdef, p, rest)
+    if selected:
+      v = m(tok, score_idx_bk=_idx())
+    else:
+      v = gather_positions(m(tok), _idx())
+    return jnp.sum(jnp.tanh(v) * jnp.asarray([1.0, -0.5]))
+
+  (l1, g1), (l2, g2) = [jax.value_and_grad(loss)(params, s)
+                        for s in (False, True)]
+  np.testing.assert_allclose(l1, l2, rtol=1e-5, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_bad_positions_and_cache_rejected():
+  cfg = ModelConfig.tiny("llama")
+  model = tfm.Transformer(cfg, rngs=nnx.Rngs(0))
+  tok = _tokens(cfg)
+  pos = jnp.broadcast_to(jnp.arange(12, dtype=jnp.int32), tok.shape)
+  with pytest.raises(ValueError, match="query_idx_bk"):
+    model.hidden(tok, pos, query_idx_bk=jnp.zeros((3,), jnp.int32))
+  with pytest.raises(ValueError, match="cache-free"):
+    model.hidden(tok, pos, cache=model.init_cache(3, 16), cache_index=0,
+                 query_idx_bk=_idx())
+
+
+def test_unrolled_and_scanned_reward_models_agree():
+  cfg = ModelConfig.tiny("llama", num_layers=3)
+  scan = RewardModel(cfg, rngs=nnx.Rngs(4), unroll_layers=False)
+  unrolled = RewardModel(cfg, rngs=nnx.Rngs(4), unroll_layers=True)
+  assert RewardModel(cfg).unroll_layers  # 3 layers: unrolled by default.
+  tok = _tokens(cfg)
+  np.testing.assert_allclose(scan(tok), unrolled(tok), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(scan(tok, score_idx_bk=_idx()),
+                             unrolled(tok, score_idx_bk=_idx()),
+                             rtol=1e-5, atol=1e-6)
