@@ -194,11 +194,12 @@ def train_reward_model(spec: RMSpec, train_path: str, heldout_path: str | None,
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _forward(graphdef, state, tokens_bt):
-  """Per-token RM values; compiled once per (graph, shape), shared by every
-  scorer with that architecture."""
+def _forward(graphdef, state, tokens_bt, idx_bk):
+  """RM values at positions `idx_bk` [B, K] (the last layer runs there only);
+  compiled once per (graph, shape), shared by every scorer with that
+  architecture."""
   from flax import nnx
-  return nnx.merge(graphdef, state)(tokens_bt)
+  return nnx.merge(graphdef, state)(tokens_bt, score_idx_bk=idx_bk)
 
 
 def _pow2(n: int, lo: int) -> int:
@@ -242,21 +243,29 @@ class RewardModelScorer:
                                       self.fcfg, f"trajectory {t.task_id!r}"))
     return out
 
-  def _values(self, encs: Sequence[fmt_lib.Encoded]) -> list[np.ndarray]:
-    """Per-token values (sigmoid) for each encoding."""
+  def _values(self, encs: Sequence[fmt_lib.Encoded],
+              positions: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    """Values (sigmoid) at `positions[i]` of each encoding (negative
+    positions count from the end)."""
     out: list[np.ndarray] = []
     pad = self.tokenizer.pad_token_id or 0
     for k in range(0, len(encs), self.batch_size):
       chunk = encs[k:k + self.batch_size]
+      pchunk = positions[k:k + self.batch_size]
       t = max(len(e.ids) for e in chunk)
       t = next((b for b in self._buckets if b >= t), t)
       b = _pow2(len(chunk), 8)
+      n_pos = _pow2(max(len(p) for p in pchunk), 1)
       tok = np.full((b, t), pad, np.int32)
-      for j, e in enumerate(chunk):
+      idx = np.zeros((b, n_pos), np.int32)
+      for j, (e, p) in enumerate(zip(chunk, pchunk)):
         tok[j, :len(e.ids)] = e.ids
-      v = np.asarray(_forward(self._graphdef, self._state, tok), np.float64)
+        p = np.asarray(p, np.int64)
+        idx[j, :len(p)] = np.where(p < 0, len(e.ids) + p, p)
+      v = np.asarray(_forward(self._graphdef, self._state, tok, idx),
+                     np.float64)
       v = 1.0 / (1.0 + np.exp(-v))
-      out.extend(v[j, :len(e.ids)] for j, e in enumerate(chunk))
+      out.extend(v[j, :len(p)] for j, p in enumerate(pchunk))
     return out
 
   def _book(self, encs) -> None:
@@ -267,7 +276,7 @@ class RewardModelScorer:
     if not trajectories:
       return np.zeros((0,), np.float32)
     encs = self._encode(trajectories)
-    vals = self._values(encs)
+    vals = self._values(encs, [[-1]] * len(encs))
     self._book(encs)
     return np.array([v[-1] for v in vals], np.float32)
 
@@ -282,13 +291,10 @@ class ProcessRewardModelScorer(RewardModelScorer):
     if not trajectories:
       return []
     encs = self._encode(trajectories)
-    vals = self._values(encs)
+    vals = self._values(encs, [[p if p >= 0 else -1 for p in e.step_ends]
+                               for e in encs])
     self._book(encs)
-    out = []
-    for e, v in zip(encs, vals):
-      out.append(np.array([v[p] if p >= 0 else v[-1] for p in e.step_ends],
-                          np.float32))
-    return out
+    return [np.asarray(v, np.float32) for v in vals]
 
   def score(self, trajectories: Sequence[Trajectory]) -> np.ndarray:
     per = self.step_scores(trajectories)

@@ -28,9 +28,9 @@ def _next_pow2(n: int, lo: int) -> int:
   return max(lo, 1 << max(n - 1, 0).bit_length())
 
 
-def _rm_forward(graphdef, params, tokens_bt):
+def _rm_forward(graphdef, params, tokens_bt, idx_bk):
   model = nnx.merge(graphdef, params)
-  return model(tokens_bt)
+  return model(tokens_bt, score_idx_bk=idx_bk)
 
 
 _rm_forward_jit = jax.jit(_rm_forward, static_argnums=0)
@@ -99,12 +99,19 @@ class RMRunner:
       t = _next_pow2(max(len(encodings[i].ids) for i in idx), self.min_bucket)
       rows = _next_pow2(len(idx), 1)
       tok = np.full((rows, t), self.pad_id, np.int32)
+      # Only the read positions are scored (the RM's last layer runs there
+      # only); K is bucketed like the lengths to bound recompiles.
+      k = _next_pow2(max(len(positions[i]) for i in idx), 1)
+      pos = np.zeros((rows, k), np.int32)
       for j, i in enumerate(idx):
         tok[j, :len(encodings[i].ids)] = encodings[i].ids
+        p = np.asarray(positions[i], np.int64)
+        p = np.where(p < 0, len(encodings[i].ids) + p, p)
+        pos[j, :len(p)] = p
       v = np.asarray(_rm_forward_jit(self.graphdef, self.params,
-                                     jnp.asarray(tok)))
+                                     jnp.asarray(tok), jnp.asarray(pos)))
       for j, i in enumerate(idx):
-        out[i] = v[j, np.asarray(positions[i], np.int64)].astype(np.float32)
+        out[i] = v[j, :len(positions[i])].astype(np.float32)
     return out  # type: ignore[return-value]
 
 
