@@ -39,7 +39,7 @@ def test_cached_decoding_matches_full_forward(arch, overrides):
     outs.append(logits)
   got = jnp.concatenate(outs, axis=1)
   np.testing.assert_allclose(np.asarray(got), np.asarray(full), atol=1e-5)
-  assert cache["k"].shape == (config.num_layers, b, 16, config.num_kv_heads,
+  assert cache["k"].shape == (config.num_layers, b, config.num_kv_heads, 16,
                               config.head_dim)
 
 

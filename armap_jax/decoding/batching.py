@@ -123,9 +123,9 @@ def _safe_shard(x: jax.Array, *logical: str | None) -> jax.Array:
 
 
 def shard_cache(cache):
-  """Constrains every cache leaf [L, B, S, K, H]: batch over data."""
+  """Constrains every cache leaf [L, B, K, S, H]: batch over data."""
   return jax.tree.map(
-      lambda c: _safe_shard(c, "layers", "batch", "cache_length", "kv_heads",
+      lambda c: _safe_shard(c, "layers", "batch", "kv_heads", "cache_length",
                             "head_dim") if c.ndim == 5 else c, cache)
 
 

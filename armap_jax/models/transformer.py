@@ -6,7 +6,9 @@ pass is one `lax.scan` over them, so compile time does not grow with depth.
 Call contract (see the project's cross-helper contracts):
   model(tokens_bt, positions_bt, attn_mask_bts=None, cache=None,
         cache_index=None) -> (logits_btv float32, new_cache)
-  Cache = {"k": [L, B, S, K, H], "v": [L, B, S, K, H]}.
+  Cache = {"k": [L, B, K, S, H], "v": [L, B, K, S, H]} (heads before slots,
+  so a decode step's attention reads each layer's cache without transposing
+  it).
 
 Without a cache, attention is over the T given tokens (default mask: causal).
 With a cache, the new k/v are written at slots [cache_index, cache_index + T)
@@ -135,13 +137,15 @@ def _block(config: ModelConfig, dtype, x_btd, w, cos_sin, mask_bts,
     # in place at (layer, :, cache_index): passing it as scan xs/ys instead
     # makes XLA copy every layer's cache in and out on each decode step.
     ck, cv, layer = cache_kv
-    idx = (layer, 0, cache_index, 0, 0)
-    ck = jax.lax.dynamic_update_slice(ck, k[None].astype(ck.dtype), idx)
-    cv = jax.lax.dynamic_update_slice(cv, v[None].astype(cv.dtype), idx)
-    new_kv = (ck, cv)
+    to_cache = lambda a: jnp.swapaxes(a, 1, 2)[None].astype(ck.dtype)
+    idx = (layer, 0, 0, cache_index, 0)
+    ck = jax.lax.dynamic_update_slice(ck, to_cache(k), idx)
+    cv = jax.lax.dynamic_update_slice(cv, to_cache(v), idx)
     keys = jax.lax.dynamic_index_in_dim(ck, layer, 0, False).astype(dtype)
     values = jax.lax.dynamic_index_in_dim(cv, layer, 0, False).astype(dtype)
-  attn = layers.attention(q, keys, values, mask_bts)
+    new_kv = (ck, cv)
+  attn = layers.attention(q, keys, values, mask_bts,
+                          kv_layout="bskh" if cache_kv is None else "bksh")
   out = layers.dense(attn, cast(w["o_proj"]), 2)
   if c.attention_out_bias:
     out = out + cast(w["o_bias"])
@@ -187,7 +191,7 @@ def _hidden(c: ModelConfig, dtype, w: dict[str, Any], tokens_bt, positions_bt,
       attn_mask_bts = jnp.broadcast_to(
           jnp.tril(jnp.ones((t, t), jnp.bool_)), (b, t, t))
     else:
-      s = cache["k"].shape[2]
+      s = cache["k"].shape[3]
       q_slot = cache_index + jnp.arange(t, dtype=jnp.int32)
       allowed = jnp.arange(s, dtype=jnp.int32)[None, :] <= q_slot[:, None]
       attn_mask_bts = jnp.broadcast_to(allowed, (b, t, s))
@@ -319,9 +323,9 @@ class Transformer(nnx.Module):
                             ("embed", "vocab"), param_dtype)
 
   def init_cache(self, batch_size: int, max_len: int, dtype=None) -> Cache:
-    """Zeroed KV cache {"k","v"}: [L, B, S, K, H]."""
+    """Zeroed KV cache {"k","v"}: [L, B, K, S, H]."""
     c = self.config
-    shape = (c.num_layers, batch_size, max_len, c.num_kv_heads, c.head_dim)
+    shape = (c.num_layers, batch_size, c.num_kv_heads, max_len, c.head_dim)
     dtype = dtype or self.dtype
     return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
 
