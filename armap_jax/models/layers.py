@@ -127,42 +127,37 @@ def attention(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array,
               mask_bts: jax.Array, kv_layout: str = "bskh") -> jax.Array:
   """Grouped-query softmax attention; scores and softmax in float32.
 
+  Computed as batched matmuls over one merged (batch x kv-head) axis,
+  [B*K, T*G, H] x [B*K, S, H]: XLA CPU's fast dot path takes a single leading
+  batch dimension (with two it falls back to a slow generic loop), measured
+  ~12% faster for a whole RM training step and free of the per-layer cache
+  transposes in decoding.
+
   Args:
     q_btnh: queries, N = K * G heads.
     k_bskh, v_bskh: keys/values with K heads, [B, S, K, H]; or [B, K, S, H]
-      with `kv_layout="bksh"` (the KV cache's layout, whose per-(batch, head)
-      matmuls need no transposed copy of the cache).
+      with `kv_layout="bksh"` (the KV cache's layout, read in place).
     mask_bts: True where query t may attend key s.
     kv_layout: "bskh" or "bksh".
 
   Returns:
     [B, T, N, H] attention output in q's dtype.
   """
-  if kv_layout not in ("bskh", "bksh"):
+  if kv_layout == "bskh":
+    k_bskh, v_bskh = jnp.swapaxes(k_bskh, 1, 2), jnp.swapaxes(v_bskh, 1, 2)
+  elif kv_layout != "bksh":
     raise ValueError(f"attention: kv_layout={kv_layout!r}")
   b, t, n, h = q_btnh.shape
-  big_neg = jnp.finfo(jnp.float32).min
-  if kv_layout == "bksh":
-    # One merged (batch x kv-head) batch axis: [B*K, G*T, H] x [B*K, S, H].
-    # XLA CPU's fast dot path takes a single leading batch dimension; with
-    # two it falls back to a slow generic loop.
-    k, s = k_bskh.shape[1], k_bskh.shape[2]
-    g = n // k
-    q_zqh = jnp.swapaxes(q_btnh.reshape(b, t, k, g, h), 1, 2).reshape(
-        b * k, t * g, h)
-    scores = jnp.einsum("zqh,zsh->zqs", q_zqh, k_bskh.reshape(b * k, s, h),
-                        preferred_element_type=jnp.float32) / math.sqrt(h)
-    scores = scores.reshape(b, k, t, g, s)
-    scores = jnp.where(mask_bts[:, None, :, None, :], scores, big_neg)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v_bskh.dtype)
-    out = jnp.einsum("zqs,zsh->zqh", probs.reshape(b * k, t * g, s),
-                     v_bskh.reshape(b * k, s, h))
-    return jnp.swapaxes(out.reshape(b, k, t, g, h), 1, 2).reshape(b, t, n, h)
-  k = k_bskh.shape[2]
-  q_btkgh = q_btnh.reshape(b, t, k, n // k, h)
-  scores = jnp.einsum("btkgh,bskh->bkgts", q_btkgh, k_bskh,
+  k, s = k_bskh.shape[1], k_bskh.shape[2]
+  g = n // k
+  q_zqh = jnp.swapaxes(q_btnh.reshape(b, t, k, g, h), 1, 2).reshape(
+      b * k, t * g, h)
+  scores = jnp.einsum("zqh,zsh->zqs", q_zqh, k_bskh.reshape(b * k, s, h),
                       preferred_element_type=jnp.float32) / math.sqrt(h)
-  scores = jnp.where(mask_bts[:, None, None, :, :], scores, big_neg)
+  scores = scores.reshape(b, k, t, g, s)
+  big_neg = jnp.finfo(jnp.float32).min
+  scores = jnp.where(mask_bts[:, None, :, None, :], scores, big_neg)
   probs = jax.nn.softmax(scores, axis=-1).astype(v_bskh.dtype)
-  out = jnp.einsum("bkgts,bskh->btkgh", probs, v_bskh)
-  return out.reshape(b, t, n, h)
+  out = jnp.einsum("zqs,zsh->zqh", probs.reshape(b * k, t * g, s),
+                   v_bskh.reshape(b * k, s, h))
+  return jnp.swapaxes(out.reshape(b, k, t, g, h), 1, 2).reshape(b, t, n, h)
