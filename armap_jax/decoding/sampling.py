@@ -65,7 +65,62 @@ class SamplingArrays:
                           self.top_p[idx])
 
 
-TOP_CAP = 256  # Candidates examined before falling back to a full sort.
+TOP_CAP = 256  # Candidates examined before falling back to bisection.
+
+
+def _order_keys(x: jax.Array) -> jax.Array:
+  """int32 keys with the same order as the float32 values of `x`."""
+  bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32)
+  return jnp.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)
+
+
+def _from_order_key(k: jax.Array) -> jax.Array:
+  """Inverse of `_order_keys`: the float32 value of a key."""
+  bits = jnp.where(k >= 0, k, k ^ 0x7FFFFFFF)
+  return jax.lax.bitcast_convert_type(bits, jnp.float32)
+
+
+def _largest_key(keys_bv: jax.Array, weight_bv: jax.Array,
+                 target_b: jax.Array) -> jax.Array:
+  """Per row, the largest key K with sum(weight[keys >= K]) >= target.
+
+  Exact: a bisection over the 2^32 integer keys ends after 32 halvings on
+  an actual key. Assumes the row's total weight reaches the target.
+  """
+  def body(_, lo_hi):
+    lo, hi = lo_hi
+    mid = (lo >> 1) + (hi >> 1) + ((lo | hi) & 1)  # ceil((lo + hi) / 2)
+    mass = jnp.sum(jnp.where(keys_bv >= mid[:, None], weight_bv, 0), axis=-1)
+    ok = mass >= target_b
+    return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid - 1)
+
+  lo, _ = jax.lax.fori_loop(0, 33, body, (jnp.min(keys_bv, axis=-1),
+                                          jnp.max(keys_bv, axis=-1)))
+  return lo
+
+
+def _bisect_threshold(scaled_bv: jax.Array, top_k_b: jax.Array,
+                      top_p_b: jax.Array) -> jax.Array:
+  """Smallest kept logit per row over the whole vocabulary, without a sort.
+
+  Same kept set as sorting (top-k, then top-p on the renormalised top-k
+  distribution; ties at the threshold are all kept): the k-th largest logit
+  and the top-p cut are found by exact bisections over the logits' order
+  keys. XLA CPU sorts a [16, 49152] row block in ~270 ms; the two
+  bisections take a few ms.
+  """
+  keys = _order_keys(scaled_bv)
+  lowest = jnp.min(keys, axis=-1)
+  k_key = _largest_key(keys, jnp.ones_like(scaled_bv),
+                       top_k_b.astype(jnp.float32))
+  k_key = jnp.where(top_k_b > 0, k_key, lowest)
+  in_k = keys >= k_key[:, None]
+  probs = jax.nn.softmax(jnp.where(in_k, scaled_bv, -jnp.inf), axis=-1)
+  p_key = _largest_key(keys, jnp.where(in_k, probs, 0.0), top_p_b)
+  p_key = jnp.where(top_p_b < 1.0, p_key, lowest)
+  threshold = _from_order_key(jnp.maximum(k_key, p_key))
+  keep_all = (top_k_b <= 0) & (top_p_b >= 1.0)
+  return jnp.where(keep_all, -jnp.inf, threshold)[:, None]
 
 
 def _log_z(sorted_bk: jax.Array, all_b: jax.Array, top_k_b: jax.Array):
@@ -107,7 +162,8 @@ def _truncate(scaled_bv: jax.Array, top_k_b: jax.Array,
   HF order: top-k on the scaled logits, then top-p on the renormalised top-k
   distribution. The kept set is found among the TOP_CAP largest logits
   (`lax.top_k`); only if some row's set may be larger (a flat distribution
-  with top_p near 1, or top_k > TOP_CAP) does it sort the whole vocabulary.
+  with top_p near 1, or top_k > TOP_CAP) does it search the whole vocabulary
+  (`_bisect_threshold`, exact and without a sort).
   """
   vocab = scaled_bv.shape[-1]
   top_k_b = jnp.where(top_k_b >= vocab, 0, top_k_b)
@@ -117,13 +173,11 @@ def _truncate(scaled_bv: jax.Array, top_k_b: jax.Array,
   threshold, complete = _threshold(cand_bk, _log_z(cand_bk, all_b, top_k_b),
                                    top_k_b, top_p_b)
 
-  def full_sort(_):
-    sorted_bv = -jnp.sort(-scaled_bv, axis=-1)
-    return _threshold(sorted_bv, _log_z(sorted_bv, all_b, top_k_b), top_k_b,
-                      top_p_b)[0]
+  def whole_vocab(_):
+    return _bisect_threshold(scaled_bv, top_k_b, top_p_b)
 
   if cap < vocab:
-    threshold = jax.lax.cond(jnp.all(complete), lambda t: t, full_sort,
+    threshold = jax.lax.cond(jnp.all(complete), lambda t: t, whole_vocab,
                              threshold)
   return jnp.where(scaled_bv >= threshold, scaled_bv, -jnp.inf)
 
