@@ -111,8 +111,11 @@ def _bisect_threshold(scaled_bv: jax.Array, top_k_b: jax.Array,
   """
   keys = _order_keys(scaled_bv)
   lowest = jnp.min(keys, axis=-1)
-  k_key = _largest_key(keys, jnp.ones_like(scaled_bv),
-                       top_k_b.astype(jnp.float32))
+  k_key = jax.lax.cond(  # Skipped when no row uses top-k (the usual case).
+      jnp.any(top_k_b > 0),
+      lambda: _largest_key(keys, jnp.ones_like(scaled_bv),
+                           top_k_b.astype(jnp.float32)),
+      lambda: lowest)
   k_key = jnp.where(top_k_b > 0, k_key, lowest)
   in_k = keys >= k_key[:, None]
   probs = jax.nn.softmax(jnp.where(in_k, scaled_bv, -jnp.inf), axis=-1)
