@@ -247,6 +247,7 @@ class RewardModelScorer:
               positions: Sequence[Sequence[int]]) -> list[np.ndarray]:
     """Values (sigmoid) at `positions[i]` of each encoding (negative
     positions count from the end)."""
+    from armap_jax.training.reward_model import score_inputs
     out: list[np.ndarray] = []
     pad = self.tokenizer.pad_token_id or 0
     for k in range(0, len(encs), self.batch_size):
@@ -254,14 +255,8 @@ class RewardModelScorer:
       pchunk = positions[k:k + self.batch_size]
       t = max(len(e.ids) for e in chunk)
       t = next((b for b in self._buckets if b >= t), t)
-      b = _pow2(len(chunk), 8)
-      n_pos = _pow2(max(len(p) for p in pchunk), 1)
-      tok = np.full((b, t), pad, np.int32)
-      idx = np.zeros((b, n_pos), np.int32)
-      for j, (e, p) in enumerate(zip(chunk, pchunk)):
-        tok[j, :len(e.ids)] = e.ids
-        p = np.asarray(p, np.int64)
-        idx[j, :len(p)] = np.where(p < 0, len(e.ids) + p, p)
+      tok, idx = score_inputs([e.ids for e in chunk], pchunk,
+                              _pow2(len(chunk), 8), t, pad)
       v = np.asarray(_forward(self._graphdef, self._state, tok, idx),
                      np.float64)
       v = 1.0 / (1.0 + np.exp(-v))

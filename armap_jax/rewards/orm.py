@@ -21,7 +21,7 @@ from flax import nnx
 from armap_jax.data import format as F
 from armap_jax.records import Trajectory
 from armap_jax.training import checkpoint as ckpt_lib
-from armap_jax.training.reward_model import RewardModel
+from armap_jax.training.reward_model import RewardModel, score_inputs
 
 
 def _next_pow2(n: int, lo: int) -> int:
@@ -98,16 +98,10 @@ class RMRunner:
       idx = order[s:s + self.batch_size]
       t = _next_pow2(max(len(encodings[i].ids) for i in idx), self.min_bucket)
       rows = _next_pow2(len(idx), 1)
-      tok = np.full((rows, t), self.pad_id, np.int32)
-      # Only the read positions are scored (the RM's last layer runs there
-      # only); K is bucketed like the lengths to bound recompiles.
-      k = _next_pow2(max(len(positions[i]) for i in idx), 1)
-      pos = np.zeros((rows, k), np.int32)
-      for j, i in enumerate(idx):
-        tok[j, :len(encodings[i].ids)] = encodings[i].ids
-        p = np.asarray(positions[i], np.int64)
-        p = np.where(p < 0, len(encodings[i].ids) + p, p)
-        pos[j, :len(p)] = p
+      # Only the read positions are scored (the RM's last layer runs there).
+      tok, pos = score_inputs([encodings[i].ids for i in idx],
+                              [positions[i] for i in idx], rows, t,
+                              self.pad_id)
       v = np.asarray(_rm_forward_jit(self.graphdef, self.params,
                                      jnp.asarray(tok), jnp.asarray(pos)))
       for j, i in enumerate(idx):

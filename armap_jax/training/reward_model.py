@@ -17,8 +17,11 @@ trainable part is then the adapters and the value head (`lora.TRAINABLE`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from armap_jax.models import transformer as tfm
@@ -116,6 +119,26 @@ class RewardModel(nnx.Module):
     trainable = {k: v for k, v in params.items() if k != "backbone"}
     return nnx.merge(graphdef, lora_lib.merge_params(
         {"backbone": params["backbone"]}, trainable, self.lora_config))
+
+
+def score_inputs(ids: Sequence[Sequence[int]],
+                 positions: Sequence[Sequence[int]], rows: int, length: int,
+                 pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+  """Host inputs for `RewardModel(tokens, score_idx_bk=...)`.
+
+  Returns right-padded tokens [rows, length] and score positions [rows, K]
+  (K: the next power of two >= the most positions of any sequence, to bound
+  recompiles); negative positions count from each sequence's end. Row j's
+  values are then `values[j, :len(positions[j])]`.
+  """
+  k = 1 << max(max(len(p) for p in positions) - 1, 0).bit_length()
+  tok = np.full((rows, length), pad_id, np.int32)
+  idx = np.zeros((rows, k), np.int32)
+  for j, (seq, pos) in enumerate(zip(ids, positions)):
+    tok[j, :len(seq)] = seq
+    pos = np.asarray(pos, np.int64)
+    idx[j, :len(pos)] = np.where(pos < 0, len(seq) + pos, pos)
+  return tok, idx
 
 
 def gather_positions(values_bt: jax.Array, idx_bk: jax.Array) -> jax.Array:

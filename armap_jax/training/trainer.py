@@ -255,12 +255,7 @@ class Trainer:
       return losses.pairwise_loss(r[:, 0], r[:, 1], ex, margin=cfg.margin,
                                   center_coef=cfg.center_coef)
     if cfg.kind == "value":
-      tok = shd.shard(batch["tokens"], "batch", "length")
-      pred = model(tok, _positions(tok), score_idx_bk=batch["value_pos"])
-      mask = batch["value_mask"] & ex[:, None]
-      loss, m = losses.value_loss(pred, batch["value_tgt"], mask,
-                                  kind=cfg.value_loss)
-      return loss, m
+      return self._value_terms(model, batch)[1:]
     # Implicit PRM: teacher-forced log-probs under policy and reference.
     tok = shd.shard(batch["tokens"], "batch", "length")
     inp, tgt = tok[:, :-1], tok[:, 1:]
@@ -272,6 +267,16 @@ class Trainer:
     tmask = batch["action_step"][:, 1:] >= 0
     return losses.implicit_prm_loss(lp, lr, tmask, batch["label"], ex,
                                     beta=cfg.beta)
+
+  def _value_terms(self, model, batch):
+    """(pred, loss, metrics) of the value (PRM) loss; pred is the raw value
+    at each `value_pos`."""
+    tok = shd.shard(batch["tokens"], "batch", "length")
+    pred = model(tok, _positions(tok), score_idx_bk=batch["value_pos"])
+    mask = batch["value_mask"] & batch["example_mask"][:, None]
+    loss, m = losses.value_loss(pred, batch["value_tgt"], mask,
+                                kind=self.cfg.value_loss)
+    return pred, loss, m
 
   def _train_step(self, state: State, batch, frozen=None):
     cfg = self.cfg
@@ -318,18 +323,17 @@ class Trainer:
     return out, metrics
 
   def _eval_step(self, state: State, batch, frozen=None):
-    loss, metrics = self.loss_fn(state["params"], batch,
-                                 state.get("ref_params"), frozen)
     n = jnp.sum(batch["example_mask"].astype(jnp.float32))
-    out = dict(metrics, loss=loss, n=n)
     if self.cfg.kind == "value":
-      model = self._model(state["params"], frozen)
-      tok = batch["tokens"]
-      pred = model(tok, _positions(tok), score_idx_bk=batch["value_pos"])
+      # One forward gives both the loss and the predictions.
+      pred, loss, metrics = self._value_terms(
+          self._model(state["params"], frozen), batch)
       if self.cfg.value_loss == "bce":
         pred = jax.nn.sigmoid(pred)
-      out["pred"] = pred
-    return out
+      return dict(metrics, loss=loss, n=n, pred=pred)
+    loss, metrics = self.loss_fn(state["params"], batch,
+                                 state.get("ref_params"), frozen)
+    return dict(metrics, loss=loss, n=n)
 
   def _batch_shardings(self, batch: Mapping[str, np.ndarray]):
     return {k: batch_sharding(self.mesh, np.ndim(v), self.rules)
