@@ -62,3 +62,68 @@ def test_attention_matches_where_reference_incl_masked_rows():
   g_ref = jax.grad(loss(_where_attention), argnums=(0, 1, 2))(q, k, v)
   for a, e in zip(g, g_ref):
     np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("t,s", [(1, 16), (3, 16), (5, 5)])
+def test_attention_over_a_longer_cache_matches_reference(t, s):
+  """Queries against a KV cache longer than themselves (decode steps and
+  chunked prefill), read in the cache's [B, K, S, H] layout."""
+  r = np.random.default_rng(2)
+  b, n, kh, h = 2, 4, 2, 8
+  q = jnp.asarray(r.standard_normal((b, t, n, h)) * 2, jnp.float32)
+  k = jnp.asarray(r.standard_normal((b, s, kh, h)) * 2, jnp.float32)
+  v = jnp.asarray(r.standard_normal((b, s, kh, h)), jnp.float32)
+  filled = s - 4  # Slots past the cache index are invisible.
+  q_slot = filled - t + np.arange(t)
+  mask = jnp.asarray(np.broadcast_to(
+      np.arange(s)[None, :] <= q_slot[:, None], (b, t, s)))
+  ref = _where_attention(q, k, v, mask)
+  np.testing.assert_allclose(layers.attention(q, k, v, mask), ref,
+                             rtol=1e-5, atol=1e-6)
+  out = layers.attention(q, jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2),
+                         mask, kv_layout="bksh")
+  np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("blocks", [2, 3, 4])
+def test_causal_blocks_match_full_attention(blocks):
+  """Splitting causal queries into blocks that skip the all-masked keys
+  changes nothing for rows that see a key: values and q/k/v gradients."""
+  r = np.random.default_rng(3)
+  b, t, n, kh, h = 2, 12, 4, 2, 8
+  q = jnp.asarray(r.standard_normal((b, t, n, h)) * 3, jnp.float32)
+  k = jnp.asarray(r.standard_normal((b, t, kh, h)) * 3, jnp.float32)
+  v = jnp.asarray(r.standard_normal((b, t, kh, h)), jnp.float32)
+  mask = np.tril(np.ones((t, t), bool))[None].repeat(b, 0)
+  mask[1, :, :5] = False  # Row 1 is left-padded by 5 tokens.
+  mask = jnp.asarray(mask)
+  seen = jnp.any(mask, axis=-1)[:, :, None, None]  # [B, T, 1, 1]
+  out = layers.attention(q, k, v, mask, causal_blocks=blocks)
+  ref = _where_attention(q, k, v, mask)
+  np.testing.assert_allclose(out * seen, ref * seen, rtol=1e-5, atol=1e-6)
+  loss = lambda f: lambda q, k, v: jnp.sum(jnp.cos(f(q, k, v, mask)) * seen)
+  g = jax.grad(loss(lambda *a: layers.attention(*a, causal_blocks=blocks)),
+               argnums=(0, 1, 2))(q, k, v)
+  g_ref = jax.grad(loss(_where_attention), argnums=(0, 1, 2))(q, k, v)
+  for a, e in zip(g, g_ref):
+    np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-5)
+  # Blocks that do not divide T, or T != S, fall back to one block.
+  np.testing.assert_allclose(
+      layers.attention(q, k, v, mask, causal_blocks=5) * seen, ref * seen,
+      rtol=1e-5, atol=1e-6)
+
+
+def test_rope_table_matches_on_the_fly_values():
+  from armap_jax.models import ModelConfig
+  config = ModelConfig.tiny("llama")
+  inv_freq = layers.rope_inv_freq(config)
+  pos = jnp.asarray([[0, 1, 7, 200, 255]], jnp.int32)
+  cos_t, sin_t = layers.rope_cos_sin(pos, inv_freq, jnp.float32, 256)
+  cos_f, sin_f = layers.rope_cos_sin(pos, inv_freq, jnp.float32)
+  np.testing.assert_allclose(cos_t, cos_f, atol=2e-6)
+  np.testing.assert_allclose(sin_t, sin_f, atol=2e-6)
+  assert cos_t.shape == (1, 5, 2 * inv_freq.shape[0])
+  # A table too large for the host-side constant falls back to cos/sin.
+  too_many = layers.ROPE_TABLE_MAX // (2 * inv_freq.shape[0]) + 1
+  cos_b, _ = layers.rope_cos_sin(pos, inv_freq, jnp.float32, too_many)
+  np.testing.assert_array_equal(cos_b, cos_f)

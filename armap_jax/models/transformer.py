@@ -100,7 +100,7 @@ def _take_rows(x_bt, idx_bk):
 
 
 def _block(config: ModelConfig, dtype, x_btd, w, cos_sin, mask_bts,
-           cache_kv, cache_index, query_idx_bk=None):
+           cache_kv, cache_index, query_idx_bk=None, causal_blocks=1):
   """One pre-norm decoder block. Returns (x, (k_cache, v_cache) or None).
 
   With `query_idx_bk` [B, K] (no cache), keys and values come from all T
@@ -145,7 +145,8 @@ def _block(config: ModelConfig, dtype, x_btd, w, cos_sin, mask_bts,
     values = jax.lax.dynamic_index_in_dim(cv, layer, 0, False).astype(dtype)
     new_kv = (ck, cv)
   attn = layers.attention(q, keys, values, mask_bts,
-                          kv_layout="bskh" if cache_kv is None else "bksh")
+                          kv_layout="bskh" if cache_kv is None else "bksh",
+                          causal_blocks=causal_blocks)
   out = layers.dense(attn, cast(w["o_proj"]), 2)
   if c.attention_out_bias:
     out = out + cast(w["o_bias"])
@@ -167,6 +168,15 @@ def _block(config: ModelConfig, dtype, x_btd, w, cos_sin, mask_bts,
   return x_btd, new_kv
 
 
+# Cache-free calls with the default causal mask split their queries into
+# blocks of CAUSAL_BLOCK_LEN (at most CAUSAL_BLOCKS_MAX blocks), each block
+# attending only the keys up to its last query (`layers.attention(
+# causal_blocks=...)`): at T = 256, two blocks skip a quarter of the score
+# work, measured ~5-8% of a 4-layer RM training step on CPU.
+CAUSAL_BLOCK_LEN = 128
+CAUSAL_BLOCKS_MAX = 4
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _hidden(c: ModelConfig, dtype, w: dict[str, Any], tokens_bt, positions_bt,
             attn_mask_bts, cache, cache_index, query_idx_bk=None):
@@ -185,9 +195,12 @@ def _hidden(c: ModelConfig, dtype, w: dict[str, Any], tokens_bt, positions_bt,
   x = shd.shard(x, "batch", "length", "embed")
   cos_sin = None
   if c.uses_rope:
-    cos_sin = layers.rope_cos_sin(positions_bt, layers.rope_inv_freq(c), dtype)
+    cos_sin = layers.rope_cos_sin(positions_bt, layers.rope_inv_freq(c), dtype,
+                                  c.max_position_embeddings)
+  causal_blocks = 1
   if attn_mask_bts is None:
     if cache is None:
+      causal_blocks = max(1, min(CAUSAL_BLOCKS_MAX, t // CAUSAL_BLOCK_LEN))
       attn_mask_bts = jnp.broadcast_to(
           jnp.tril(jnp.ones((t, t), jnp.bool_)), (b, t, t))
     else:
@@ -213,12 +226,14 @@ def _hidden(c: ModelConfig, dtype, w: dict[str, Any], tokens_bt, positions_bt,
     for layer, lw in enumerate(w["layers"]):
       x, kv = _block(c, dtype, x, lw, cos_sin, attn_mask_bts,
                      None if kv is None else (*kv, layer), cache_index,
-                     query_idx_bk if layer == last else None)
+                     query_idx_bk if layer == last else None,
+                     1 if layer == last and query_idx_bk is not None
+                     else causal_blocks)
     kv_out = kv
   elif cache is None:
     def body(x_btd, lw):
       return _block(c, dtype, x_btd, lw, cos_sin, attn_mask_bts, None,
-                    cache_index)[0], None
+                    cache_index, causal_blocks=causal_blocks)[0], None
 
     stacked = w["layers"]
     if query_idx_bk is not None:
