@@ -92,3 +92,22 @@ def test_kill_and_resume_matches_uninterrupted(setup, mesh222, tmp_path):
   state, data_state, meta = ck.restore(tr.abstract_state())
   assert int(state["step"]) == 6 and data_state["position"] > 0
   ck.close()
+
+
+def test_cpu_gemm_choice_changes_speed_not_results(setup):
+  tok, tds = setup
+  with pytest.raises(ValueError, match="cpu_gemm='mkl'"):
+    T.TrainConfig(batch_size=8, cpu_gemm="mkl")
+  one = shd.make_mesh(shd.MeshConfig(data=1), jax.devices()[:1])
+  out = {}
+  for gemm in ("eigen", "ynnpack"):
+    model = H.tiny_rm(tok)
+    tr = T.Trainer(T.TrainConfig(batch_size=8, lr=3e-3, warmup_steps=1,
+                                 cpu_gemm=gemm), model, one)
+    st = tr.init_state(model)
+    it = H.pair_iter(tds, 8)
+    for _ in range(2):
+      st, m = tr.train_step(st, next(it))
+    out[gemm] = (float(m["loss"]), st)
+  assert abs(out["eigen"][0] - out["ynnpack"][0]) < 1e-5
+  assert _diff(out["eigen"][1]["params"], out["ynnpack"][1]["params"]) < 1e-5

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from armap_jax import xla_options
 from armap_jax.decoding import batching
 from armap_jax.decoding.sampling import SamplingArrays, row_keys, sample_tokens
 from armap_jax.decoding.stops import MATCHED, StopTables, trim_at_stop
@@ -69,13 +70,10 @@ class Completion:
 # Jitted pieces.
 
 
-# XLA CPU options for the prefill program. Its matmuls have thousands of rows
-# (prompt tokens x batch), where XLA's Eigen GEMM measured ~1.2-1.4x faster
-# than the default YNNPACK fusions on this machine's CPU (2048x576x1536 f32:
-# ~165 vs ~130 GFLOP/s), while YNNPACK stays faster for the decode step's
-# few-row matmuls, so only the prefill opts out. Applied on the CPU backend
-# only.
-_CPU_PREFILL_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+# The prefill's matmuls have thousands of rows (prompt tokens x batch), where
+# XLA's Eigen GEMM beats YNNPACK on CPU; the decode step keeps YNNPACK (see
+# `armap_jax.xla_options`).
+_PREFILL_CPU_GEMM = "eigen"
 
 
 class _PrefillJit:
@@ -90,8 +88,8 @@ class _PrefillJit:
     if backend not in self._jits:
       self._jits[backend] = jax.jit(
           _prefill_impl, static_argnums=(0,), static_argnames=("cache_len",),
-          compiler_options=(_CPU_PREFILL_OPTIONS if backend == "cpu"
-                            else None))
+          compiler_options=xla_options.cpu_gemm_options(
+              backend, _PREFILL_CPU_GEMM))
     return self._jits[backend]
 
   def __call__(self, *args, cache_len):

@@ -40,6 +40,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from armap_jax import sharding as shd
+from armap_jax import xla_options
 from armap_jax.training import losses
 from armap_jax.training.lora import TRAINABLE, FrozenParam
 
@@ -70,6 +71,9 @@ class TrainConfig:
   value_loss: str = "mse"  # "mse" | "bce"
   beta: float = 0.05  # Implicit PRM.
   nan_policy: str = "raise"  # "raise" | "skip"
+  # GEMM library of the jitted steps on the CPU backend ("eigen" | "ynnpack";
+  # see `armap_jax.xla_options`; ignored elsewhere).
+  cpu_gemm: str = "eigen"
 
   def __post_init__(self):
     if self.kind not in ("pair", "value", "implicit"):
@@ -79,6 +83,9 @@ class TrainConfig:
       raise ValueError(f"TrainConfig.schedule={self.schedule!r}")
     if self.nan_policy not in ("raise", "skip"):
       raise ValueError(f"TrainConfig.nan_policy={self.nan_policy!r}")
+    if self.cpu_gemm not in xla_options.CPU_GEMMS:
+      raise ValueError(f"TrainConfig.cpu_gemm={self.cpu_gemm!r}: expected "
+                       f"one of {xla_options.CPU_GEMMS}")
     if self.batch_size % self.grad_accum:
       raise ValueError(f"batch_size {self.batch_size} is not divisible by "
                        f"grad_accum {self.grad_accum}")
@@ -363,6 +370,10 @@ class Trainer:
     rest = {k: v for k, v in state.items() if k != "frozen"}
     return rest, state["frozen"]
 
+  def _compiler_options(self):
+    return xla_options.cpu_gemm_options(self.mesh.devices.flat[0].platform,
+                                        self.cfg.cpu_gemm)
+
   def train_step(self, state: State, batch) -> tuple[State, dict]:
     """One optimizer step (jitted, sharded, state donated; LoRA base weights
     are an extra argument that is not donated and comes back unchanged)."""
@@ -378,7 +389,7 @@ class Trainer:
             in_shardings=(state_sh, self._batch_shardings(batch),
                           self.frozen_sh),
             out_shardings=(state_sh, self._repl),
-            donate_argnums=(0,))
+            donate_argnums=(0,), compiler_options=self._compiler_options())
       self._train = _JIT_CACHE[key]
     with jax.set_mesh(self.mesh):
       new_state, metrics = self._train(state, batch, frozen)
@@ -397,7 +408,8 @@ class Trainer:
             self._eval_step,
             in_shardings=(self.state_shardings(state),
                           self._batch_shardings(batch), self.frozen_sh),
-            out_shardings=self._repl)
+            out_shardings=self._repl,
+            compiler_options=self._compiler_options())
       self._eval = _JIT_CACHE[key]
     with jax.set_mesh(self.mesh):
       return self._eval(state, batch, frozen)

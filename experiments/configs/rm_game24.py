@@ -67,6 +67,7 @@ def get_config(flavour: str = "orm") -> ml_collections.ConfigDict:
       "value_loss": "mse",
       "beta": 0.05,
       "nan_policy": "raise",
+      "cpu_gemm": "eigen",  # XLA CPU GEMM: "eigen" | "ynnpack".
       "log_every": 10,
       "eval_every": 100,
       "save_every": 100,
