@@ -77,6 +77,8 @@ def load(name: str):
 
 def main(argv):
   del argv
+  from armap_jax import hostmem
+  hostmem.tune_malloc()  # Before JAX starts its threads (see hostmem).
   import jax
   import numpy as np
   import torch

@@ -10,18 +10,32 @@ non-embedding params x tokens + attention) is reported as a fraction of the
 matmul FLOP/s measured here with JAX (a large f32 jnp.dot): the practical
 ceiling for this hardware. The last line prints the ratio ours/TRL.
 
-Timings exclude compilation / the first (warm-up) steps. The machine may be
-shared: run it more than once before trusting a number.
+Timings exclude compilation / the first (warm-up) steps. Each framework runs
+in its own process (TRL in a worker this script starts), as a user runs
+either: in one process, torch's thread pools and heap measurably slowed
+XLA's steps (up to 2x after a TRL round), and both processes get the same
+allocator settings (`armap_jax.hostmem`). The machine may be shared and its
+speed drifts by 2x within minutes, so the two are timed in interleaved
+rounds (ours, TRL, ours, TRL, ...; `--rounds`) while the other side idles. Every step is
+timed alone (ours with `block_until_ready`, TRL with a step-end callback) and
+tokens/s come from the median step time (a neighbour's burst inflates a few
+steps, not the median). The last line prints ours/TRL over all rounds.
 """
 
+import multiprocessing
 import os
+import sys
 import tempfile
 import time
 
 from absl import app, flags, logging
 
-_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps (after warm-up).")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed warm-up steps.")
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per round.")
+_ROUNDS = flags.DEFINE_integer(
+    "rounds", 3, "Interleaved rounds (ours then TRL); the ratio reported is "
+    "the median round's.")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed warm-up steps per "
+                               "round.")
 _BATCH = flags.DEFINE_integer("batch", 8, "Pairs per step.")
 _SEQ = flags.DEFINE_integer("seq", 256, "Tokens per sequence.")
 _VOCAB = flags.DEFINE_integer("vocab", 2048, "Vocabulary size.")
@@ -68,7 +82,7 @@ def flops_per_token(executed: bool = False) -> float:
 def data(rng):
   import numpy as np
   b, t, v = _BATCH.value, _SEQ.value, _VOCAB.value
-  n = b * (_STEPS.value + _WARMUP.value)
+  n = b * (_STEPS.value + _WARMUP.value)  # Rounds reuse the same pairs.
   return (rng.integers(3, v, size=(n, t)).astype(np.int32),
           rng.integers(3, v, size=(n, t)).astype(np.int32))
 
@@ -97,7 +111,8 @@ def lora_config():
   return lora.from_flat(_LORA_RANK.value, 2.0 * _LORA_RANK.value)
 
 
-def bench_ours(chosen, rejected) -> float:
+def bench_ours(chosen, rejected):
+  """Builds our trainer; returns `run()` -> one round's step times (s)."""
   import jax
   import numpy as np
   from flax import nnx
@@ -114,7 +129,7 @@ def bench_ours(chosen, rejected) -> float:
   tr = T.Trainer(tc, model, mesh)
   logging.info("ours: %d trainable parameters (lora_rank=%d)",
                tr.num_trainable(), _LORA_RANK.value)
-  state = tr.init_state(model)
+  box = {"state": tr.init_state(model)}
   b, t = _BATCH.value, _SEQ.value
 
   def batch(i):
@@ -123,23 +138,31 @@ def bench_ours(chosen, rejected) -> float:
             "lengths": np.full((b, 2), t, np.int32),
             "example_mask": np.ones((b,), bool)}
 
-  for i in range(_WARMUP.value):
-    state, m = tr.train_step(state, batch(i))
-  jax.block_until_ready(m)
-  t0 = time.perf_counter()
-  for i in range(_WARMUP.value, _WARMUP.value + _STEPS.value):
-    state, m = tr.train_step(state, batch(i))
-  jax.block_until_ready(m)
-  dt = time.perf_counter() - t0
-  logging.info("ours: %d steps in %.2fs, loss %.4f", _STEPS.value, dt,
-               float(m["loss"]))
-  if _BREAKDOWN.value:
-    fwd_s, grad_s = _fwd_bwd_times(tr, state, tr.put_batch(batch(0)), mesh)
-    print(f"ours breakdown: forward {fwd_s * 1e3:.0f} ms, forward+backward "
-          f"{grad_s * 1e3:.0f} ms (backward = {grad_s / fwd_s - 1:.1f}x "
-          f"forward), optimizer step + rest "
-          f"{(dt / _STEPS.value - grad_s) * 1e3:.0f} ms")
-  return 2 * b * t * _STEPS.value / dt
+  def run() -> list[float]:
+    state = box["state"]
+    for i in range(_WARMUP.value):
+      state, m = tr.train_step(state, batch(i))
+    jax.block_until_ready(m)
+    times = []
+    for i in range(_WARMUP.value, _WARMUP.value + _STEPS.value):
+      t0 = time.perf_counter()
+      state, m = tr.train_step(state, batch(i))
+      jax.block_until_ready(m)
+      times.append(time.perf_counter() - t0)
+    box["state"] = state
+    logging.info("ours: %d steps in %.2fs, loss %.4f", _STEPS.value,
+                 sum(times), float(m["loss"]))
+    if _BREAKDOWN.value and not box.get("broken_down"):
+      box["broken_down"] = True
+      fwd_s, grad_s = _fwd_bwd_times(tr, state, tr.put_batch(batch(0)), mesh)
+      step_s = float(np.median(times))
+      print(f"ours breakdown: forward {fwd_s * 1e3:.0f} ms, forward+backward "
+            f"{grad_s * 1e3:.0f} ms (backward = {grad_s / fwd_s - 1:.1f}x "
+            f"forward), optimizer step + rest {(step_s - grad_s) * 1e3:.0f} "
+            f"ms")
+    return times
+
+  return run
 
 
 def _fwd_bwd_times(tr, state, batch, mesh, repeats: int = 3):
@@ -160,7 +183,9 @@ def _fwd_bwd_times(tr, state, batch, mesh, repeats: int = 3):
   return out[0], out[1]
 
 
-def bench_trl(chosen, rejected) -> float:
+def bench_trl(chosen, rejected, workdir: str):
+  """Builds TRL's RewardTrainer; returns `run()` -> one round's step times
+  (s; each round is one `trainer.train()` of warmup + steps steps)."""
   import datasets
   import torch
   import transformers
@@ -190,27 +215,45 @@ def bench_trl(chosen, rejected) -> float:
     def on_step_end(self, args, state, control, **kw):
       times.append(time.perf_counter())
 
-  with tempfile.TemporaryDirectory() as out:
-    args = RewardConfig(
-        output_dir=out, per_device_train_batch_size=_BATCH.value,
-        max_steps=_WARMUP.value + _STEPS.value, learning_rate=LR,
-        lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
-        max_grad_norm=1.0, logging_steps=10_000, save_strategy="no",
-        report_to=[], use_cpu=True, bf16=False, fp16=False,
-        dataloader_num_workers=0, max_length=None,
-        center_rewards_coefficient=1e-3, seed=0, disable_tqdm=True)
-    trainer = RewardTrainer(model=model, args=args, train_dataset=ds,
-                            processing_class=tok, callbacks=[Clock()])
+  args = RewardConfig(
+      output_dir=workdir, per_device_train_batch_size=_BATCH.value,
+      max_steps=_WARMUP.value + _STEPS.value, learning_rate=LR,
+      lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
+      max_grad_norm=1.0, logging_steps=10_000, save_strategy="no",
+      report_to=[], use_cpu=True, bf16=False, fp16=False,
+      dataloader_num_workers=0, max_length=None,
+      center_rewards_coefficient=1e-3, seed=0, disable_tqdm=True)
+  trainer = RewardTrainer(model=model, args=args, train_dataset=ds,
+                          processing_class=tok, callbacks=[Clock()])
+
+  def run() -> list[float]:
+    times.clear()
     trainer.train()
-  dt = times[-1] - times[_WARMUP.value - 1]
-  steps = len(times) - _WARMUP.value
-  logging.info("trl: %d steps in %.2fs (torch threads %d)", steps, dt,
-               torch.get_num_threads())
-  return 2 * _BATCH.value * _SEQ.value * steps / dt
+    logging.info("trl: %d steps in %.2fs (torch threads %d)",
+                 len(times) - _WARMUP.value, times[-1] - times[_WARMUP.value - 1],
+                 torch.get_num_threads())
+    return [b - a for a, b in zip(times[_WARMUP.value - 1:],
+                                  times[_WARMUP.value:])]
+
+  return run
+
+
+def _trl_worker(conn, argv, chosen, rejected):
+  """TRL side, in its own process: runs one round per "run" message."""
+  flags.FLAGS(argv)
+  from armap_jax import hostmem
+  hostmem.tune_malloc()
+  with tempfile.TemporaryDirectory() as workdir:
+    run = bench_trl(chosen, rejected, workdir)
+    conn.send("ready")
+    while conn.recv() == "run":
+      conn.send(run())
 
 
 def main(argv):
   del argv
+  from armap_jax import hostmem
+  hostmem.tune_malloc()  # Before JAX starts its threads (see hostmem).
   import numpy as np
   chosen, rejected = data(np.random.default_rng(0))
   peak = matmul_flops()
@@ -218,19 +261,55 @@ def main(argv):
   print(f"config: {model_dims()} batch={_BATCH.value} pairs seq={_SEQ.value} "
         f"cpus={os.cpu_count()}")
   print(f"matmul (jax f32 2048^3): {peak / 1e9:.1f} GFLOP/s")
-  ours = bench_ours(chosen, rejected)
+  run_ours = bench_ours(chosen, rejected)
   run = flops_per_token(executed=True)
-  print(f"ours: {ours:.0f} tokens/s, {ours * fpt / 1e9:.1f} GFLOP/s = "
-        f"{ours * fpt / peak:.1%} of matmul in model FLOPs; executed "
-        f"{ours * run / 1e9:.1f} GFLOP/s = {ours * run / peak:.1%} (the last "
-        f"layer runs queries and MLP at the scored position only: "
-        f"{run / fpt:.0%} of the model FLOPs)")
+  tokens_per_step = 2 * _BATCH.value * _SEQ.value
+
+  def report(name, times):
+    tps = tokens_per_step / float(np.median(times))
+    print(f"  {name}: {tps:.0f} tokens/s (median step {np.median(times) * 1e3:.0f} "
+          f"ms, min {min(times) * 1e3:.0f}), {tps * fpt / 1e9:.1f} GFLOP/s = "
+          f"{tps * fpt / peak:.1%} of matmul in model FLOPs"
+          + ("" if name != "ours" else
+             f"; executed {tps * run / peak:.1%} (the last layer runs queries "
+             f"and MLP at the scored position only: {run / fpt:.0%} of the "
+             f"model FLOPs)"))
+    return tps
+
   if _SKIP_TRL.value:
+    for r in range(_ROUNDS.value):
+      print(f"round {r + 1}/{_ROUNDS.value}:")
+      report("ours", run_ours())
     return
-  trl = bench_trl(chosen, rejected)
-  print(f"trl:  {trl:.0f} tokens/s, {trl * fpt / 1e9:.1f} GFLOP/s = "
-        f"{trl * fpt / peak:.1%} of matmul")
-  print(f"ratio ours/TRL: {ours / trl:.2f}")
+  all_ours, all_trl = [], []
+  ctx = multiprocessing.get_context("spawn")
+  conn, child_conn = ctx.Pipe()
+  worker = ctx.Process(target=_trl_worker,
+                       args=(child_conn, sys.argv, chosen, rejected))
+  worker.start()
+  try:
+    if conn.recv() != "ready":
+      raise RuntimeError("bench_train: the TRL worker did not start")
+    for r in range(_ROUNDS.value):
+      ours = run_ours()
+      conn.send("run")
+      trl = conn.recv()
+      all_ours += ours
+      all_trl += trl
+      print(f"round {r + 1}/{_ROUNDS.value}:")
+      ratio = report("ours", ours) / report("trl ", trl)
+      print(f"  ratio {ratio:.2f}")
+    conn.send("stop")
+  finally:
+    worker.join(timeout=60)
+    if worker.is_alive():
+      worker.kill()
+  print("all rounds:")
+  ratio = report("ours", all_ours) / report("trl ", all_trl)
+  mean_ratio = np.mean(all_trl) / np.mean(all_ours)
+  print(f"ratio ours/TRL: {ratio:.2f} (median step times over "
+        f"{_ROUNDS.value} interleaved rounds; {mean_ratio:.2f} from mean "
+        f"step times)")
 
 
 if __name__ == "__main__":

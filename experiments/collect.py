@@ -25,6 +25,8 @@ _QUIET = flags.DEFINE_bool("quiet", False, "No progress bar.")
 
 def main(argv):
   del argv
+  from armap_jax import hostmem
+  hostmem.tune_malloc()  # Before JAX starts its threads (see hostmem).
   cfg = _CONFIG.value
   os.makedirs(cfg.workdir, exist_ok=True)
   with open(os.path.join(cfg.workdir, "collect_config.json"), "w") as f:

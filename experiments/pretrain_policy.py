@@ -27,6 +27,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 
 def main(argv):
   del argv
+  from armap_jax import hostmem
+  hostmem.tune_malloc()  # Before JAX starts its threads (see hostmem).
   c = _CONFIG.value
   t = c.traces.to_dict()
   t["skill_range"] = tuple(t["skill_range"])

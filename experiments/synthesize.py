@@ -37,6 +37,8 @@ def _llm(cfg):
 
 def main(argv):
   del argv
+  from armap_jax import hostmem
+  hostmem.tune_malloc()  # Before JAX starts its threads (see hostmem).
   cfg = _CONFIG.value
   os.makedirs(cfg.workdir, exist_ok=True)
   with open(os.path.join(cfg.workdir, "synthesize_config.json"), "w") as f:
