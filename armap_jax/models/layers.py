@@ -237,6 +237,19 @@ def attention(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array,
   q_zqh = jnp.swapaxes(q_btnh.reshape(b, t, k, g, h), 1, 2).reshape(
       b * k, t * g, h)
   k_zsh, v_zsh = k_bskh.reshape(b * k, s, h), v_bskh.reshape(b * k, s, h)
+  if kv_layout == "bksh":
+    # Reading a KV cache (prefill / decode; never differentiated): a select
+    # mask and no custom-VJP call, measured ~1.6x faster for SmolLM2's batch-16
+    # decode step than the additive-bias path below (XLA copies more of the
+    # in-place-updated cache around the call).
+    scores = jnp.einsum("zqh,zsh->zqs", q_zqh, k_zsh,
+                        preferred_element_type=jnp.float32) / math.sqrt(h)
+    scores = jnp.where(mask_bts[:, None, :, None, :],
+                       scores.reshape(b, k, t, g, s),
+                       jnp.finfo(jnp.float32).min)
+    p = jax.nn.softmax(scores, axis=-1).reshape(b * k, t * g, s)
+    out = jnp.einsum("zqs,zsh->zqh", p.astype(v_zsh.dtype), v_zsh)
+    return jnp.swapaxes(out.reshape(b, k, t, g, h), 1, 2).reshape(b, t, n, h)
   bias = jnp.where(mask_bts, 0.0, jnp.finfo(jnp.float32).min)
   nb = causal_blocks
   if nb <= 1 or t != s or t % nb:
