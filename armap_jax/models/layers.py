@@ -166,8 +166,7 @@ def _attend(q_zqh, k_zsh, v_zsh, bias_bts, b, g):
   run over the small [Z, T*G, H] output instead of the scores), and has no
   mask select (masked probabilities are 0, so their score gradients are too).
   """
-  p = _softmax_scores(q_zqh, k_zsh, bias_bts, b, g)
-  return jnp.einsum("zqs,zsh->zqh", p.astype(v_zsh.dtype), v_zsh)
+  return _attend_fwd(q_zqh, k_zsh, v_zsh, bias_bts, b, g)[0]
 
 
 def _attend_fwd(q_zqh, k_zsh, v_zsh, bias_bts, b, g):
