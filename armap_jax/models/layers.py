@@ -146,13 +146,14 @@ def activation(name: str, x: jax.Array) -> jax.Array:
   raise ValueError(f"hidden_act={name!r} is not supported")
 
 
-def _softmax_scores(q_zqh, k_zsh, bias_bts, b, g):
-  """Softmax probabilities [Z, T*G, S] in float32 (Z = B*K)."""
-  z, tg, h = q_zqh.shape
+def _softmax_scores(qs_zqh, k_zsh, bias_bts, b, g):
+  """Softmax probabilities [Z, T*G, S] in float32 (Z = B*K) of queries
+  already scaled by 1 / sqrt(H)."""
+  z, tg, _ = qs_zqh.shape
   s = k_zsh.shape[1]
   t = tg // g
-  scores = jnp.einsum("zqh,zsh->zqs", q_zqh, k_zsh,
-                      preferred_element_type=jnp.float32) / math.sqrt(h)
+  scores = jnp.einsum("zqh,zsh->zqs", qs_zqh, k_zsh,
+                      preferred_element_type=jnp.float32)
   scores = scores.reshape(b, z // b, t, g, s) + bias_bts[:, None, :, None, :]
   return jax.nn.softmax(scores, axis=-1).reshape(z, tg, s)
 
@@ -170,28 +171,31 @@ def _attend(q_zqh, k_zsh, v_zsh, bias_bts, b, g):
 
 
 def _attend_fwd(q_zqh, k_zsh, v_zsh, bias_bts, b, g):
-  p = _softmax_scores(q_zqh, k_zsh, bias_bts, b, g)
+  # The 1/sqrt(H) scale goes on the queries (a [Z, T*G, H] pass) instead of
+  # the [Z, T*G, S] scores.
+  qs = q_zqh * jnp.asarray(1.0 / math.sqrt(q_zqh.shape[-1]), q_zqh.dtype)
+  p = _softmax_scores(qs, k_zsh, bias_bts, b, g)
   out = jnp.einsum("zqs,zsh->zqh", p.astype(v_zsh.dtype), v_zsh)
-  return out, (q_zqh, k_zsh, v_zsh, p, out, bias_bts)
+  return out, (qs, k_zsh, v_zsh, p, out, bias_bts)
 
 
 def _attend_bwd(b, g, res, d_out):
-  q, k, v, p, out, bias = res
-  scale = 1.0 / math.sqrt(q.shape[-1])
+  qs, k, v, p, out, bias = res
+  scale = 1.0 / math.sqrt(qs.shape[-1])
   dv = jnp.einsum("zqs,zqh->zsh", p.astype(v.dtype), d_out)
   dp = jnp.einsum("zqh,zsh->zqs", d_out, v,
                   preferred_element_type=jnp.float32)
   delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32),
                   axis=-1, keepdims=True)
-  ds = p * (dp - delta) * scale
+  ds = p * (dp - delta)
   # A row with every key masked has uniform p (as with a select); like the
   # select, it passes no gradient to its scores.
   z, tg, s = ds.shape
   valid = jnp.any(bias == 0.0, axis=-1)  # [B, T]
   ds = ds.reshape(b, z // b, tg // g, g, s) * valid[:, None, :, None, None]
-  ds = ds.reshape(z, tg, s).astype(q.dtype)
-  dq = jnp.einsum("zqs,zsh->zqh", ds, k)
-  dk = jnp.einsum("zqs,zqh->zsh", ds, q)
+  ds = ds.reshape(z, tg, s).astype(qs.dtype)
+  dq = jnp.einsum("zqs,zsh->zqh", ds, k) * jnp.asarray(scale, qs.dtype)
+  dk = jnp.einsum("zqs,zqh->zsh", ds, qs)
   return dq, dk, dv, jnp.zeros_like(bias)
 
 
