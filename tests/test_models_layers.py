@@ -1,4 +1,4 @@
-"""Unit tests for armap_jax.models.layers (dense, attention)."""
+"""Unit tests for armap_jax.models.layers (dense, attention, RMSNorm)."""
 
 import math
 
@@ -127,3 +127,34 @@ def test_rope_table_matches_on_the_fly_values():
   too_many = layers.ROPE_TABLE_MAX // (2 * inv_freq.shape[0]) + 1
   cos_b, _ = layers.rope_cos_sin(pos, inv_freq, jnp.float32, too_many)
   np.testing.assert_array_equal(cos_b, cos_f)
+
+
+@pytest.mark.parametrize("shape,dtype", [
+    ((3, 5, 16), jnp.float32),
+    ((2, 4, 3, 8), jnp.float32),  # q/k norms: [B, T, N, H] over H.
+    ((3, 5, 16), jnp.bfloat16),
+])
+def test_rms_norm_vjp_matches_autodiff_reference(shape, dtype):
+  """The hand-written RMSNorm VJP equals autodiff of the plain formula."""
+  def ref(x, w, eps):
+    x32 = x.astype(jnp.float32)
+    var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+    return w.astype(x.dtype) * (x32 * jax.lax.rsqrt(var + eps)).astype(x.dtype)
+
+  r = np.random.default_rng(5)
+  x = jnp.asarray(r.standard_normal(shape) * 2, dtype)
+  w = jnp.asarray(r.standard_normal(shape[-1:]), jnp.float32)
+  g = jnp.asarray(r.standard_normal(shape), jnp.float32)
+  tol = dict(rtol=1e-5, atol=1e-5) if dtype == jnp.float32 else dict(
+      rtol=2e-2, atol=2e-2)
+  out = layers.rms_norm(x, w, 1e-5)
+  assert out.dtype == dtype
+  np.testing.assert_allclose(np.asarray(out, np.float32),
+                             np.asarray(ref(x, w, 1e-5), np.float32), **tol)
+  loss = lambda f: lambda x, w: jnp.sum(f(x, w, 1e-5).astype(jnp.float32) * g)
+  got = jax.grad(loss(layers.rms_norm), argnums=(0, 1))(x, w)
+  want = jax.grad(loss(ref), argnums=(0, 1))(x, w)
+  for a, e in zip(got, want):
+    assert a.dtype == e.dtype
+    np.testing.assert_allclose(np.asarray(a, np.float32),
+                               np.asarray(e, np.float32), **tol)

@@ -18,12 +18,47 @@ from armap_jax.models.config import ModelConfig
 
 
 def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
-  """RMSNorm as in HF Llama: normalise in float32, scale in the input dtype."""
+  """RMSNorm as in HF Llama: normalise in float32, scale in the input dtype.
+
+  Differentiated by a hand-written VJP (`_rms_norm_bwd`).
+  """
+  return _rms_norm(x, weight, eps)
+
+
+def _rms_norm_fwd(x, weight, eps):
   dtype = x.dtype
   x32 = x.astype(jnp.float32)
-  var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
-  y = (x32 * jax.lax.rsqrt(var + eps)).astype(dtype)
-  return weight.astype(dtype) * y
+  r = jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + eps)
+  y = (x32 * r).astype(dtype)
+  return weight.astype(dtype) * y, (x, weight, r)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _rms_norm(x, weight, eps):
+  return _rms_norm_fwd(x, weight, eps)[0]
+
+
+def _rms_norm_bwd(eps, res, g):
+  """dx = r (g w) - x r^3 <g w, x> / D and dw = sum_rows g x r.
+
+  Both sums are matrix-vector products over [rows, D] (gx = g * x): as
+  reductions, XLA CPU materialises the broadcast r and w at full size for
+  its fused reduce kernels (a few extra passes per norm in a training step).
+  """
+  del eps
+  x, weight, r = res
+  d = x.shape[-1]
+  x32, g32 = x.astype(jnp.float32), g.astype(jnp.float32)
+  w32 = weight.astype(jnp.float32)
+  gx = (g32 * x32).reshape(-1, d)
+  r_n = r.reshape(-1)
+  dw = jnp.dot(r_n, gx)
+  s = jnp.dot(gx, w32).reshape(r.shape)  # <g w, x> per row.
+  dx = r * (g32 * w32) - x32 * (r * r * r * s / d)
+  return dx.astype(x.dtype), dw.reshape(weight.shape).astype(weight.dtype)
+
+
+_rms_norm.defvjp(_rms_norm_fwd, _rms_norm_bwd)
 
 
 def layer_norm(x: jax.Array, weight: jax.Array, bias: jax.Array,
