@@ -100,14 +100,18 @@ def test_cpu_gemm_choice_changes_speed_not_results(setup):
     T.TrainConfig(batch_size=8, cpu_gemm="mkl")
   one = shd.make_mesh(shd.MeshConfig(data=1), jax.devices()[:1])
   out = {}
-  for gemm in ("eigen", "ynnpack"):
+  for gemm, ynn_reduce in (("eigen", True), ("eigen", False),
+                           ("ynnpack", True)):
     model = H.tiny_rm(tok)
     tr = T.Trainer(T.TrainConfig(batch_size=8, lr=3e-3, warmup_steps=1,
-                                 cpu_gemm=gemm), model, one)
+                                 cpu_gemm=gemm, cpu_ynn_reduce=ynn_reduce),
+                   model, one)
     st = tr.init_state(model)
     it = H.pair_iter(tds, 8)
     for _ in range(2):
       st, m = tr.train_step(st, next(it))
-    out[gemm] = (float(m["loss"]), st)
-  assert abs(out["eigen"][0] - out["ynnpack"][0]) < 1e-5
-  assert _diff(out["eigen"][1]["params"], out["ynnpack"][1]["params"]) < 1e-5
+    out[gemm, ynn_reduce] = (float(m["loss"]), st)
+  ref_loss, ref_state = out["ynnpack", True]
+  for key in (("eigen", True), ("eigen", False)):
+    assert abs(out[key][0] - ref_loss) < 1e-5, key
+    assert _diff(out[key][1]["params"], ref_state["params"]) < 1e-5, key

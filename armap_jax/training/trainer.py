@@ -74,6 +74,9 @@ class TrainConfig:
   # GEMM library of the jitted steps on the CPU backend ("eigen" | "ynnpack";
   # see `armap_jax.xla_options`; ignored elsewhere).
   cpu_gemm: str = "eigen"
+  # With cpu_gemm="eigen": reductions (softmax, norms) as YNNPACK fusions
+  # (`xla_options.cpu_gemm_options(ynn_reductions=...)`).
+  cpu_ynn_reduce: bool = True
 
   def __post_init__(self):
     if self.kind not in ("pair", "value", "implicit"):
@@ -372,7 +375,8 @@ class Trainer:
 
   def _compiler_options(self):
     return xla_options.cpu_gemm_options(self.mesh.devices.flat[0].platform,
-                                        self.cfg.cpu_gemm)
+                                        self.cfg.cpu_gemm,
+                                        self.cfg.cpu_ynn_reduce)
 
   def train_step(self, state: State, batch) -> tuple[State, dict]:
     """One optimizer step (jitted, sharded, state donated; LoRA base weights

@@ -68,6 +68,7 @@ def get_config(flavour: str = "orm") -> ml_collections.ConfigDict:
       "beta": 0.05,
       "nan_policy": "raise",
       "cpu_gemm": "eigen",  # XLA CPU GEMM: "eigen" | "ynnpack".
+      "cpu_ynn_reduce": True,  # With "eigen": YNNPACK reduce fusions.
       "log_every": 10,
       "eval_every": 100,
       "save_every": 100,
