@@ -287,6 +287,7 @@ def main(argv):
   worker = ctx.Process(target=_trl_worker,
                        args=(child_conn, sys.argv, chosen, rejected))
   worker.start()
+  child_conn.close()  # A worker that dies now ends recv() with EOFError.
   try:
     if conn.recv() != "ready":
       raise RuntimeError("bench_train: the TRL worker did not start")
