@@ -266,10 +266,13 @@ def test_unrolled_decode_step_matches_scanned(tiny):
   prompts = [[5, 6, 7, 8, 9], [3, 4], [10, 11, 12]]
   kw = dict(n=2, max_new_tokens=6, temperature=[0.0, 0.9, 0.7], top_p=0.9,
             seed=3)
-  scanned = decoding.Decoder(tiny, None, eos_token_ids=[]).generate(
-      prompts, **kw)
-  unrolled = decoding.Decoder(tiny, None, eos_token_ids=[],
-                              unroll_layers=True).generate(prompts, **kw)
+  scanned = decoding.Decoder(tiny, None, eos_token_ids=[],
+                             unroll_layers=False)
+  assert not scanned.unroll_layers
+  scanned = scanned.generate(prompts, **kw)
+  unrolled = decoding.Decoder(tiny, None, eos_token_ids=[])
+  assert unrolled.unroll_layers  # A few layers: unrolled by default.
+  unrolled = unrolled.generate(prompts, **kw)
   for ga, gb in zip(scanned, unrolled):
     for a, b in zip(ga, gb):
       assert a.token_ids == b.token_ids

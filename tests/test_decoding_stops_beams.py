@@ -175,14 +175,18 @@ def _sharded_copy(model, mesh):
   return sharded
 
 
-def test_sharded_generation_equals_unsharded(tiny, mesh222):
+@pytest.mark.parametrize("unroll", [True, False])
+def test_sharded_generation_equals_unsharded(tiny, mesh222, unroll):
+  """Under the (2, 2, 2) mesh, for the unrolled step on a per-layer cache
+  and the layer scan on a stacked one."""
   kw = dict(n=2, max_new_tokens=12, temperature=[0.0, 1.0, 0.7], seed=3)
   want = decoding.generate(tiny, None, PROMPTS, **kw)
   want_scores = decoding.score_continuations(tiny, None, PROMPTS,
                                              [[4, 5, 6]] * 3)
   with jax.set_mesh(mesh222):
     sharded = _sharded_copy(tiny, mesh222)
-    got = decoding.generate(sharded, None, PROMPTS, **kw)
+    got = decoding.Decoder(sharded, None, unroll_layers=unroll).generate(
+        PROMPTS, **kw)
     got_scores = decoding.score_continuations(sharded, None, PROMPTS,
                                               [[4, 5, 6]] * 3)
   for w, g in zip(want, got):

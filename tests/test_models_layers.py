@@ -67,7 +67,8 @@ def test_attention_matches_where_reference_incl_masked_rows():
 @pytest.mark.parametrize("t,s", [(1, 16), (3, 16), (5, 5)])
 def test_attention_over_a_longer_cache_matches_reference(t, s):
   """Queries against a KV cache longer than themselves (decode steps and
-  chunked prefill), read in the cache's [B, K, S, H] layout."""
+  chunked prefill), read in the cache's layout: keys [B, K, H, S], values
+  [B, K, S, H]."""
   r = np.random.default_rng(2)
   b, n, kh, h = 2, 4, 2, 8
   q = jnp.asarray(r.standard_normal((b, t, n, h)) * 2, jnp.float32)
@@ -80,8 +81,8 @@ def test_attention_over_a_longer_cache_matches_reference(t, s):
   ref = _where_attention(q, k, v, mask)
   np.testing.assert_allclose(layers.attention(q, k, v, mask), ref,
                              rtol=1e-5, atol=1e-6)
-  out = layers.attention(q, jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2),
-                         mask, kv_layout="bksh")
+  out = layers.attention(q, jnp.transpose(k, (0, 2, 3, 1)),
+                         jnp.swapaxes(v, 1, 2), mask, kv_layout="cache")
   np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
 
 

@@ -7,6 +7,7 @@ import pytest
 from flax import nnx
 
 from armap_jax.models import ModelConfig, Transformer
+from armap_jax.models import transformer
 from armap_jax.models.transformer import param_logical_axes
 
 _LOGICAL = {"embed", "mlp", "heads", "kv_heads", "head_dim", "vocab", "layers",
@@ -39,8 +40,48 @@ def test_cached_decoding_matches_full_forward(arch, overrides):
     outs.append(logits)
   got = jnp.concatenate(outs, axis=1)
   np.testing.assert_allclose(np.asarray(got), np.asarray(full), atol=1e-5)
-  assert cache["k"].shape == (config.num_layers, b, config.num_kv_heads, 16,
+  assert cache["k"].shape == (config.num_layers, b, config.num_kv_heads,
+                              config.head_dim, 16)
+  assert cache["v"].shape == (config.num_layers, b, config.num_kv_heads, 16,
                               config.head_dim)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_unstacked_weights_and_cache_match_stacked(arch):
+  """Unrolled layers on per-layer weights and a per-layer cache (the decode
+  engine's unrolled step) give the stacked scan's logits and cache."""
+  config = ModelConfig.tiny(arch)
+  model = Transformer(config, rngs=nnx.Rngs(3))
+  b, t, prompt, s = 2, 7, 4, 12
+  tokens = jax.random.randint(jax.random.key(1), (b, t), 0, config.vocab_size)
+  positions = jnp.broadcast_to(jnp.arange(t), (b, t))
+  weights = transformer.unstack_layers(model.weights())
+
+  @jax.jit
+  def unrolled(weights, tok, pos, cache, index):
+    h, cache = transformer.hidden_from_weights(
+        config, model.dtype, weights, tok, pos, cache=cache, cache_index=index)
+    return transformer.logits_from_weights(config, model.dtype, weights,
+                                           h), cache
+
+  stacked = model.init_cache(b, s)
+  per_layer = transformer.unstack_cache(model.init_cache(b, s))
+  assert len(per_layer["k"]) == config.num_layers
+  assert transformer.cache_length(per_layer) == transformer.cache_length(
+      stacked) == s
+  spans = [(0, prompt)] + [(i, i + 1) for i in range(prompt, t)]
+  for lo, hi in spans:
+    want, stacked = model(tokens[:, lo:hi], positions[:, lo:hi],
+                          cache=stacked, cache_index=lo)
+    got, per_layer = unrolled(weights, tokens[:, lo:hi], positions[:, lo:hi],
+                              per_layer, jnp.int32(lo))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
+  for name in ("k", "v"):
+    np.testing.assert_allclose(np.stack(per_layer[name]),
+                               np.asarray(stacked[name]), atol=1e-6)
+  with pytest.raises(ValueError, match="unstacked cache"):
+    model(tokens[:, :1], positions[:, :1],
+          cache=transformer.unstack_cache(stacked), cache_index=t)
 
 
 def test_left_padded_rows_match_unpadded():

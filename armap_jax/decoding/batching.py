@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -122,11 +123,19 @@ def _safe_shard(x: jax.Array, *logical: str | None) -> jax.Array:
   return sharding.shard(x, *names)
 
 
+_CACHE_AXES = {"k": ("batch", "kv_heads", "head_dim", "cache_length"),
+               "v": ("batch", "kv_heads", "cache_length", "head_dim")}
+
+
 def shard_cache(cache):
-  """Constrains every cache leaf [L, B, K, S, H]: batch over data."""
-  return jax.tree.map(
-      lambda c: _safe_shard(c, "layers", "batch", "kv_heads", "cache_length",
-                            "head_dim") if c.ndim == 5 else c, cache)
+  """Constrains a stacked ([L, B, ...]) or unstacked (per-layer [B, ...])
+  KV cache (see `transformer.Cache`): batch over data."""
+  def one(axes, c):
+    if c.ndim == len(axes) + 1:
+      return _safe_shard(c, "layers", *axes)
+    return _safe_shard(c, *axes) if c.ndim == len(axes) else c
+  return {name: jax.tree.map(functools.partial(one, _CACHE_AXES[name]), leaf)
+          for name, leaf in cache.items()}
 
 
 def shard_rows(x: jax.Array) -> jax.Array:

@@ -6,9 +6,12 @@ pass is one `lax.scan` over them, so compile time does not grow with depth.
 Call contract (see the project's cross-helper contracts):
   model(tokens_bt, positions_bt, attn_mask_bts=None, cache=None,
         cache_index=None) -> (logits_btv float32, new_cache)
-  Cache = {"k": [L, B, K, S, H], "v": [L, B, K, S, H]} (heads before slots,
-  so a decode step's attention reads each layer's cache without transposing
-  it).
+  Cache = {"k": [L, B, K, H, S], "v": [L, B, K, S, H]} (heads before slots,
+  so a decode step's attention reads each layer's cache in place; keys
+  transposed, so its QK^T is a plain matrix product). Calls on unstacked
+  weights (`unstack_layers`) also take the cache unstacked, {"k": (L arrays
+  [B, K, H, S]), "v": (L arrays [B, K, S, H])} (`unstack_cache`), so that
+  each layer reads its own buffer instead of a copied slice.
 
 Without a cache, attention is over the T given tokens (default mask: causal).
 With a cache, the new k/v are written at slots [cache_index, cache_index + T)
@@ -133,19 +136,27 @@ def _block(config: ModelConfig, dtype, x_btd, w, cos_sin, mask_bts,
   if cache_kv is None:
     keys, values, new_kv = k, v, None
   else:
-    # The whole [L, B, S, K, H] cache rides in the scan carry and is updated
-    # in place at (layer, :, cache_index): passing it as scan xs/ys instead
-    # makes XLA copy every layer's cache in and out on each decode step.
+    # Stacked (layer is an index): the whole [L, ...] cache rides in the scan
+    # carry and is updated in place at (layer, ..., cache_index); passing it
+    # as scan xs/ys instead makes XLA copy every layer's cache in and out on
+    # each decode step. Unstacked (layer is None): this layer's own buffers.
     ck, cv, layer = cache_kv
-    to_cache = lambda a: jnp.swapaxes(a, 1, 2)[None].astype(ck.dtype)
-    idx = (layer, 0, 0, cache_index, 0)
-    ck = jax.lax.dynamic_update_slice(ck, to_cache(k), idx)
-    cv = jax.lax.dynamic_update_slice(cv, to_cache(v), idx)
-    keys = jax.lax.dynamic_index_in_dim(ck, layer, 0, False).astype(dtype)
-    values = jax.lax.dynamic_index_in_dim(cv, layer, 0, False).astype(dtype)
+    k_bkht = jnp.transpose(k, (0, 2, 3, 1)).astype(ck.dtype)
+    v_bkth = jnp.swapaxes(v, 1, 2).astype(cv.dtype)
+    if layer is None:
+      ck = jax.lax.dynamic_update_slice(ck, k_bkht, (0, 0, 0, cache_index))
+      cv = jax.lax.dynamic_update_slice(cv, v_bkth, (0, 0, cache_index, 0))
+      keys, values = ck.astype(dtype), cv.astype(dtype)
+    else:
+      ck = jax.lax.dynamic_update_slice(ck, k_bkht[None],
+                                        (layer, 0, 0, 0, cache_index))
+      cv = jax.lax.dynamic_update_slice(cv, v_bkth[None],
+                                        (layer, 0, 0, cache_index, 0))
+      keys = jax.lax.dynamic_index_in_dim(ck, layer, 0, False).astype(dtype)
+      values = jax.lax.dynamic_index_in_dim(cv, layer, 0, False).astype(dtype)
     new_kv = (ck, cv)
   attn = layers.attention(q, keys, values, mask_bts,
-                          kv_layout="bskh" if cache_kv is None else "bksh",
+                          kv_layout="bskh" if cache_kv is None else "cache",
                           causal_blocks=causal_blocks)
   out = layers.dense(attn, cast(w["o_proj"]), 2)
   if c.attention_out_bias:
@@ -204,7 +215,7 @@ def _hidden(c: ModelConfig, dtype, w: dict[str, Any], tokens_bt, positions_bt,
       attn_mask_bts = jnp.broadcast_to(
           jnp.tril(jnp.ones((t, t), jnp.bool_)), (b, t, t))
     else:
-      s = cache["k"].shape[3]
+      s = cache_length(cache)
       q_slot = cache_index + jnp.arange(t, dtype=jnp.int32)
       allowed = jnp.arange(s, dtype=jnp.int32)[None, :] <= q_slot[:, None]
       attn_mask_bts = jnp.broadcast_to(allowed, (b, t, s))
@@ -221,15 +232,30 @@ def _hidden(c: ModelConfig, dtype, w: dict[str, Any], tokens_bt, positions_bt,
     # whose dots read each weight buffer directly. A scan over the stacked
     # arrays slices (copies) every layer's weights on each call, which at
     # decode batch sizes costs about as much as the matmuls themselves.
+    # Likewise an unstacked cache: each layer updates and reads its own
+    # buffers (slicing a stacked one copies it: ~20% of SmolLM2's batch-16
+    # decode step).
     kv = None if cache is None else (cache["k"], cache["v"])
+    per_layer = kv is not None and isinstance(kv[0], (tuple, list))
+    new_k, new_v = [], []
     last = len(w["layers"]) - 1
     for layer, lw in enumerate(w["layers"]):
-      x, kv = _block(c, dtype, x, lw, cos_sin, attn_mask_bts,
-                     None if kv is None else (*kv, layer), cache_index,
-                     query_idx_bk if layer == last else None,
-                     1 if layer == last and query_idx_bk is not None
-                     else causal_blocks)
-    kv_out = kv
+      if kv is None:
+        layer_kv = None
+      elif per_layer:
+        layer_kv = (kv[0][layer], kv[1][layer], None)
+      else:
+        layer_kv = (*kv, layer)
+      x, out_kv = _block(c, dtype, x, lw, cos_sin, attn_mask_bts, layer_kv,
+                         cache_index, query_idx_bk if layer == last else None,
+                         1 if layer == last and query_idx_bk is not None
+                         else causal_blocks)
+      if per_layer:
+        new_k.append(out_kv[0])
+        new_v.append(out_kv[1])
+      elif kv is not None:
+        kv = out_kv
+    kv_out = (tuple(new_k), tuple(new_v)) if per_layer else kv
   elif cache is None:
     def body(x_btd, lw):
       return _block(c, dtype, x_btd, lw, cos_sin, attn_mask_bts, None,
@@ -247,6 +273,10 @@ def _hidden(c: ModelConfig, dtype, w: dict[str, Any], tokens_bt, positions_bt,
                     cache_index, query_idx_bk)
     kv_out = None
   else:
+    if isinstance(cache["k"], (tuple, list)):
+      raise ValueError("an unstacked cache (unstack_cache) needs unstacked "
+                       "weights (unstack_layers)")
+
     def body(carry, xs):
       x_btd, ck, cv = carry
       lw, layer = xs
@@ -276,6 +306,18 @@ def unstack_layers(weights: dict[str, Any]) -> dict[str, Any]:
   num = next(iter(stacked.values())).shape[0]
   layers_ = tuple({k: v[i] for k, v in stacked.items()} for i in range(num))
   return {**weights, "layers": layers_}
+
+
+def unstack_cache(cache: Cache) -> Cache:
+  """A stacked cache {"k": [L, ...], "v": [L, ...]} as per-layer tuples."""
+  return {name: tuple(c[i] for i in range(c.shape[0]))
+          for name, c in cache.items()}
+
+
+def cache_length(cache: Cache) -> int:
+  """S, the number of slots of a stacked or unstacked cache."""
+  v = cache["v"]
+  return (v[0] if isinstance(v, (tuple, list)) else v).shape[-2]
 
 
 def _query_idx(query_idx_bk, t: int):
@@ -338,11 +380,12 @@ class Transformer(nnx.Module):
                             ("embed", "vocab"), param_dtype)
 
   def init_cache(self, batch_size: int, max_len: int, dtype=None) -> Cache:
-    """Zeroed KV cache {"k","v"}: [L, B, K, S, H]."""
+    """Zeroed KV cache {"k": [L, B, K, H, S], "v": [L, B, K, S, H]}."""
     c = self.config
     shape = (c.num_layers, batch_size, c.num_kv_heads, max_len, c.head_dim)
+    k_shape = shape[:3] + (c.head_dim, max_len)
     dtype = dtype or self.dtype
-    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+    return {"k": jnp.zeros(k_shape, dtype), "v": jnp.zeros(shape, dtype)}
 
   def weights(self) -> dict[str, Any]:
     """All parameter arrays as a plain dict (input of the jitted forward)."""
