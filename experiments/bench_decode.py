@@ -3,9 +3,10 @@
 Same weights in both (SmolLM2-135M-Instruct from its shipped GGUF, and a tiny
 random Llama), same random prompts, exactly `--new_tokens` new tokens per row
 (EOS disabled on both sides), greedy and sampling. Prints tokens/s for both,
-the ratio ours/torch, and the decode's achieved weight-read bandwidth next to
-a memory bandwidth measured here with a large NumPy copy. The last line is the
-SmolLM2 batch-16 ratio.
+the ratio ours/torch (also per phase: the prefill, timed as a 1-token
+generate, and the per-step decode rest), and the decode's achieved weight-read
+bandwidth next to a memory bandwidth measured here with a large NumPy copy.
+The last line is the SmolLM2 batch-16 ratio.
 
   python experiments/bench_decode.py                     # everything
   python experiments/bench_decode.py --models=smollm2 --batches=16 \\
@@ -32,6 +33,9 @@ _UNROLL = flags.DEFINE_bool(
 _THREADS = flags.DEFINE_integer(
     "threads", 0, "torch.set_num_threads (0: os.cpu_count(), what XLA uses)")
 _BW_MB = flags.DEFINE_integer("bw_mb", 512, "MiB copied for the bandwidth probe")
+_DTYPE = flags.DEFINE_enum(
+    "dtype", "float32", ["float32", "bfloat16"],
+    "weights and compute on both sides (torch: model.to(dtype))")
 
 
 def memory_bandwidth_gbs(mib: int) -> float:
@@ -47,21 +51,24 @@ def memory_bandwidth_gbs(mib: int) -> float:
   return 2 * src.nbytes / best / 1e9
 
 
-def load(name: str):
-  """(our model, torch model, config) with identical f32 weights."""
+def load(name: str, dtype: str):
+  """(our model, torch model, config) with identical weights in `dtype`."""
+  import jax.numpy as jnp
   import torch
   import transformers
   from armap_jax.models import ModelConfig, keymap, load_pretrained
   from armap_jax.models import gguf as gguf_lib
   from armap_jax.models import params as params_lib
+  tdtype = getattr(torch, dtype)
   if name == "smollm2":
     path = gguf_lib.known_model_path("smollm2-135m-instruct")
-    ours, _, config = load_pretrained("smollm2-135m-instruct")
+    ours, _, config = load_pretrained("smollm2-135m-instruct",
+                                      dtype=jnp.dtype(dtype))
     tmodel = None
     if _TORCH.value:
       tmodel = transformers.AutoModelForCausalLM.from_pretrained(
           os.path.dirname(path), gguf_file=os.path.basename(path),
-          dtype=torch.float32).eval()
+          dtype=tdtype).eval()
     return ours, tmodel, config
   if name == "tiny":
     config = ModelConfig.tiny(arch="llama", vocab_size=512)
@@ -71,7 +78,9 @@ def load(name: str):
     sd = {k: v.detach().numpy() for k, v in tmodel.state_dict().items()}
     specs = {k: (v.shape, str(v.dtype)) for k, v in sd.items()}
     params = keymap.hf_to_ours(config, specs, sd.__getitem__, "torch")
-    return params_lib.build_model(config, params), tmodel, config
+    ours = params_lib.build_model(config, params, dtype=jnp.dtype(dtype),
+                                  param_dtype=jnp.dtype(dtype))
+    return ours, tmodel.to(tdtype), config
   raise app.UsageError(f"--models: unknown model {name!r}")
 
 
@@ -96,16 +105,16 @@ def main(argv):
   rng = np.random.default_rng(0)
   summary = {}
   for name in _MODELS.value:
-    ours, tmodel, config = load(name)
+    ours, tmodel, config = load(name, _DTYPE.value)
     n_params = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(
         nnx.state(ours, nnx.Param)))
-    weight_bytes = 4 * n_params
+    weight_bytes = np.dtype(_DTYPE.value).itemsize * n_params
     dec = decoding.Decoder(ours, None, eos_token_ids=[],
                            unroll_layers=_UNROLL.value)
     if tmodel is not None:
       tmodel.generation_config.eos_token_id = None
     print(f"\n== {name}: {n_params / 1e6:.1f}M params ({weight_bytes / 1e6:.0f} "
-          f"MB f32), prompt {_PROMPT_LEN.value}, {new} new tokens")
+          f"MB {_DTYPE.value}), prompt {_PROMPT_LEN.value}, {new} new tokens")
     for batch in [int(b) for b in _BATCHES.value]:
       prompts = rng.integers(3, min(config.vocab_size, 32000),
                              size=(batch, _PROMPT_LEN.value)).tolist()
@@ -141,23 +150,28 @@ def main(argv):
           tkw = (dict(do_sample=False) if mode == "greedy" else
                  dict(do_sample=True, temperature=0.8, top_p=0.95, top_k=0))
 
-          def torch_run():
+          def torch_run(n_new):
             with torch.inference_mode():
               out = tmodel.generate(ids, attention_mask=torch.ones_like(ids),
-                                    max_new_tokens=new, min_new_tokens=new,
-                                    pad_token_id=0, **tkw)
-            assert out.shape[1] == ids.shape[1] + new
+                                    max_new_tokens=n_new,
+                                    min_new_tokens=n_new, pad_token_id=0,
+                                    **tkw)
+            assert out.shape[1] == ids.shape[1] + n_new
 
           torch.manual_seed(0)
           with torch.inference_mode():  # Warm-up (first-call overheads).
             tmodel.generate(ids[:1, :8], max_new_tokens=2, pad_token_id=0,
                             **tkw)
-          t_torch = timed(torch_run)
+          t_torch = timed(torch_run, new)
+          t_torch_prefill = timed(torch_run, 1)
+          torch_step = max(t_torch - t_torch_prefill, 1e-9) / (new - 1)
           torch_tps = batch * new / t_torch
           ratio = ours_tps / torch_tps
           summary[(name, batch, mode)] = ratio
-          line += (f" | torch {torch_tps:8.1f} tok/s ({t_torch:6.2f} s) | "
-                   f"ours/torch {ratio:5.2f}x")
+          line += (f" | torch {torch_tps:8.1f} tok/s ({t_torch:6.2f} s; "
+                   f"decode {torch_step * 1e3:6.1f} ms/step) | ours/torch "
+                   f"{ratio:5.2f}x (prefill {t_torch_prefill / t_prefill:4.2f}"
+                   f"x, decode step {torch_step * (new - 1) / decode_s:4.2f}x)")
         print(line, flush=True)
   key = [k for k in summary if k[0] == "smollm2" and k[1] == 16]
   if key:

@@ -245,8 +245,8 @@ def attention(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array,
   Computed as batched matmuls over one merged (batch x kv-head) axis,
   [B*K, T*G, H] x [B*K, S, H]: XLA CPU's fast dot path takes a single leading
   batch dimension (with two it falls back to a slow generic loop), measured
-  ~12% faster for a whole RM training step and free of the per-layer cache
-  transposes in decoding. The mask is additive (a 0 / finfo.min bias; equal
+  ~12% faster for a whole RM training step. (Reading a KV cache keeps
+  (B, K) as two batch dims; see below.) The mask is additive (a 0 / finfo.min bias; equal
   to a select, since finfo.min absorbs any score) and the VJP is hand-written
   (`_attend`).
 
@@ -283,7 +283,10 @@ def attention(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array,
     # [B, K, H, S], so QK^T is a plain [T*G, H] x [H, S] product: for a
     # decode step's few queries against the whole cache the attention ran
     # ~1.4x faster (SmolLM2's 30 layers at batch 16) than with the
-    # transposed-operand product over keys in [B, K, S, H].
+    # transposed-operand product over keys in [B, K, S, H]. The cache is read
+    # with (B, K) as two batch dims, not merged: with a per-layer cache, XLA
+    # fused the merging reshape into a second copy of the cache update and
+    # then copied every layer's cache buffers on each decode step.
     q_bkqh = q_zqh.reshape(b, k, t * g, h)
     scores = jnp.einsum("bkqh,bkhs->bkqs", q_bkqh, k_bskh,
                         preferred_element_type=jnp.float32) / math.sqrt(h)
