@@ -245,10 +245,10 @@ def attention(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array,
   Computed as batched matmuls over one merged (batch x kv-head) axis,
   [B*K, T*G, H] x [B*K, S, H]: XLA CPU's fast dot path takes a single leading
   batch dimension (with two it falls back to a slow generic loop), measured
-  ~12% faster for a whole RM training step. (Reading a KV cache keeps
-  (B, K) as two batch dims; see below.) The mask is additive (a 0 / finfo.min bias; equal
-  to a select, since finfo.min absorbs any score) and the VJP is hand-written
-  (`_attend`).
+  ~12% faster for a whole RM training step (reading a KV cache keeps (B, K)
+  as two batch dims; see below). The mask is additive (a 0 / finfo.min bias;
+  equal to a select, since finfo.min absorbs any score) and the VJP is
+  hand-written (`_attend`).
 
   Args:
     q_btnh: queries, N = K * G heads.
