@@ -122,8 +122,8 @@ def _prefill_impl(graphdef, state, tokens_bp, mask_bp, row_prompt_r, *,
                                    cache=cache, cache_index=jnp.int32(0))
   logits_bv = model.logits(hidden_bpd[:, -1:])[:, 0].astype(jnp.float32)
   if unstack:
-    cache = {name: tuple(c[i][row_prompt_r] for i in range(c.shape[0]))
-             for name, c in cache.items()}
+    cache = jax.tree.map(lambda c: c[row_prompt_r],
+                         transformer.unstack_cache(cache))
   else:
     cache = jax.tree.map(lambda c: c[:, row_prompt_r], cache)
   cache = batching.shard_cache(cache)
