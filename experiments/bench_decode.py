@@ -87,7 +87,7 @@ def load(name: str, dtype: str):
 
 def main(argv):
   del argv
-  from armap_jax import hostmem
+  from armap_jax.runtime import hostmem
   hostmem.tune_malloc()  # Before JAX starts its threads (see hostmem).
   import jax
   import numpy as np

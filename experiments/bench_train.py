@@ -14,7 +14,7 @@ Timings exclude compilation / the first (warm-up) steps. Each framework runs
 in its own process (TRL in a worker this script starts), as a user runs
 either: in one process, torch's thread pools and heap measurably slowed
 XLA's steps (up to 2x after a TRL round), and both processes get the same
-allocator settings (`armap_jax.hostmem`). The machine may be shared and its
+allocator settings (`armap_jax.runtime.hostmem`). The machine may be shared and its
 speed drifts by 2x within minutes, so the two are timed in interleaved
 rounds (ours, TRL, ours, TRL, ...; `--rounds`) while the other side idles. Every step is
 timed alone (ours with `block_until_ready`, TRL with a step-end callback) and
@@ -107,7 +107,7 @@ def matmul_flops() -> float:
 
 def lora_config():
   """`--lora_rank` -> LoRAConfig (alpha = 2 x rank) or None."""
-  from armap_jax.training import lora
+  from armap_jax.models import lora
   return lora.from_flat(_LORA_RANK.value, 2.0 * _LORA_RANK.value)
 
 
@@ -119,7 +119,7 @@ def bench_ours(chosen, rejected):
   from armap_jax import sharding as shd
   from armap_jax.models import ModelConfig
   from armap_jax.training import trainer as T
-  from armap_jax.training.reward_model import RewardModel
+  from armap_jax.models.heads import RewardModel
 
   cfg = ModelConfig.tiny("llama", **model_dims())
   model = RewardModel(cfg, rngs=nnx.Rngs(0), lora=lora_config())
@@ -241,7 +241,7 @@ def bench_trl(chosen, rejected, workdir: str):
 def _trl_worker(conn, argv, chosen, rejected):
   """TRL side, in its own process: runs one round per "run" message."""
   flags.FLAGS(argv)
-  from armap_jax import hostmem
+  from armap_jax.runtime import hostmem
   hostmem.tune_malloc()
   with tempfile.TemporaryDirectory() as workdir:
     run = bench_trl(chosen, rejected, workdir)
@@ -252,7 +252,7 @@ def _trl_worker(conn, argv, chosen, rejected):
 
 def main(argv):
   del argv
-  from armap_jax import hostmem
+  from armap_jax.runtime import hostmem
   hostmem.tune_malloc()  # Before JAX starts its threads (see hostmem).
   import numpy as np
   chosen, rejected = data(np.random.default_rng(0))

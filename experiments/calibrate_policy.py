@@ -56,7 +56,7 @@ def _run(policy, cfg, ids, path, attempts, temperature):
 
 def main(argv):
   del argv
-  from armap_jax import hostmem
+  from armap_jax.runtime import hostmem
   hostmem.tune_malloc()  # Before JAX starts its threads (see hostmem).
   cfg = armap_game24.get_config()
   cfg.policy = _POLICY.value

@@ -25,7 +25,7 @@ _QUIET = flags.DEFINE_bool("quiet", False, "No progress bar.")
 
 def main(argv):
   del argv
-  from armap_jax import hostmem
+  from armap_jax.runtime import hostmem
   hostmem.tune_malloc()  # Before JAX starts its threads (see hostmem).
   cfg = _CONFIG.value
   os.makedirs(cfg.workdir, exist_ok=True)

@@ -28,7 +28,7 @@ _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 
 def main(argv):
   del argv
-  from armap_jax import hostmem
+  from armap_jax.runtime import hostmem
   hostmem.tune_malloc()  # Before JAX starts its threads (see hostmem).
   rows = run_game24_baselines(
       _WORKDIR.value, split=_SPLIT.value, limit=_LIMIT.value,

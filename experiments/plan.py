@@ -20,7 +20,7 @@ _QUIET = flags.DEFINE_bool("quiet", False, "No progress bars.")
 
 def main(argv):
   del argv
-  from armap_jax import hostmem
+  from armap_jax.runtime import hostmem
   hostmem.tune_malloc()  # Before JAX starts its threads (see hostmem).
   cfg = _CONFIG.value
   runner.run_plan(cfg, progress=not _QUIET.value)

@@ -16,7 +16,8 @@ import os
 from absl import app, logging
 from ml_collections import config_flags
 
-from armap_jax import policies
+from armap_jax.pipeline import policy_eval
+from armap_jax.training import policy_pretrain as policies
 from armap_jax.data.game24_traces import TraceConfig
 from armap_jax.models import load_pretrained
 from armap_jax.training import lm
@@ -27,7 +28,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 
 def main(argv):
   del argv
-  from armap_jax import hostmem
+  from armap_jax.runtime import hostmem
   hostmem.tune_malloc()  # Before JAX starts its threads (see hostmem).
   c = _CONFIG.value
   t = c.traces.to_dict()
@@ -48,7 +49,7 @@ def main(argv):
     with open(path, "w", encoding="utf-8") as f:
       json.dump(info, f, indent=1, default=str)
   if c.eval.enabled or c.eval.only:
-    info.setdefault("eval", {})[c.eval.split] = policies.evaluate_game24(
+    info.setdefault("eval", {})[c.eval.split] = policy_eval.evaluate_game24(
         model, tokenizer, split=c.eval.split,
         num_puzzles=c.eval.num_puzzles or None, n=c.eval.n,
         seeds=tuple(c.eval.seeds), max_new_tokens=c.eval.max_new_tokens)

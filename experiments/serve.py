@@ -35,7 +35,7 @@ _WINDOW = flags.DEFINE_float("batch_window_s", 0.005, "How long the batcher "
 
 def main(argv):
   del argv
-  from armap_jax import hostmem
+  from armap_jax.runtime import hostmem
   hostmem.tune_malloc()  # Before JAX starts its threads (see hostmem).
   if not _MODEL.value and not _SCORER.value:
     raise app.UsageError("give --model and/or --scorer")

@@ -27,7 +27,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 
 def main(argv):
   del argv
-  from armap_jax import hostmem
+  from armap_jax.runtime import hostmem
   hostmem.tune_malloc()  # Before JAX starts its threads (see hostmem).
   last = run.train_from_config(_CONFIG.value)
   logging.info("done: %s", {k: round(v, 5) for k, v in last.items()})

@@ -1,6 +1,11 @@
 """Test setup: 8 fake CPU devices (set before jax is imported) and absl flags."""
 
 import os
+import sys
+
+# Shared helpers (agent_helpers, rm_helpers, search_helpers) live beside this
+# file; tests in subpackages import them by name.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") +

@@ -93,7 +93,7 @@ def tiny_model_config(tok, **kw):
 
 def tiny_rm(tok, seed=0, **kw):
   from flax import nnx
-  from armap_jax.training.reward_model import RewardModel
+  from armap_jax.models.heads import RewardModel
   return RewardModel(tiny_model_config(tok, **kw), rngs=nnx.Rngs(seed))
 
 

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from armap_jax import xla_options
+from armap_jax.runtime import xla_options
 from armap_jax.decoding import batching
 from armap_jax.decoding.sampling import SamplingArrays, row_keys, sample_tokens
 from armap_jax.decoding.stops import MATCHED, StopTables, trim_at_stop
@@ -72,7 +72,7 @@ class Completion:
 
 # The prefill's matmuls have thousands of rows (prompt tokens x batch), where
 # XLA's Eigen GEMM beats YNNPACK on CPU; the decode step keeps YNNPACK (see
-# `armap_jax.xla_options`).
+# `armap_jax.runtime.xla_options`).
 _PREFILL_CPU_GEMM = "eigen"
 
 

@@ -167,13 +167,10 @@ def state_arrays(model: Transformer) -> Mapping[str, jax.Array]:
 
 
 def _shipped_policy_path(name: str) -> str | None:
-  """HF directory of a policy shipped in the package (armap_jax.policies)."""
-  try:
-    from armap_jax import policies
-  except ImportError:
-    return None
-  if name in policies.known_policies():
-    return policies.policy_path(name)
+  """HF directory of a checkpoint shipped in the package (`models.registry`)."""
+  from armap_jax.models import registry
+  if name in registry.known_policies():
+    return registry.policy_path(name)
   return None
 
 
@@ -184,7 +181,7 @@ def load_pretrained(path_or_name: str, dtype=jnp.float32,
 
   Args:
     path_or_name: a registered name (see `gguf.KNOWN_MODELS`; policies
-      shipped in the package, see `armap_jax.policies`), a `.gguf` file, an
+      shipped in the package, see `armap_jax.models.registry`), a `.gguf` file, an
       HF directory or one of our checkpoint directories.
     dtype: compute dtype (and parameter dtype unless `param_dtype` is set).
     mesh: when given, each parameter is placed with the NamedSharding of its

@@ -107,9 +107,9 @@ def build_reward_model(spec: RMSpec, init_from: str | None = None):
   or the backbone (and tokenizer) of the HF policy directory `init_from`."""
   from flax import nnx
 
-  from armap_jax import policies
+  from armap_jax.training import policy_pretrain as policies
   from armap_jax.training import lm
-  from armap_jax.training.reward_model import RewardModel
+  from armap_jax.models.heads import RewardModel
   if init_from:
     from armap_jax.models import load_pretrained
     backbone, tok, mcfg = load_pretrained(init_from)
@@ -247,7 +247,7 @@ class RewardModelScorer:
               positions: Sequence[Sequence[int]]) -> list[np.ndarray]:
     """Values (sigmoid) at `positions[i]` of each encoding (negative
     positions count from the end)."""
-    from armap_jax.training.reward_model import score_inputs
+    from armap_jax.models.heads import score_inputs
     out: list[np.ndarray] = []
     pad = self.tokenizer.pad_token_id or 0
     for k in range(0, len(encs), self.batch_size):
@@ -304,7 +304,7 @@ def load_scorer(path: str, protocol: str = "tot", name: str | None = None):
 
   from armap_jax.models import ModelConfig
   from armap_jax.training.checkpoint import read_config, restore_params
-  from armap_jax.training.reward_model import RewardModel
+  from armap_jax.models.heads import RewardModel
   from armap_jax.training.trainer import model_from_params, params_from_model
 
   cfg = dict(read_config(path))

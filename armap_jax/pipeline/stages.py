@@ -47,9 +47,9 @@ def env_factory(cfg):
 
 def policy_dir(cfg) -> str | None:
   """The HF directory of the configured LM policy (None: not an HF dir)."""
-  from armap_jax import policies
-  if cfg.policy in policies.known_policies():
-    return policies.policy_path(cfg.policy)
+  from armap_jax.models import registry
+  if cfg.policy in registry.known_policies():
+    return registry.policy_path(cfg.policy)
   if os.path.isdir(cfg.policy):
     return cfg.policy
   return None
@@ -68,7 +68,7 @@ def build_policy(cfg):
   if name == "tiny-random":  # An untrained tiny LM (tests, smoke runs).
     from flax import nnx
 
-    from armap_jax import policies
+    from armap_jax.training import policy_pretrain as policies
     from armap_jax.models import Transformer
     from armap_jax.training import lm
     tok = lm.trace_tokenizer()

@@ -21,7 +21,7 @@ from flax import nnx
 from armap_jax.data import format as F
 from armap_jax.records import Trajectory
 from armap_jax.training import checkpoint as ckpt_lib
-from armap_jax.training.reward_model import RewardModel, score_inputs
+from armap_jax.models.heads import RewardModel, score_inputs
 
 
 def _next_pow2(n: int, lo: int) -> int:

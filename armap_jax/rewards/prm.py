@@ -19,7 +19,7 @@ import numpy as np
 from armap_jax.data import format as F
 from armap_jax.records import Trajectory
 from armap_jax.rewards.orm import RMRunner, load_run
-from armap_jax.training.reward_model import RewardModel
+from armap_jax.models.heads import RewardModel
 
 AGGREGATIONS = ("last", "min", "mean", "product")
 

@@ -38,7 +38,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from armap_jax.training import lora as lora_lib
+from armap_jax.models import lora as lora_lib
 
 CONFIG_FILE = "config.json"
 TRAIN_CONFIG_FILE = "train_config.json"

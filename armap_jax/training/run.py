@@ -43,10 +43,10 @@ from armap_jax.data import batches as B
 from armap_jax.data import format as F
 from armap_jax.records import PreferencePair, StepValue, Trajectory
 from armap_jax.training import checkpoint as ckpt_lib
-from armap_jax.training import lora as lora_lib
+from armap_jax.models import lora as lora_lib
 from armap_jax.training import loop as loop_lib
 from armap_jax.training import trainer as T
-from armap_jax.training.reward_model import RewardModel
+from armap_jax.models.heads import RewardModel
 
 _RECORD_KIND = {"pair": PreferencePair, "value": StepValue,
                 "implicit": Trajectory}

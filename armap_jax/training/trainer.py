@@ -40,9 +40,9 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from armap_jax import sharding as shd
-from armap_jax import xla_options
+from armap_jax.runtime import xla_options
 from armap_jax.training import losses
-from armap_jax.training.lora import TRAINABLE, FrozenParam
+from armap_jax.models.lora import TRAINABLE, FrozenParam
 
 State = dict[str, Any]
 
@@ -72,7 +72,7 @@ class TrainConfig:
   beta: float = 0.05  # Implicit PRM.
   nan_policy: str = "raise"  # "raise" | "skip"
   # GEMM library of the jitted steps on the CPU backend ("eigen" | "ynnpack";
-  # see `armap_jax.xla_options`; ignored elsewhere).
+  # see `armap_jax.runtime.xla_options`; ignored elsewhere).
   cpu_gemm: str = "eigen"
   # With cpu_gemm="eigen": reductions (softmax, norms) as YNNPACK fusions
   # (`xla_options.cpu_gemm_options(ynn_reductions=...)`).

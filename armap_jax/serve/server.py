@@ -23,7 +23,7 @@ gives its own PRNG keys, so its samples do not depend on its batch-mates).
 Reward requests are batched the same way into one `Scorer.score` call.
 
 Built on Starlette (routing, requests) and Uvicorn (the ASGI server). The
-batching queue is in `serve_batching`, request validation in `serve_requests`. Binds to
+batching queue is in `serve.batching`, request validation in `serve.requests`. Binds to
 127.0.0.1 unless told otherwise; request bodies, prompt counts, `n` and
 `max_tokens` are capped; bad input gets a 400 with an OpenAI-style error body
 that names the field.
@@ -46,13 +46,12 @@ from starlette.routing import Route
 
 from armap_jax import records
 from armap_jax.agent.local_policy import encode_chat, encode_text
-from armap_jax.serve_batching import Batcher
-from armap_jax.serve_requests import (BadRequest, ServerLimits, error_response,
+from armap_jax.serve.batching import Batcher
+from armap_jax.serve.requests import (BadRequest, ServerLimits, error_response,
                                       Knobs, parse_knobs, parse_messages,
                                       parse_trajectory)
 
-__all__ = ["BadRequest", "Batcher", "ModelServer", "ServerLimits",
-           "ServerThread", "parse_trajectory", "serve"]
+__all__ = ["ModelServer", "ServerThread", "parse_trajectory", "serve"]
 
 FINISH = {"eos": "stop", "stop": "stop", "length": "length"}
 

@@ -23,7 +23,7 @@ from armap_jax.search.common import Budget, Candidate, Compute, SearchResult
 
 from search_helpers import TokenCounting
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 
 class NoisyScorer:

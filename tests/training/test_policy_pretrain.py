@@ -7,14 +7,15 @@ import jax
 import numpy as np
 import pytest
 
-from armap_jax import policies
+from armap_jax.models import registry
+from armap_jax.training import policy_pretrain as policies
 from armap_jax.data.game24_traces import TraceConfig, generate_traces
 from armap_jax.envs import game24
 from armap_jax.training import lm
 
 
 def _shipped_info():
-  path = os.path.join(policies.default_policy_path(), "pretrain_info.json")
+  path = os.path.join(registry.default_policy_path(), "pretrain_info.json")
   with open(path, encoding="utf-8") as f:
     return json.load(f)
 
@@ -82,9 +83,9 @@ def test_shipped_policy_loads_and_writes_parseable_steps():
   from armap_jax.agent.local_policy import LocalPolicy
   from armap_jax.data.game24_traces import Game24TraceFormat
 
-  model, tok, config = load_pretrained(policies.default_policy_path())
+  model, tok, config = load_pretrained(registry.default_policy_path())
   assert config.arch == "llama" and len(tok) <= config.vocab_size
-  model2, _, _ = load_pretrained(policies.DEFAULT_POLICY)
+  model2, _, _ = load_pretrained(registry.DEFAULT_POLICY)
   assert model2.config == config
   policy = LocalPolicy(model, tok, fmt=Game24TraceFormat(), chat=False)
   env = game24.Game24Env(protocol="tot")

@@ -9,10 +9,10 @@ from flax import nnx
 
 from armap_jax import sharding as shd
 from armap_jax.training import checkpoint as ckpt_lib
-from armap_jax.training import lora as L
+from armap_jax.models import lora as L
 from armap_jax.training import loop as loop_lib
 from armap_jax.training import trainer as T
-from armap_jax.training.reward_model import RewardModel
+from armap_jax.models.heads import RewardModel
 
 import rm_helpers as H
 

@@ -9,8 +9,8 @@ from flax import nnx
 
 from armap_jax.models import ModelConfig
 from armap_jax.models import transformer as tfm
-from armap_jax.training import lora as L
-from armap_jax.training.reward_model import RewardModel, gather_positions
+from armap_jax.models import lora as L
+from armap_jax.models.heads import RewardModel, gather_positions
 
 ARCHS = [("llama", {}), ("qwen2", {}), ("qwen3", {}), ("gpt2", {}),
          ("mistral", {"sliding_window": 5}), ("llama", {"num_layers": 1})]

@@ -20,7 +20,7 @@ def _setup(process_index=0, process_count=1):
   import jax
   from armap_jax import sharding as shd
   from armap_jax.training import trainer as T
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   import rm_helpers as H
 
   tok = H.tiny_tokenizer()

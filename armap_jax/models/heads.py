@@ -10,7 +10,7 @@ pretrained backbone costs no vocab x hidden head in memory or in the
 optimizer.
 
 With `lora=LoRAConfig(...)` the backbone's weights become `FrozenParam`s and
-`self.lora` holds the trainable adapters (see `armap_jax.training.lora`): the
+`self.lora` holds the trainable adapters (see `armap_jax.models.lora`): the
 trainable part is then the adapters and the value head (`lora.TRAINABLE`).
 `merged()` gives the equivalent plain RewardModel.
 """
@@ -27,7 +27,7 @@ from flax import nnx
 from armap_jax.models import transformer as tfm
 from armap_jax.models.config import ModelConfig
 from armap_jax.models.transformer import Transformer
-from armap_jax.training import lora as lora_lib
+from armap_jax.models import lora as lora_lib
 
 # Backbones up to this depth run their layers unrolled by default: measured
 # on a 4-layer d=256 RM training step (CPU), the unrolled step was 13% faster

@@ -9,7 +9,7 @@ import pytest
 
 _PROBE = r"""
 import ctypes, resource
-from armap_jax import hostmem
+from armap_jax.runtime import hostmem
 applied = hostmem.tune_malloc()
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p

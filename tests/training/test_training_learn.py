@@ -132,7 +132,7 @@ def test_nan_loss_is_a_clear_error_and_keeps_checkpoints(tok, mesh, tmp_path):
 def test_bf16_compute_keeps_f32_master_weights(tok):
   import jax.numpy as jnp
   from flax import nnx
-  from armap_jax.training.reward_model import RewardModel
+  from armap_jax.models.heads import RewardModel
   data = H.tokenized(tok, H.marker_pairs(64), "pair")
   model = RewardModel(H.tiny_model_config(tok), dtype=jnp.bfloat16,
                       rngs=nnx.Rngs(0))

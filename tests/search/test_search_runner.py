@@ -9,7 +9,7 @@ from armap_jax.search import common, runner
 def _cfg(tmp_path, **kw):
   import importlib.util
   spec = importlib.util.spec_from_file_location(
-      "plan_game24", os.path.join(os.path.dirname(__file__), "..",
+      "plan_game24", os.path.join(os.path.dirname(__file__), "..", "..",
                                   "experiments/configs/plan_game24.py"))
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)

@@ -10,7 +10,7 @@ from safetensors.numpy import load_file
 
 from armap_jax.models import ModelConfig, Transformer, checkpoint, save_pretrained
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_convert_round_trip(tmp_path):
