@@ -10,6 +10,9 @@ WebShop extras: ``make_env("webshop", data_dir=PATH)`` loads the real WebShop
 files from PATH, ``make_env("webshop", synthetic_seed=S)`` the synthetic
 catalog with seed S; both catalogs are built once per process and shared by
 every WebShop env made this way.
+
+`get_spec(name)` is the env's `EnvSpec` (`envs/spec.py`): the splits, oracle,
+reward-data recipe and leak scan the main job reads for that env.
 """
 
 from __future__ import annotations
@@ -97,3 +100,13 @@ def env_prompt(name: str) -> tuple[str, str] | None:
     from armap_jax.envs import prompts_extra  # pylint: disable=g-import-not-at-top
     return prompts_extra.get_prompt(key)
   return None
+
+
+def get_spec(name: str):
+  """The `EnvSpec` (ARMAP hooks: splits, oracle, recipe, leak scan) of env
+  `name`; KeyError naming the known envs for an unknown name."""
+  from armap_jax.envs import spec  # pylint: disable=g-import-not-at-top
+  key = ALIASES.get(name, name)
+  if key not in spec.SPECS:
+    raise KeyError(f"unknown env {name!r}; known: {sorted(spec.SPECS)}")
+  return spec.SPECS[key]

@@ -1,0 +1,157 @@
+"""Each env's ARMAP hooks: the seam the main job's stages call (`EnvSpec`).
+
+`envs.registry.get_spec(name)` returns the spec of an env. Nothing here
+imports an env module, `data/` or `rewards/` at import time: every hook that
+needs one imports it when called, so a missing optional dependency
+(scienceworld, minigrid) only matters to its own env.
+
+Fields (see docs/architecture.md, "Env and EnvSpec"):
+
+* `splits(split)`: fixed task ids (game24: the rank splits; the others: their
+  env's `task_ids(split)` with the spec's default env kwargs).
+* `outcome_patterns`: the env module's `OUTCOME_PATTERNS` (observation text
+  that states the verdict; the reward-model view removes every match).
+* `rm_view`: optional env-specific view, ``"module:attribute"``.
+* `oracle()`: the env's reward as a scorer (an upper bound, `is_oracle`).
+* `editor`: `data.edits` editor for action-edit negatives (None: none).
+* `backward`: whether the env has a backward task generator (Game of 24).
+* `leak_texts(task_id)`: strings of a held-out task that no training artefact
+  may contain (`pipeline/honesty.py`).
+* `default_policy`, `protocols` (the first is the default), `max_steps`,
+  `env_kwargs`: what ``armap-jax --env=NAME`` runs with no other flag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+
+def _resolve(path: str) -> Any:
+  module, attr = path.split(":")
+  return getattr(importlib.import_module(module), attr)
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+  """One env's ARMAP hooks (see the module docstring)."""
+
+  name: str
+  env_class: str  # "module:Class" of the env (imported lazily).
+  default_policy: str = "random"
+  protocols: tuple[str, ...] = ("default",)
+  max_steps: int = 30
+  env_kwargs: tuple[tuple[str, Any], ...] = ()
+  max_steps_kwarg: str = "max_steps"  # The env constructor's name for it.
+  editor: str | None = "valid"
+  backward: bool = False
+  rm_view: str | None = None
+  # "module:function(traj) -> float" for a partial trajectory's true value.
+  partial_value: str | None = None
+  # "module:function(task_id) -> list[str]"; None: the task id itself.
+  leak_texts_fn: str | None = None
+
+  @property
+  def module(self) -> str:
+    return self.env_class.split(":")[0]
+
+  def make(self, **env_kwargs: Any):
+    """A new env (the same factory `registry.make_env` uses)."""
+    from armap_jax.envs import registry  # pylint: disable=g-import-not-at-top
+    return registry.make_env(self.name, **env_kwargs)
+
+  def env_factory(self, protocol: str | None = None, max_steps: int | None = None,
+                  **env_kwargs: Any) -> Callable[[], Any]:
+    """A zero-argument env factory with the spec's defaults filled in."""
+    kw = dict(self.env_kwargs)
+    kw.update(env_kwargs)
+    if protocol is not None and self.protocols != ("default",):
+      kw["protocol"] = protocol
+    if max_steps is not None:
+      kw[self.max_steps_kwarg] = int(max_steps)
+    return lambda: self.make(**kw)
+
+  def splits(self, split: str, **env_kwargs: Any) -> list[str]:
+    """The fixed task ids of `split` (train, dev, test)."""
+    env = self.env_factory(**env_kwargs)()
+    try:
+      return list(env.task_ids(split))
+    finally:
+      env.close()
+
+  @property
+  def outcome_patterns(self) -> tuple[str, ...]:
+    """The env module's `OUTCOME_PATTERNS` (empty when it declares none)."""
+    return tuple(getattr(importlib.import_module(self.module),
+                         "OUTCOME_PATTERNS", ()))
+
+  def view(self) -> Callable[..., Any] | None:
+    """The env's own reward-model view function, or None."""
+    return _resolve(self.rm_view) if self.rm_view else None
+
+  def oracle(self):
+    """The env's ground truth as a scorer: rows it steers are upper bounds."""
+    from armap_jax.rewards.oracle import OracleScorer  # pylint: disable=g-import-not-at-top
+    partial = _resolve(self.partial_value) if self.partial_value else None
+    return OracleScorer(partial, name="oracle")
+
+  def leak_texts(self, task_id: str) -> list[str]:
+    """Strings of held-out task `task_id` no training artefact may contain."""
+    if self.leak_texts_fn:
+      return list(_resolve(self.leak_texts_fn)(task_id))
+    return [task_id]
+
+
+def game24_leak_texts(task_id: str) -> list[str]:
+  """A Game of 24 puzzle as the env, the prompts and custom ids state it, in
+  every order of its numbers (a puzzle is the same in any order)."""
+  from armap_jax.envs import game24  # pylint: disable=g-import-not-at-top
+  nums = game24.puzzle_for(task_id).split()
+  out = [task_id]
+  for perm in sorted(set(itertools.permutations(nums))):
+    text = " ".join(perm)
+    out += [f"Use the numbers {text}", f"Input: {text}",
+            f"{game24.ENV_NAME}/custom/" + "_".join(perm)]
+  return out
+
+
+def webshop_leak_texts(task_id: str) -> list[str]:
+  """A WebShop goal: its instruction text (ids are bare numbers)."""
+  from armap_jax.envs import registry  # pylint: disable=g-import-not-at-top
+  env = registry.make_env("webshop", synthetic_seed=0)
+  try:
+    return [env.task(task_id).instruction]
+  finally:
+    env.close()
+
+
+SPECS: dict[str, EnvSpec] = {
+    "game24": EnvSpec(
+        name="game24", env_class="armap_jax.envs.game24:Game24Env",
+        default_policy="game24-tiny", protocols=("tot", "env"), max_steps=6,
+        editor="game24", backward=True,
+        rm_view="armap_jax.pipeline.rm:rm_view",
+        partial_value="armap_jax.rewards.oracle:game24_partial_value",
+        leak_texts_fn="armap_jax.envs.spec:game24_leak_texts"),
+    "maze": EnvSpec(
+        name="maze", env_class="armap_jax.envs.maze:MazeEnv",
+        default_policy="random", max_steps=30,
+        env_kwargs=(("sizes", (4,)),)),
+    "babyai": EnvSpec(
+        name="babyai", env_class="armap_jax.envs.babyai:BabyAIEnv",
+        default_policy="random", max_steps=30),
+    "household": EnvSpec(
+        name="household", env_class="armap_jax.envs.household:HouseholdEnv",
+        default_policy="random", max_steps=30),
+    "sciworld": EnvSpec(
+        name="sciworld", env_class="armap_jax.envs.sciworld:SciWorldEnv",
+        default_policy="random", max_steps=30, max_steps_kwarg="max_actions"),
+    "webshop": EnvSpec(
+        name="webshop", env_class="armap_jax.envs.webshop:WebShopEnv",
+        default_policy="random", max_steps=15,
+        env_kwargs=(("synthetic_seed", 0),),
+        leak_texts_fn="armap_jax.envs.spec:webshop_leak_texts"),
+}
