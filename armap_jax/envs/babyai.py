@@ -38,6 +38,9 @@ from armap_jax.envs import babyai_text as view
 from armap_jax.envs.base import SPLITS, EnvError, StepResult, Task
 
 NAME = "babyai"
+# Observation text that states the verdict (removed by `data.rm_view`): the
+# step that completes the instruction appends this sentence.
+OUTCOME_PATTERNS = (r"\s*You have completed the mission\.",)
 # Single-room levels the BabyAI bot solves within ~25 primitive actions,
 # spanning AgentBoard's BabyAI skills (go to, open, pick up, put next, unlock).
 LEVELS = ("GoToRedBallGrey", "GoToRedBall", "GoToObj", "GoToLocal",

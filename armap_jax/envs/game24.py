@@ -68,6 +68,17 @@ __all__ = [
 ]
 
 ENV_NAME = "game24"
+
+# Observation text that states the episode's verdict, removed by
+# `data.rm_view.RMView` so no reward model reads it: the `env` protocol
+# announces the last number ("Reached 24: solved." / "The last number is 7,
+# not 24: failed."), and in both protocols hitting the step limit means the
+# puzzle was not solved. The `tot` answer observation states no verdict.
+OUTCOME_PATTERNS = (
+    r"\s*Reached 24: solved\.",
+    r"\s*The last number is \S+, not 24: failed\.",
+    r"\s*Step limit \(\d+\) reached: the episode ends\.",
+)
 TEST_RANKS = range(901, 1001)
 _DEV_SIZE = 100
 _MAX_ACTION_CHARS = 500

@@ -34,6 +34,10 @@ from armap_jax.envs import household_world as hw
 from armap_jax.envs.base import SPLITS, EnvError, StepResult, Task
 
 NAME = "household"
+# Observation text that states the verdict (removed by `data.rm_view`): none;
+# the goal check is silent (success shows only in `reward` and `info`), and
+# the step limit ends an episode without a message.
+OUTCOME_PATTERNS: tuple[str, ...] = ()
 _SPLIT_BASE = {"train": 0, "dev": 100_000, "test": 200_000}
 _APPLY = {"clean": ("sinkbasin", hw.CLEANABLE, "clean"),
           "heat": ("microwave", hw.HEATABLE, "hot"),

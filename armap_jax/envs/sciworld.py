@@ -40,6 +40,11 @@ from absl import logging
 from armap_jax.envs.base import SPLITS, EnvError, ReplayEnv, StepResult, Task
 
 NAME = "sciworld"
+# Observation text that states the verdict (removed by `data.rm_view`): none;
+# the simulator reports completion and score through `getCompleted` /
+# `getScore` only (playing gold plans and a failing focus shows plain action
+# results as the last observation).
+OUTCOME_PATTERNS: tuple[str, ...] = ()
 
 # Actions the agent may not issue: they would reset the simulator behind the
 # wrapper's back and break the score bookkeeping and replay.

@@ -81,6 +81,15 @@ def sub_page(p: Product, which: str) -> list[Element]:
   return els
 
 
+# Observation text that states the verdict (removed by `data.rm_view`): the
+# done page's score line and the score after it, in both renderings ("text":
+# one element a line; "simple": elements joined by " [SEP] ").
+OUTCOME_PATTERNS = (
+    r"(?:\s*\[SEP\])?\s*Your score \(min 0\.0, max 1\.0\)"
+    r"(?:\s*\[SEP\])?\s*[-+]?\d+(?:\.\d+)?",
+)
+
+
 def done_page(asin: str, options: Mapping[str, str],
               reward: float) -> list[Element]:
   opts = ", ".join(f"{k}: {v}" for k, v in options.items()) or "none"
