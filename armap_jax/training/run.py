@@ -1,34 +1,48 @@
-"""Reward-model training run from an `ml_collections` config (launcher logic).
+"""The one reward-model training driver: `train_from_config(cfg)`.
 
-`experiments/train_rm.py` parses flags and calls `train_from_config`; tests
-call it directly. Everything the run writes lives in `config.workdir`:
-config.json (model + reward-model settings), train_config.json, tokenizer
-files, ckpt/ and best/ checkpoints, metrics.jsonl, tokenised-data cache.
-Running the same config again resumes.
+Every reward-model kind (ARMAP pairwise ORM "pair", AgentRM explicit PRM
+"value", implicit PRM "implicit") is trained here, by the main job's ORM and
+PRM stages and by `experiments/train_rm.py`. Everything a run writes lives in
+`cfg.workdir` in the one run-directory format (docs/architecture.md):
+config.json (model + reward-model settings, including the `RMView` the data
+was read through), train_config.json (the full config and the data files'
+digest), tokenizer files, ckpt/ and best/ checkpoints, metrics.jsonl, and
+data_cache/ (viewed and tokenised data). Running the same config again
+resumes. `rewards.load_scorer(workdir)` reads the run.
 
-Config fields (see experiments/configs/rm_game24.py for defaults):
+The training data goes through `cfg.view` (`data.rm_view.RMView`) before it
+is tokenised, the same view the scorer applies, so a reward model never reads
+the env's verdict.
+
+Config schema: `armap_jax/configs/rm.py` (`rm(kind, flavour)`):
   workdir, seed
   model.pretrained   "" (from scratch) | a load_pretrained name or path
-  model.tokenizer    tokenizer source when training from scratch (a
-                     load_pretrained name/path or a tokenizer directory)
-  model.arch, model.overrides (dict for ModelConfig.tiny), model.dtype
+  model.tokenizer    tokenizer when training from scratch: "game24-trace" (the
+                     character-level trace tokenizer), a load_pretrained name
+                     or path, or a tokenizer directory
+  model.arch, model.overrides (ModelConfig.tiny fields), model.vocab_multiple
+                     (vocab rounded up to a multiple), model.dtype
                      ("float32" | "bfloat16": compute dtype; params stay f32)
   model.lora_rank    0 = full fine-tuning; r > 0 = LoRA adapters of rank r
-                     on model.lora_targets ("q,k,v,o,gate,up,down"), scaled
-                     by model.lora_alpha / r; model.lora_save "merged" (ckpts
-                     also hold the plain folded model) | "separate"
+                     on model.lora_targets, scaled by model.lora_alpha / r;
+                     model.lora_save "merged" | "separate"
   data.train, data.eval   JSONL paths (comma-separated); eval "" = hold out
                      data.eval_frac of train
-  data.max_length, data.min_bucket, data.use_chat_template
+  data.max_length, data.min_bucket, data.use_chat_template,
+  data.eval_suffix ("" = ARMAP's), data.include_thoughts
+  view.env, view.protocol   the RMView
   train.*            TrainConfig fields + log_every, eval_every, save_every,
                      keep, best_metric, best_mode
-  mesh.data, mesh.fsdp, mesh.tensor
+  mesh.data, mesh.fsdp, mesh.tensor, mesh.devices (0: all devices; n: the
+                     first n)
   distributed.coordinator_address, num_processes, process_id (optional)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from typing import Any
 
@@ -41,15 +55,18 @@ from armap_jax import records
 from armap_jax import sharding as shd
 from armap_jax.data import batches as B
 from armap_jax.data import format as F
+from armap_jax.data.rm_view import RMView
+from armap_jax.models import lora as lora_lib
+from armap_jax.models.heads import RewardModel
 from armap_jax.records import PreferencePair, StepValue, Trajectory
 from armap_jax.training import checkpoint as ckpt_lib
-from armap_jax.models import lora as lora_lib
 from armap_jax.training import loop as loop_lib
 from armap_jax.training import trainer as T
-from armap_jax.models.heads import RewardModel
 
 _RECORD_KIND = {"pair": PreferencePair, "value": StepValue,
                 "implicit": Trajectory}
+# Tokenizer sources that are not files: name -> builder.
+TRACE_TOKENIZER = "game24-trace"
 
 
 def maybe_initialize_distributed(cfg) -> None:
@@ -69,7 +86,11 @@ def _dtype(name: str):
 
 
 def load_tokenizer(source: str):
-  """A tokenizer from a tokenizer directory or a load_pretrained source."""
+  """A tokenizer: "game24-trace", a tokenizer directory or a load_pretrained
+  source."""
+  if source == TRACE_TOKENIZER:
+    from armap_jax.training import lm
+    return lm.trace_tokenizer()
   from armap_jax.models import hf
   if os.path.isdir(source):
     tok = hf.load_tokenizer(source)
@@ -87,8 +108,11 @@ def lora_config(mcfg_dict) -> lora_lib.LoRAConfig | None:
       mcfg_dict.get("lora_save", "merged"))
 
 
-def build_model(mcfg_dict, kind: str, mesh, seed: int):
-  """(model, tokenizer, ModelConfig) for the run's model settings."""
+def build_model(mcfg_dict, kind: str, seed: int):
+  """(model, tokenizer, ModelConfig) for the run's model settings.
+
+  One `nnx.Rngs(seed)` stream initialises the backbone, then the value head
+  (so a from-scratch RM equals `RewardModel(mcfg, rngs=nnx.Rngs(seed))`)."""
   from armap_jax.models import ModelConfig, Transformer, load_pretrained
   dtype = _dtype(mcfg_dict.get("dtype", "float32"))
   lora = lora_config(mcfg_dict)
@@ -109,7 +133,8 @@ def build_model(mcfg_dict, kind: str, mesh, seed: int):
                        "empty (training from scratch)")
     tok = load_tokenizer(src)
     over = dict(mcfg_dict.get("overrides") or {})
-    over.setdefault("vocab_size", len(tok))
+    mult = max(1, int(mcfg_dict.get("vocab_multiple", 1) or 1))
+    over.setdefault("vocab_size", -(-len(tok) // mult) * mult)
     over.setdefault("pad_token_id", tok.pad_token_id)
     over.setdefault("bos_token_id", tok.bos_token_id)
     over.setdefault("eos_token_id", tok.eos_token_id)
@@ -118,30 +143,90 @@ def build_model(mcfg_dict, kind: str, mesh, seed: int):
                            rngs=rngs)
   if kind == "implicit":
     return backbone, tok, mcfg
-  return RewardModel(mcfg, backbone=backbone, lora=lora, rngs=rngs), tok, mcfg
+  return (RewardModel(mcfg, backbone=backbone, lora=lora, dtype=dtype,
+                      rngs=rngs), tok, mcfg)
 
 
-def _paths(s) -> list[str]:
+def paths_of(s) -> list[str]:
+  """Comma-separated paths (or a list) -> list."""
   if isinstance(s, (list, tuple)):
     return [str(p) for p in s]
   return [p for p in str(s or "").split(",") if p]
 
 
-def load_data(cfg, tok, fcfg: F.FormatConfig):
-  """(train tokenised ds, eval tokenised ds or None)."""
+def check_inputs(cfg) -> None:
+  """Every data file exists (errors name the field and the path)."""
+  train = paths_of(cfg.data.train)
+  if not train:
+    raise ValueError("data.train: no input files given (set "
+                     "--config.data.train=PATH.jsonl)")
+  for field, paths in (("data.train", train),
+                       ("data.eval", paths_of(cfg.data.get("eval", "")))):
+    for p in paths:
+      if not os.path.isfile(p):
+        raise FileNotFoundError(f"{field}: no file {p!r}")
+
+
+def view_of(cfg) -> RMView:
+  v = cfg.get("view")
+  if v is None:
+    raise ValueError("view: missing (set view.env and view.protocol; see "
+                     "armap_jax/configs/rm.py)")
+  return RMView.from_dict(v.to_dict() if hasattr(v, "to_dict") else dict(v),
+                          "view")
+
+
+def format_of(cfg) -> F.FormatConfig:
+  """The text layout from data.* (the ARMAP suffix when eval_suffix is "")."""
+  d = cfg.data
+  return F.FormatConfig(
+      max_length=int(d.max_length),
+      eval_suffix=d.get("eval_suffix", "") or F.ARMAP_EVAL_SUFFIX,
+      use_chat_template=bool(d.use_chat_template),
+      include_thoughts=bool(d.get("include_thoughts", True)))
+
+
+def viewed_file(paths: list[str], kind: str, view: RMView, cache: str) -> str:
+  """The records of `paths` through `view`, written once to `cache` (the
+  data the model is trained on, kept for inspection and leak checks)."""
+  key = hashlib.sha256(json.dumps(
+      [B.files_fingerprint(paths), kind, view.to_dict()]).encode()
+                      ).hexdigest()[:16]
+  out = os.path.join(cache, f"viewed-{kind}-{key}.jsonl")
+  if os.path.exists(out):
+    return out
+  os.makedirs(cache, exist_ok=True)
+  rows = []
+  for p in paths:
+    rows += [view.training_record(r) for r in
+             records.read_jsonl(p, _RECORD_KIND[kind])]
+  tmp = f"{out}.tmp{os.getpid()}"
+  if os.path.exists(tmp):
+    os.remove(tmp)
+  records.append_jsonl(tmp, rows)
+  os.replace(tmp, out)
+  return out
+
+
+def _tokenized(paths, kind, tok, fcfg, view, cache):
+  src = viewed_file(paths, kind, view, cache)
+  ds = records.load_dataset(src, _RECORD_KIND[kind])
+  return B.tokenize_dataset(ds, tok, kind, fcfg, cache_dir=cache,
+                            source_key=B.files_fingerprint([src]))
+
+
+def load_data(cfg, tok, fcfg: F.FormatConfig, view: RMView):
+  """(train tokenised ds, eval tokenised ds or None), both viewed."""
   kind = cfg.train.kind
-  train_paths = _paths(cfg.data.train)
-  if not train_paths:
-    raise ValueError("data.train: no input files given")
+  check_inputs(cfg)
   cache = os.path.join(cfg.workdir, "data_cache")
-  ds = records.load_dataset(train_paths, _RECORD_KIND[kind])
-  tds, _ = B.tokenize_dataset(ds, tok, kind, fcfg, cache_dir=cache,
-                              source_key=B.files_fingerprint(train_paths))
-  eval_paths = _paths(cfg.data.get("eval", ""))
+  tds, stats = _tokenized(paths_of(cfg.data.train), kind, tok, fcfg, view,
+                          cache)
+  logging.info("%s training data: %d examples (%s)", kind, stats.kept,
+               stats.skipped or "none skipped")
+  eval_paths = paths_of(cfg.data.get("eval", ""))
   if eval_paths:
-    eds = records.load_dataset(eval_paths, _RECORD_KIND[kind])
-    etds, _ = B.tokenize_dataset(eds, tok, kind, fcfg, cache_dir=cache,
-                                 source_key=B.files_fingerprint(eval_paths))
+    etds, _ = _tokenized(eval_paths, kind, tok, fcfg, view, cache)
     return tds, etds
   frac = float(cfg.data.get("eval_frac", 0.0))
   if frac <= 0:
@@ -151,25 +236,47 @@ def load_data(cfg, tok, fcfg: F.FormatConfig):
   return split["train"], split["test"]
 
 
+def make_mesh(cfg) -> jax.sharding.Mesh:
+  m = dict(cfg.mesh.to_dict())
+  n = int(m.pop("devices", 0) or 0)
+  devices = jax.devices()[:n] if n > 0 else None
+  return shd.make_mesh(shd.MeshConfig(**m), devices)
+
+
+def _digest(paths: list[str]) -> str:
+  h = hashlib.sha256()
+  for p in paths:
+    with open(p, "rb") as f:
+      for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+  return h.hexdigest()
+
+
 def train_from_config(cfg) -> dict[str, Any]:
   """Trains (or resumes) a reward model; returns the last train metrics."""
+  check_inputs(cfg)
+  view = view_of(cfg)
   maybe_initialize_distributed(cfg)
   os.makedirs(cfg.workdir, exist_ok=True)
-  mesh = shd.make_mesh(shd.MeshConfig(**cfg.mesh.to_dict()))
+  mesh = make_mesh(cfg)
   t = cfg.train
   tfields = {f.name for f in dataclasses.fields(T.TrainConfig)}
   tcfg = T.TrainConfig(**{k: v for k, v in t.to_dict().items() if k in tfields})
-  model, tok, mcfg = build_model(cfg.model.to_dict(), tcfg.kind, mesh,
-                                 int(cfg.seed))
-  fcfg = F.FormatConfig(max_length=int(cfg.data.max_length),
-                        use_chat_template=bool(cfg.data.use_chat_template))
-  train_ds, eval_ds = load_data(cfg, tok, fcfg)
+  model, tok, mcfg = build_model(cfg.model.to_dict(), tcfg.kind, int(cfg.seed))
+  fcfg = format_of(cfg)
+  train_ds, eval_ds = load_data(cfg, tok, fcfg, view)
+  bs = tcfg.batch_size
+  if bs > len(train_ds) and tcfg.grad_accum == 1 and mesh.devices.size == 1:
+    # Fewer examples than one batch: one batch of all of them (no filler
+    # rows; a multi-device mesh keeps the configured, divisible size).
+    bs = len(train_ds)
+    tcfg = dataclasses.replace(tcfg, batch_size=bs)
   pi, pc = jax.process_index(), jax.process_count()
   mk = lambda ds, shuffle: B.BatchIterator(
-      ds, tcfg.kind, tcfg.batch_size, max_length=fcfg.max_length,
-      min_bucket=int(cfg.data.min_bucket), seed=int(cfg.seed),
-      shuffle=shuffle, pad_id=int(tok.pad_token_id or 0), process_index=pi,
-      process_count=pc)
+      ds, tcfg.kind, bs, max_length=fcfg.max_length,
+      min_bucket=int(cfg.data.min_bucket) or max(16, fcfg.max_length // 2),
+      seed=int(cfg.seed), shuffle=shuffle, pad_id=int(tok.pad_token_id or 0),
+      process_index=pi, process_count=pc)
   train_it = mk(train_ds, True)
   eval_fn = None
   if eval_ds is not None and len(eval_ds):
@@ -185,29 +292,30 @@ def train_from_config(cfg) -> dict[str, Any]:
       cfg.workdir, keep=int(t.keep),
       best_metric=(t.best_metric or None) if eval_fn else None,
       best_mode=t.best_mode, lora=lora)
+  data_paths = paths_of(cfg.data.train) + paths_of(cfg.data.get("eval", ""))
   ck.write_side_files(
       {"model": mcfg.to_dict(),
        "reward_model": {"kind": tcfg.kind, "dtype": cfg.model.dtype,
                         "format": dataclasses.asdict(fcfg),
+                        "view": view.to_dict(),
                         "value_loss": tcfg.value_loss, "beta": tcfg.beta,
                         "pretrained": cfg.model.pretrained,
                         "lora": lora.to_dict() if lora else None}},
-      cfg.to_dict(), tok)
+      {**cfg.to_dict(), "data_digest": _digest(data_paths)}, tok)
   if ck.latest_step() is not None:
-    state = None  # fit() restores; skip materialising a fresh optimizer.
-    state = trainer.abstract_state()
+    state = trainer.abstract_state()  # fit() restores.
   else:
     state = trainer.init_state(model)
     if lora is not None:
       ck.save_base(state["frozen"])
   del model
-  logging.info("training %s RM: %d train / %s eval examples, mesh %s",
+  logging.info("training %s RM: %d train / %s eval examples, mesh %s, view %s",
                tcfg.kind, len(train_ds), len(eval_ds) if eval_ds else 0,
-               dict(mesh.shape))
+               dict(mesh.shape), view.to_dict())
   _, last = loop_lib.fit(
       trainer, state, train_it, ck,
       loop_lib.LoopConfig(steps=tcfg.steps, log_every=int(t.log_every),
-                          eval_every=int(t.eval_every),
+                          eval_every=int(t.eval_every) if eval_fn else 0,
                           save_every=int(t.save_every)),
       eval_batches=eval_fn)
   ck.close()
