@@ -222,7 +222,7 @@ def test_resume_after_sigkill_of_a_collection(tmp_path):
   import time
 
   out = str(tmp_path / "traj.jsonl")
-  code = _CHILD.format(tests=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), out=out)
+  code = _CHILD.format(tests=os.path.dirname(os.path.abspath(__file__)), out=out)
   proc = subprocess.Popen([sys.executable, "-c", code],
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   try:
