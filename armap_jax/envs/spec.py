@@ -11,7 +11,8 @@ Fields (see docs/architecture.md, "Env and EnvSpec"):
   env's `task_ids(split)` with the spec's default env kwargs).
 * `outcome_patterns`: the env module's `OUTCOME_PATTERNS` (observation text
   that states the verdict; the reward-model view removes every match).
-* `rm_view`: optional env-specific view, ``"module:attribute"``.
+* `rm_view`: where the env's own reward-model view lives, when it has one
+  (``"module:attribute"``; `data.rm_view.RMView(env, protocol)` applies it).
 * `oracle()`: the env's reward as a scorer (an upper bound, `is_oracle`).
 * `editor`: `data.edits` editor for action-edit negatives (None: none).
 * `backward`: whether the env has a backward task generator (Game of 24).
@@ -88,10 +89,6 @@ class EnvSpec:
     return tuple(getattr(importlib.import_module(self.module),
                          "OUTCOME_PATTERNS", ()))
 
-  def view(self) -> Callable[..., Any] | None:
-    """The env's own reward-model view function, or None."""
-    return _resolve(self.rm_view) if self.rm_view else None
-
   def oracle(self):
     """The env's ground truth as a scorer: rows it steers are upper bounds."""
     from armap_jax.rewards.oracle import OracleScorer  # pylint: disable=g-import-not-at-top
@@ -133,7 +130,7 @@ SPECS: dict[str, EnvSpec] = {
         name="game24", env_class="armap_jax.envs.game24:Game24Env",
         default_policy="game24-tiny", protocols=("tot", "env"), max_steps=6,
         editor="game24", backward=True,
-        rm_view="armap_jax.pipeline.rm:rm_view",
+        rm_view="armap_jax.data.rm_view:RMView",  # Its Game of 24 case.
         partial_value="armap_jax.rewards.oracle:game24_partial_value",
         leak_texts_fn="armap_jax.envs.spec:game24_leak_texts"),
     "maze": EnvSpec(

@@ -1,12 +1,9 @@
 """Planning with a reward model: searchers over envs, steered by a Scorer.
 
 Every searcher has `run(tasks, policy, scorer, env_factory, budget) ->
-list[SearchResult]`; `make_searcher(method, **config)` builds one by name.
+list[SearchResult]`; `search.factory.make_searcher(search_cfg, method)` and
+`make_budget(budget_cfg)` build them from config sections.
 """
-
-from __future__ import annotations
-
-from typing import Any
 
 from armap_jax.search.beam import BeamSearch
 from armap_jax.search.best_of_n import BestOfN
@@ -14,31 +11,14 @@ from armap_jax.search.common import (METHODS, Budget, Candidate, Compute,
                                      SearchResult, read_results, summarize,
                                      write_results)
 from armap_jax.search.dvts import DVTS
+from armap_jax.search.factory import SEARCHERS, make_budget, make_searcher
 from armap_jax.search.mcts import MCTS
 from armap_jax.search.reflexion import Reflexion
 from armap_jax.search.simple import Greedy, SamplingSearch
 
-SEARCHERS = {
-    "greedy": Greedy,
-    "sampling": SamplingSearch,
-    "bon": BestOfN,
-    "reflexion": Reflexion,
-    "beam": BeamSearch,
-    "mcts": MCTS,
-    "dvts": DVTS,
-}
-
-
-def make_searcher(method: str, **config: Any):
-  """A searcher by method name; `config` sets its dataclass fields."""
-  if method not in SEARCHERS:
-    raise ValueError(f"unknown search method {method!r}; expected one of "
-                     f"{sorted(SEARCHERS)}")
-  return SEARCHERS[method](**config)
-
-
 __all__ = [
     "METHODS", "SEARCHERS", "Budget", "Candidate", "Compute", "SearchResult",
-    "make_searcher", "read_results", "write_results", "summarize", "Greedy",
-    "SamplingSearch", "BestOfN", "Reflexion", "BeamSearch", "MCTS", "DVTS"
+    "make_searcher", "make_budget", "read_results", "write_results",
+    "summarize", "Greedy", "SamplingSearch", "BestOfN", "Reflexion",
+    "BeamSearch", "MCTS", "DVTS"
 ]

@@ -11,7 +11,7 @@ import pytest
 from armap_jax.records import Step, Trajectory
 from armap_jax.report import tree_html
 from armap_jax.rewards.oracle import make_oracle
-from armap_jax.search import Budget, make_searcher
+from armap_jax.search import SEARCHERS, Budget
 from armap_jax.search.common import Candidate, Compute, SearchResult
 
 from search_helpers import env_factory, puzzles, random_policy
@@ -84,8 +84,8 @@ def pages(tmp_path_factory):
   ids = puzzles(2)
   budget = Budget(n=4, max_steps=4, width=2, expansions=2)
   policy, oracle = random_policy(), make_oracle("game24")
-  beam = make_searcher("beam").run(ids, policy, oracle, env_factory, budget)
-  bon = make_searcher("bon").run(ids, policy, oracle, env_factory, budget)
+  beam = SEARCHERS["beam"]().run(ids, policy, oracle, env_factory, budget)
+  bon = SEARCHERS["bon"]().run(ids, policy, oracle, env_factory, budget)
   evil = [_evil_result(ids[0])]
   out = tmp_path_factory.mktemp("viewer")
   paths = tree_html.write_viewers(

@@ -15,7 +15,7 @@ import pytest
 
 from armap_jax.agent.policy import GREEDY
 from armap_jax.rewards.oracle import OracleScorer, make_oracle
-from armap_jax.search import (Budget, SearchResult, make_searcher,
+from armap_jax.search import (SEARCHERS, Budget, SearchResult,
                               read_results, summarize, write_results)
 from armap_jax.search import best_of_n
 from armap_jax.search.beam import BeamSearch
@@ -30,7 +30,7 @@ ORACLE = make_oracle("game24")
 def test_best_of_n_non_decreasing_in_n():
   """One N=64 run; Best-of-n for n = 1..64 on nested prefixes (same seeds)."""
   tasks = puzzles(20)
-  res = make_searcher("bon").run(tasks, random_policy(), ORACLE, env_factory,
+  res = SEARCHERS["bon"]().run(tasks, random_policy(), ORACLE, env_factory,
                                  Budget(n=64, max_steps=4))
   assert all(len(r.candidates) == 64 for r in res)
   ns = best_of_n.powers_of_two(64)
@@ -112,7 +112,7 @@ BUDGETS = {
 def test_every_searcher_end_to_end(method, tmp_path):
   tasks = puzzles(2)
   pol = TokenCounting(random_policy())
-  res = make_searcher(method).run(tasks, pol, ORACLE, env_factory,
+  res = SEARCHERS[method]().run(tasks, pol, ORACLE, env_factory,
                                   BUDGETS[method])
   assert [r.task_id for r in res] == tasks
   for r in res:
@@ -201,7 +201,7 @@ class _ZeroScorer:
 def test_reflexion_feeds_reflections_back():
   tasks = puzzles(2)
   pol = _ReflectingPolicy()
-  res = make_searcher("reflexion", threshold=0.5).run(
+  res = SEARCHERS["reflexion"](threshold=0.5).run(
       tasks, pol, _ZeroScorer(), env_factory,
       Budget(max_attempts=3, max_steps=4))
   for r in res:
@@ -213,7 +213,7 @@ def test_reflexion_feeds_reflections_back():
   # Without a hook: templated reflection from the scorer's feedback, and a
   # task stops as soon as its score reaches the threshold.
   plain = TokenCounting(random_policy())
-  res = make_searcher("reflexion", threshold=0.5).run(
+  res = SEARCHERS["reflexion"](threshold=0.5).run(
       tasks, plain, ORACLE, env_factory, Budget(max_attempts=2, max_steps=4))
   notes = [h.reflections for h in plain.histories if h.reflections]
   for r in res:
@@ -224,7 +224,7 @@ def test_reflexion_feeds_reflections_back():
 
 def test_dvts_finalises_only_finished():
   tasks = puzzles(2)
-  res = make_searcher("dvts").run(tasks, random_policy(), ORACLE, env_factory,
+  res = SEARCHERS["dvts"]().run(tasks, random_policy(), ORACLE, env_factory,
                                   Budget(n=8, expansions=2, max_steps=4))
   for r in res:
     assert r.meta["groups"] == 4

@@ -17,7 +17,7 @@ from agent_helpers import byte_tokenizer, tiny_lm
 from armap_jax.agent.local_policy import LocalPolicy
 from armap_jax.agent.policy import Sampling
 from armap_jax.rewards.judge import JudgeScorer
-from armap_jax.search import Budget, make_searcher
+from armap_jax.search import SEARCHERS, Budget
 from search_helpers import env_factory, puzzles
 
 pytestmark = pytest.mark.slow
@@ -49,7 +49,7 @@ def test_searcher_with_tiny_lm(method, lm):
   policy, scorer = lm
   kw, budget = CONFIGS[method]
   tasks = puzzles(2)
-  res = make_searcher(method, **kw).run(tasks, policy, scorer, env_factory,
+  res = SEARCHERS[method](**kw).run(tasks, policy, scorer, env_factory,
                                         budget)
   assert [r.task_id for r in res] == tasks
   for r in res:
@@ -104,7 +104,7 @@ def test_searchers_with_tiny_trained_orm(tmp_path):
                          ("beam", Budget(width=2, expansions=2, max_steps=4)),
                          ("mcts", Budget(rollouts=3, children=3,
                                          max_steps=4))):
-    res = make_searcher(method).run(tasks, random_policy(), scorer,
+    res = SEARCHERS[method]().run(tasks, random_policy(), scorer,
                                     env_factory, budget)
     for r in res:
       assert r.scorer_is_oracle is False and "upper bound" not in r.label
