@@ -15,6 +15,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from armap_jax.runtime import launch
+
 _DEFAULT_CONFIG = "armap_jax/configs/armap_game24.py"
 
 
@@ -84,7 +86,7 @@ def main() -> None:
       a == "--config" or a.startswith("--config=") for a in argv):
     flavour = ":quick" if "--quick" in argv else ""
     argv.insert(1, f"--config={_default_config_path()}{flavour}")
-  app.run(main_with_flags, argv=argv)
+  launch.run_main(main_with_flags, argv=argv)
 
 
 if __name__ == "__main__":

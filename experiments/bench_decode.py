@@ -20,6 +20,8 @@ import time
 
 from absl import app, flags
 
+from armap_jax.runtime import launch
+
 _MODELS = flags.DEFINE_list("models", ["smollm2", "tiny"], "smollm2, tiny")
 _BATCHES = flags.DEFINE_list("batches", ["1", "16", "64"], "batch sizes")
 _MODES = flags.DEFINE_list("modes", ["greedy", "sample"], "greedy, sample")
@@ -186,4 +188,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run_main(main)

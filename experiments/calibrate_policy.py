@@ -17,12 +17,13 @@ import collections
 import os
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from armap_jax.agent import rollout
 from armap_jax.configs import armap_game24
 from armap_jax.envs import game24
 from armap_jax.pipeline import stages
+from armap_jax.runtime import launch
 
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/armap_jax/calibrate",
                                "Work directory (resumable).")
@@ -94,4 +95,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run_main(main)

@@ -11,15 +11,17 @@ resumes: finished (task, attempt) pairs are skipped) and writes
 import json
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from armap_jax.agent import build, rollout
 from armap_jax.agent.policy import Sampling
 from armap_jax.search import runner
+from armap_jax.runtime import launch
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/configs/collect_game24.py", "Collection config.")
+    "config", launch.default_config(__file__, "collect_game24.py"),
+    "Collection config.")
 _QUIET = flags.DEFINE_bool("quiet", False, "No progress bar.")
 
 
@@ -67,4 +69,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run_main(main)

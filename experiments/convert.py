@@ -9,9 +9,10 @@ Our checkpoint directory holds Orbax params, armap_model.json (the config) and
 the tokenizer files; `armap_jax.models.load_pretrained(dir)` reads it.
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from armap_jax.models import checkpoint
+from armap_jax.runtime import launch
 
 _SRC = flags.DEFINE_string(
     "src", None, "Registered model name, .gguf file, HF directory or checkpoint "
@@ -31,4 +32,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run_main(main)

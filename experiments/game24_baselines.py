@@ -9,9 +9,10 @@ Writes <workdir>/<method>_<protocol>.jsonl (Trajectory records) and
 
 import os
 
-from absl import app, flags
+from absl import flags
 
 from armap_jax.agent.baselines import markdown_table, run_game24_baselines
+from armap_jax.runtime import launch
 
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/armap_jax/game24_baselines",
                                "Work directory (resumable).")
@@ -45,4 +46,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run_main(main)

@@ -8,13 +8,15 @@ Writes <workdir>/results/<method>-<scorer>.jsonl (SearchResult records) and
 prints the table. Re-running resumes (finished tasks are skipped).
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from armap_jax.search import runner
+from armap_jax.runtime import launch
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/configs/plan_game24.py", "Planning config file.")
+    "config", launch.default_config(__file__, "plan_game24.py"),
+    "Planning config file.")
 _QUIET = flags.DEFINE_bool("quiet", False, "No progress bars.")
 
 
@@ -31,4 +33,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run_main(main)

@@ -13,7 +13,7 @@ when `eval.enabled`, Greedy / Sampling / oracle@N on `eval.split`).
 import json
 import os
 
-from absl import app, logging
+from absl import logging
 from ml_collections import config_flags
 
 from armap_jax.pipeline import policy_eval
@@ -21,9 +21,11 @@ from armap_jax.training import policy_pretrain as policies
 from armap_jax.data.game24_traces import TraceConfig
 from armap_jax.models import load_pretrained
 from armap_jax.training import lm
+from armap_jax.runtime import launch
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/configs/policy_game24.py", "Pretraining config.")
+    "config", launch.default_config(__file__, "policy_game24.py"),
+    "Pretraining config.")
 
 
 def main(argv):
@@ -59,4 +61,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run_main(main)

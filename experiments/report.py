@@ -12,6 +12,7 @@ PNG plots and trees/<task>.html (self-contained, open from disk) into
 from absl import app, flags, logging
 
 from armap_jax import report
+from armap_jax.runtime import launch
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's work directory.")
 _OUT = flags.DEFINE_string("out", "", "Output directory (default "
@@ -40,4 +41,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run_main(main)

@@ -15,6 +15,7 @@ from absl import app, flags, logging
 
 from armap_jax import serve
 from armap_jax.search import runner
+from armap_jax.runtime import launch
 
 _MODEL = flags.DEFINE_string("model", "", "Policy LM: HF dir, checkpoint dir "
                              "or a known name (empty: rewards only).")
@@ -61,4 +62,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run_main(main)

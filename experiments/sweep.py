@@ -7,13 +7,15 @@ Best-of-N uses nested prefixes of one n_max run; beam runs width N, MCTS N
 simulations. Writes sweep.json, sweep.md and sweep.png in the work directory.
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from armap_jax.search import runner
+from armap_jax.runtime import launch
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/configs/plan_game24.py", "Planning config file.")
+    "config", launch.default_config(__file__, "plan_game24.py"),
+    "Planning config file.")
 _QUIET = flags.DEFINE_bool("quiet", False, "No progress bars.")
 
 
@@ -26,4 +28,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run_main(main)

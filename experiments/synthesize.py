@@ -13,16 +13,18 @@ import collections
 import json
 import os
 
-from absl import app, logging
+from absl import logging
 from ml_collections import config_flags
 
 from armap_jax.agent import build
 from armap_jax.agent.rollout import load_trajectories
 from armap_jax.data import synthesize, tree_values
 from armap_jax.search import runner
+from armap_jax.runtime import launch
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/configs/synthesize_game24.py", "Synthesis config.")
+    "config", launch.default_config(__file__, "synthesize_game24.py"),
+    "Synthesis config.")
 
 
 def _llm(cfg):
@@ -86,4 +88,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run_main(main)

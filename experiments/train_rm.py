@@ -16,13 +16,15 @@ Re-running the same command resumes from --config.workdir. Multi-host: set
 process (each reads its own rows of every global batch).
 """
 
-from absl import app, logging
+from absl import logging
 from ml_collections import config_flags
 
 from armap_jax.training import run
+from armap_jax.runtime import launch
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/configs/rm_game24.py", "Reward-model config.")
+    "config", launch.default_config(__file__, "rm_game24.py"),
+    "Reward-model config.")
 
 
 def main(argv):
@@ -34,4 +36,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run_main(main)

@@ -457,7 +457,7 @@ def _main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
   flags.DEFINE_multi_string("env", ["webshop"], "Env kinds to serve (registry names).")
   flags.DEFINE_string("host", "127.0.0.1", "Address to bind (loopback by default).")
   flags.DEFINE_integer("port", 36001, "Port.")
@@ -466,4 +466,5 @@ if __name__ == "__main__":
   flags.DEFINE_float("ttl_s", 900.0, "Idle seconds before an env is reaped.")
   flags.DEFINE_float("request_timeout_s", 60.0, "Per-request env call timeout.")
   flags.DEFINE_integer("max_workers", 32, "Worker threads for env calls.")
-  app.run(_main)
+  from armap_jax.runtime import launch  # pylint: disable=g-import-not-at-top
+  launch.run_main(_main)

@@ -1,0 +1,220 @@
+"""The launcher wrapper: `launch.run_main(main)` instead of `absl.app.run(main)`.
+
+Every program in `experiments/` and the `armap-jax` command end with it, so
+that they all behave the same way for a user:
+
+- a mistake the user can fix (a wrong `--config` path, a misspelled config
+  field, a missing input file or directory, a malformed record, model or
+  checkpoint: any error type defined in `armap_jax`) ends in ONE line,
+  `error: <message>`, and exit status 2; the full traceback is printed only
+  with `--traceback` (or absl's `--verbosity=1` and above). Anything else
+  (a bug) keeps Python's traceback;
+- the process's peak resident memory is printed at the end, on success and
+  on error (`peak resident memory: ...` on stderr, so stdout stays the
+  command's output);
+- `default_config(__file__, "x.py")` makes a launcher's default `--config`
+  path independent of the directory the command is run from.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import resource
+import sys
+import traceback
+from typing import Any, Callable, Sequence
+
+from absl import app, flags
+
+_TRACEBACK = flags.DEFINE_bool(
+    "traceback", False, "On an error, print the full Python traceback instead "
+    "of the one-line message.")
+
+# Exit status of an error the user can fix (a bad flag, file or config).
+USER_ERROR_EXIT = 2
+
+# Built-in errors that name a file the user gave (or forgot to create).
+_FILE_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError,
+                FileExistsError, PermissionError)
+
+
+def _import_time_hook(exc_type, exc, tb) -> None:
+  """sys.excepthook while a launcher module is being set up: ml_collections
+  applies `--config.x=...` overrides to the default config when the flag is
+  defined, so a misspelled field fails before `run_main` runs."""
+  if _is_user_error(exc) and not _wants_traceback(sys.argv):
+    sys.stderr.write(f"error: {_message(exc)}\n{peak_memory_line()}\n")
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(USER_ERROR_EXIT)  # pylint: disable=protected-access
+  sys.__excepthook__(exc_type, exc, tb)
+
+
+def default_config(launcher_file: str, name: str) -> str:
+  """Absolute path of `experiments/configs/<name>` for the launcher at
+  `launcher_file` (pass `__file__`), so the default `--config` loads from any
+  working directory. A `:flavour` suffix is kept. Also reports errors raised
+  while the config flag is defined as one line (see `_import_time_hook`)."""
+  if sys.excepthook is sys.__excepthook__:
+    sys.excepthook = _import_time_hook
+  path, sep, flavour = name.partition(":")
+  here = os.path.dirname(os.path.abspath(launcher_file))
+  return os.path.join(here, "configs", path) + sep + flavour
+
+
+def _is_user_error(exc: BaseException) -> bool:
+  if isinstance(exc, (flags.Error,) + _FILE_ERRORS):
+    return True
+  if isinstance(exc, (KeyError, AttributeError)) and "Did you mean" in str(
+      exc):
+    return True  # ml_collections: a config field that does not exist.
+  # The project's own error types (ConfigError, CheckpointError, FormatError,
+  # EnvError, RecordError, ...) exist to name the field or file to change.
+  return any(cls.__module__.startswith("armap_jax.")
+             for cls in type(exc).__mro__ if cls is not BaseException)
+
+
+def _one_line(text: str) -> str:
+  """A message on one line: a multi-line message keeps its first line and its
+  last (the innermost cause, e.g. the OS error of a config file)."""
+  lines = [l.strip() for l in str(text).splitlines() if l.strip()]
+  if not lines:
+    return ""
+  if len(lines) == 1:
+    return lines[0]
+  return f"{lines[0]} ... {lines[-1]}"
+
+
+def _message(exc: BaseException) -> str:
+  if isinstance(exc, (KeyError, AttributeError)) and exc.args:
+    # ml_collections: "'trian'\nDid you mean "train" instead of "trian"?",
+    # which AttributeError wraps once more as the repr of that string.
+    text = str(exc.args[0])
+    if text[:1] in "'\"" and text[-1:] == text[:1]:
+      try:
+        text = str(ast.literal_eval(text))
+      except (ValueError, SyntaxError):
+        pass
+    field, _, hint = text.partition("\n")
+    flag = next((a.split("=", 1)[0] for a in sys.argv[1:]
+                 if f".{field.strip(chr(39))}" in a.split("=", 1)[0]), None)
+    where = f" in {flag}" if flag else ""
+    return f"unknown config field {field}{where}" + (
+        f" ({hint.strip()})" if hint.strip() else "")
+  if isinstance(exc, OSError) and exc.filename and exc.strerror:
+    return f"{exc.strerror}: {exc.filename}"
+  text = _one_line(str(exc)) or type(exc).__name__
+  return f"{text} ({type(exc).__name__})" if not _is_user_error(exc) else text
+
+
+def _wants_traceback(argv: Sequence[str]) -> bool:
+  """Read from the raw argv: flag parsing itself may be what failed."""
+  want = False
+  args = list(argv[1:])
+  for i, a in enumerate(args):
+    if a in ("--traceback", "--traceback=true", "--traceback=True",
+             "--traceback=1"):
+      want = True
+    elif a in ("--notraceback", "--traceback=false", "--traceback=False",
+               "--traceback=0"):
+      want = False
+    value = None
+    if a.startswith("--verbosity="):
+      value = a.split("=", 1)[1]
+    elif a.startswith("-v=") or a.startswith("--v="):
+      value = a.split("=", 1)[1]
+    elif a in ("--verbosity", "-v", "--v") and i + 1 < len(args):
+      value = args[i + 1]
+    if value is not None:
+      try:
+        want = want or int(value) >= 1
+      except ValueError:
+        pass
+  return want
+
+
+def peak_rss_bytes() -> int:
+  """Peak resident memory of this process so far (getrusage ru_maxrss)."""
+  scale = 1 if sys.platform == "darwin" else 1024  # Linux reports KiB.
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def peak_memory_line() -> str:
+  return f"peak resident memory: {peak_rss_bytes() / 2**30:.2f} GiB"
+
+
+def _config_load_errors() -> list[str]:
+  """One message per config-file flag whose file failed to load (ml_collections
+  defers that error until the config is first read, deep inside `main`)."""
+  from ml_collections.config_flags import config_flags
+  error_config = getattr(config_flags, "_ErrorConfig", None)
+  if error_config is None:
+    return []
+  out = []
+  for name, flag in flags.FLAGS._flags().items():  # pylint: disable=protected-access
+    if name != flag.name:  # Short aliases repeat a flag.
+      continue
+    if isinstance(flag.value, error_config):
+      err = getattr(flag.value, "_error", None)
+      lines = [l.strip() for l in str(err).splitlines() if l.strip()]
+      out.append(f"--{name}: cannot load the config file: "
+                 f"{lines[-1] if lines else err} (relative paths are read "
+                 f"from the current directory, {os.getcwd()})")
+  return out
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  try:
+    rest = flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(f"{e}", e)
+  except (KeyError, AttributeError, TypeError, ValueError, OSError) as e:
+    # A config override that names no field, or whose value does not parse.
+    _fail(_message(e), e)
+  problems = _config_load_errors()
+  if problems:
+    _fail(problems[0], None)
+  return rest
+
+
+def _fail(message: str, exc: BaseException | None) -> None:
+  if exc is not None and _wants_traceback(sys.argv):
+    traceback.print_exception(exc, file=sys.stderr)
+  sys.stderr.write(f"error: {message}\n")
+  sys.stderr.flush()
+  raise SystemExit(USER_ERROR_EXIT)
+
+
+def _guarded(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except SystemExit:
+      raise
+    except app.UsageError as e:
+      # absl would print the whole flag list; the message names the flag.
+      _fail(_one_line(str(e)), e)
+    except KeyboardInterrupt:
+      sys.stderr.write("error: interrupted\n")
+      raise SystemExit(130)
+    except Exception as e:  # pylint: disable=broad-except
+      if not _is_user_error(e) or _TRACEBACK.value or _wants_traceback(
+          sys.argv):
+        raise
+      _fail(_message(e), None)
+  return wrapped
+
+
+def run_main(main: Callable[[list[str]], Any],
+             argv: list[str] | None = None) -> None:
+  """`absl.app.run(main)` with one-line user errors (exit 2) and the peak
+  resident memory printed at the end. Never returns (exits the process)."""
+  if argv is not None:
+    sys.argv = list(argv)  # Config flags read their overrides from sys.argv.
+  try:
+    app.run(_guarded(main), argv=sys.argv, flags_parser=_parse_flags)
+  finally:
+    sys.stdout.flush()
+    sys.stderr.write(peak_memory_line() + "\n")
+    sys.stderr.flush()
