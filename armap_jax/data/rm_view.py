@@ -29,6 +29,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from absl import logging
+
 from armap_jax.records import PreferencePair, Step, StepValue, Trajectory
 
 GAME24_PROTOCOLS = ("tot", "env")
@@ -54,7 +56,14 @@ def outcome_patterns(env_name: str) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=None)
 def _compiled(env_name: str) -> re.Pattern | None:
-  pats = outcome_patterns(env_name)
+  try:
+    pats = outcome_patterns(env_name)
+  except KeyError:
+    # A record's `env` that no registry knows (tests' toy records, envs
+    # registered elsewhere): nothing declared, nothing to remove.
+    logging.warning("RMView: env %r is not registered; its observations are "
+                    "kept as they are", env_name)
+    return None
   return re.compile("|".join(f"(?:{p})" for p in pats)) if pats else None
 
 

@@ -8,8 +8,9 @@ aggregates them ("last" = the outcome reward, "min", "mean").
 
 Log-probs come from one teacher-forced forward pass per trajectory under each
 model (not one per step), over the same text layout as training
-(`data.format`, no suffix). `from_checkpoint` loads the trained policy and
-its frozen reference from an implicit-PRM run directory alone.
+(`data.format`, no suffix), after the run's `RMView`. `from_checkpoint` loads
+the trained policy and its frozen reference from an implicit-PRM run directory
+alone. `tokens_used` counts the tokens read (each is read by both models).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from flax import nnx
 
 from armap_jax.data import format as F
+from armap_jax.data.rm_view import RMView
 from armap_jax.records import Trajectory
 from armap_jax.rewards.orm import _next_pow2
 from armap_jax.rewards.prm import aggregate
@@ -51,7 +53,8 @@ class ImplicitPRMScorer:
   def __init__(self, policy, reference, tokenizer,
                fcfg: F.FormatConfig = F.FormatConfig(), *, beta: float = 0.05,
                aggregation: str = "last", name: str = "implicit_prm",
-               batch_size: int = 16, min_bucket: int = 32):
+               batch_size: int = 16, min_bucket: int = 32,
+               view: RMView | None = None):
     if aggregation not in AGGREGATIONS:
       raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got "
                        f"{aggregation!r}")
@@ -68,6 +71,9 @@ class ImplicitPRMScorer:
     self.batch_size = batch_size
     self.min_bucket = min_bucket
     self.pad_id = int(tokenizer.pad_token_id or 0)
+    self.view = view
+    self.tokens_used = 0
+    self.last_tokens: list[int] = []
 
   @classmethod
   def from_checkpoint(cls, directory: str, which: str = "best",
@@ -75,11 +81,8 @@ class ImplicitPRMScorer:
                       batch_size: int = 16) -> "ImplicitPRMScorer":
     from armap_jax.models import ModelConfig, Transformer
     from armap_jax.models.hf import load_tokenizer
-    cfg = ckpt_lib.read_config(directory)
-    info = cfg.get("reward_model", {})
-    if info.get("kind") != "implicit":
-      raise ckpt_lib.CheckpointError(
-          f"{directory}: reward_model.kind={info.get('kind')!r}, not implicit")
+    from armap_jax.rewards.orm import read_run_info
+    cfg, info, view = read_run_info(directory, ("implicit",))
     mcfg = ModelConfig.from_dict(cfg["model"])
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[
         info.get("dtype", "float32")]
@@ -96,12 +99,20 @@ class ImplicitPRMScorer:
     return cls(nnx.merge(graphdef, params), nnx.merge(graphdef, ref), tok,
                F.FormatConfig(**info.get("format", {})),
                beta=float(info.get("beta", 0.05)), aggregation=aggregation,
-               batch_size=batch_size)
+               batch_size=batch_size, view=view)
+
+  def encode(self, trajectories: Sequence[Trajectory]) -> list[F.Encoded]:
+    """What the model reads for each trajectory (the view, encoded)."""
+    if self.view is not None:
+      trajectories = [self.view.trajectory(t) for t in trajectories]
+    return [F.encode_trajectory(self.tokenizer, t, self.fcfg)
+            for t in trajectories]
 
   def step_rewards(self, trajectories: Sequence[Trajectory]) -> list[np.ndarray]:
     """r_i per step (beta * summed log-ratio over the step's action tokens)."""
-    enc = [F.encode_trajectory(self.tokenizer, t, self.fcfg)
-           for t in trajectories]
+    enc = self.encode(trajectories)
+    self.last_tokens = [len(e.ids) for e in enc]
+    self.tokens_used += sum(self.last_tokens)
     out: list[np.ndarray | None] = [None] * len(enc)
     order = sorted(range(len(enc)), key=lambda i: len(enc[i].ids))
     for s in range(0, len(order), self.batch_size):

@@ -14,7 +14,9 @@ Env observations can give the outcome away (WebShop's final observation shows
 the purchase score; Game of 24 keeps its verdict out of observations). So by
 default (`observations="all_but_last"`) the judge does not see the final
 observation; "all" shows it (then the judge is partly an env oracle), "none"
-hides every observation.
+hides every observation. With a `view` (`data.rm_view.RMView`, what
+`rewards.make_scorer` passes), trajectories go through the env's view first,
+so the env's verdict text is removed from every observation as well.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class JudgeScorer:
   def __init__(self, model, tokenizer, *, chat: bool | None = None,
                labels: tuple[str, str] = ("Yes", "No"),
                observations: str = "all_but_last", batch_size: int = 16,
-               name: str = "judge"):
+               name: str = "judge", view=None):
     from armap_jax import decoding
     self.decoder = decoding.Decoder(model, tokenizer)
     self.tokenizer = tokenizer
@@ -77,6 +79,7 @@ class JudgeScorer:
     self.observations = observations
     self.batch_size = batch_size
     self.name = name
+    self.view = view
     self.tokens_used = 0
 
   def _prompt_ids(self, instruction: str, steps: Sequence[Step]) -> list[int]:
@@ -109,14 +112,25 @@ class JudgeScorer:
     d = sums[:, 0] - sums[:, 1]
     return (1.0 / (1.0 + np.exp(-d))).astype(np.float32)
 
+  def _viewed(self, trajectories: Sequence[Trajectory]) -> list[Trajectory]:
+    if self.view is None:
+      return list(trajectories)
+    return [self.view.trajectory(t) for t in trajectories]
+
+  def prompt_texts(self, trajectories: Sequence[Trajectory]) -> list[str]:
+    """The judge's text for each trajectory (after the view)."""
+    return [judge_text(t.instruction, t.steps, observations=self.observations)
+            for t in self._viewed(trajectories)]
+
   def score(self, trajectories: Sequence[Trajectory]) -> np.ndarray:
     """p(Yes) per trajectory, shape [len(trajectories)]."""
+    trajectories = self._viewed(trajectories)
     return self._judge([(t.instruction, t.steps) for t in trajectories])
 
   def step_scores(self, trajectories: Sequence[Trajectory]) -> list[np.ndarray]:
     """p(Yes) after each step prefix (one batched call for all prefixes)."""
     items, sizes = [], []
-    for t in trajectories:
+    for t in self._viewed(trajectories):
       sizes.append(len(t.steps))
       items.extend((t.instruction, t.steps[:k + 1]) for k in range(len(t.steps)))
     flat = self._judge(items)

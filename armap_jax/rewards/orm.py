@@ -1,11 +1,14 @@
 """ARMAP outcome reward model as a `Scorer`, loadable from a run directory.
 
-`ORMScorer.from_checkpoint(dir)` needs only what `train_rm` wrote: config.json
-(model config and text format), the tokenizer files and best/ (or ckpt/)
-params. Trajectories are encoded exactly as in training (instruction, turns,
-evaluation suffix), grouped into power-of-two length buckets and batch sizes,
-and scored by one jitted forward per bucket; the reward is the value at the
-last token.
+`load_run(dir)` needs only what `training.run.train_from_config` wrote:
+config.json (model config, text format, the `RMView`), the tokenizer files and
+best/ (or ckpt/) params; `rewards.load_scorer` is the loader every launcher
+calls. Trajectories go through the stored view, then are encoded exactly as
+in training (instruction, turns, evaluation suffix), grouped into
+power-of-two length buckets and batch sizes, and scored by one jitted forward
+per bucket; the reward is the sigmoid of the value at the last token (so in
+(0, 1), like a BCE-trained PRM's values). `tokens_used` counts the tokens
+read.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 from flax import nnx
 
 from armap_jax.data import format as F
+from armap_jax.data.rm_view import RMView
 from armap_jax.records import Trajectory
 from armap_jax.training import checkpoint as ckpt_lib
 from armap_jax.models.heads import RewardModel, score_inputs
@@ -36,17 +40,35 @@ def _rm_forward(graphdef, params, tokens_bt, idx_bk):
 _rm_forward_jit = jax.jit(_rm_forward, static_argnums=0)
 
 
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+  return (1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))).astype(np.float32)
+
+
+def read_run_info(directory: str, want_kind: tuple[str, ...]):
+  """(config.json dict, reward_model info, RMView) of a run directory."""
+  cfg = ckpt_lib.read_config(directory)
+  info = cfg.get("reward_model")
+  if not isinstance(info, dict) or info.get("kind") not in want_kind:
+    kind = info.get("kind") if isinstance(info, dict) else None
+    raise ckpt_lib.CheckpointError(
+        f"{directory}/config.json: field reward_model.kind is {kind!r}; this "
+        f"scorer needs one of {want_kind}")
+  if "view" not in info or "model" not in cfg:
+    raise ckpt_lib.CheckpointError(
+        f"{directory}/config.json: no reward_model.view or model (not a run "
+        "directory written by training.run.train_from_config; retrain it)")
+  view = RMView.from_dict(info["view"], f"{directory}/config.json "
+                          "reward_model.view")
+  return cfg, info, view
+
+
 def load_run(directory: str, which: str = "best", mesh=None,
              want_kind: tuple[str, ...] = ("pair", "value")):
-  """(RewardModel, tokenizer, FormatConfig, reward_model info) from a run dir."""
+  """(RewardModel, tokenizer, FormatConfig, reward_model info, RMView) from a
+  run directory."""
   from armap_jax.models import ModelConfig
   from armap_jax.models.hf import load_tokenizer
-  cfg = ckpt_lib.read_config(directory)
-  info = cfg.get("reward_model", {})
-  if info.get("kind") not in want_kind:
-    raise ckpt_lib.CheckpointError(
-        f"{directory}: config.json reward_model.kind={info.get('kind')!r}; "
-        f"this scorer needs one of {want_kind}")
+  cfg, info, view = read_run_info(directory, want_kind)
   mcfg = ModelConfig.from_dict(cfg["model"])
   fcfg = F.FormatConfig(**info.get("format", {}))
   tok = load_tokenizer(directory)
@@ -69,24 +91,32 @@ def load_run(directory: str, which: str = "best", mesh=None,
         params_abs, param_shardings(abstract, mesh))
   params, _ = ckpt_lib.restore_params(directory, target, which=which)
   graphdef, _ = nnx.split(abstract, nnx.Param)
-  return nnx.merge(graphdef, params), tok, fcfg, info
+  return nnx.merge(graphdef, params), tok, fcfg, info, view
 
 
 class RMRunner:
-  """Batched, bucketed forward passes of a RewardModel over encodings."""
+  """Batched, bucketed forward passes of a RewardModel over viewed, encoded
+  trajectories; counts the tokens it reads (`tokens_used`)."""
 
   def __init__(self, model: RewardModel, tokenizer, fcfg: F.FormatConfig,
-               batch_size: int = 16, min_bucket: int = 32):
+               batch_size: int = 16, min_bucket: int = 32,
+               view: RMView | None = None):
     self.graphdef, self.params = nnx.split(model, nnx.Param)
     self.tokenizer = tokenizer
     self.fcfg = fcfg
+    self.view = view
     self.batch_size = batch_size
     self.min_bucket = min_bucket
     self.pad_id = int(tokenizer.pad_token_id or 0)
+    self.tokens_used = 0
+    self.last_tokens: list[int] = []
 
   def encode(self, trajectories: Sequence[Trajectory], suffix: bool):
+    """The view of each trajectory, encoded as in training."""
     cfg = dataclasses.replace(self.fcfg, include_suffix=suffix,
                               allow_empty=True)
+    if self.view is not None:
+      trajectories = [self.view.trajectory(t) for t in trajectories]
     return [F.encode_trajectory(self.tokenizer, t, cfg) for t in trajectories]
 
   def values(self, encodings: Sequence[F.Encoded],
@@ -106,29 +136,48 @@ class RMRunner:
                                      jnp.asarray(tok), jnp.asarray(pos)))
       for j, i in enumerate(idx):
         out[i] = v[j, :len(positions[i])].astype(np.float32)
+    self.last_tokens = [len(e.ids) for e in encodings]
+    self.tokens_used += sum(self.last_tokens)
     return out  # type: ignore[return-value]
 
 
 class ORMScorer:
-  """ARMAP outcome RM: reward = value at the last token of the RM input."""
+  """ARMAP outcome RM: reward = sigmoid of the value at the last token of the
+  RM input (`sigmoid=False`: the raw value)."""
 
   is_oracle = False
 
   def __init__(self, model: RewardModel, tokenizer,
                fcfg: F.FormatConfig = F.FormatConfig(), *,
+               view: RMView | None = None, sigmoid: bool = True,
                name: str = "orm", batch_size: int = 16):
     self.name = name
-    self.runner = RMRunner(model, tokenizer, fcfg, batch_size)
+    self.sigmoid = sigmoid
+    self.runner = RMRunner(model, tokenizer, fcfg, batch_size, view=view)
 
   @classmethod
   def from_checkpoint(cls, directory: str, which: str = "best", mesh=None,
                       batch_size: int = 16) -> "ORMScorer":
-    model, tok, fcfg, _ = load_run(directory, which, mesh)
-    return cls(model, tok, fcfg, batch_size=batch_size)
+    model, tok, fcfg, _, view = load_run(directory, which, mesh,
+                                         want_kind=("pair",))
+    return cls(model, tok, fcfg, view=view, batch_size=batch_size)
+
+  @property
+  def tokens_used(self) -> int:
+    return self.runner.tokens_used
+
+  @property
+  def last_tokens(self) -> list[int]:
+    return self.runner.last_tokens
+
+  def encode(self, trajectories: Sequence[Trajectory]) -> list[F.Encoded]:
+    """What the model reads for each trajectory (the view, encoded)."""
+    return self.runner.encode(trajectories, suffix=True)
 
   def score(self, trajectories: Sequence[Trajectory]) -> np.ndarray:
     if not trajectories:
       return np.zeros((0,), np.float32)
-    enc = self.runner.encode(trajectories, suffix=True)
-    vals = self.runner.values(enc, [[e.last] for e in enc])
-    return np.array([v[0] for v in vals], np.float32)
+    enc = self.encode(trajectories)
+    vals = np.array([v[0] for v in self.runner.values(
+        enc, [[e.last] for e in enc])], np.float32)
+    return _sigmoid(vals) if self.sigmoid else vals

@@ -7,7 +7,8 @@ same number training saw for that prefix's `StepValue`. Values from a "bce"
 model pass through a sigmoid. Steps dropped by truncation get the value of the
 first kept step. `score` aggregates a trajectory's step values: "last",
 "min", "mean" or "product" (values clipped to [0, 1] first); a trajectory
-with no steps scores the value after its instruction.
+with no steps scores the value after its instruction. Trajectories go through
+the run's `RMView` first; `tokens_used` counts the tokens read.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from armap_jax.data import format as F
+from armap_jax.data.rm_view import RMView
 from armap_jax.records import Trajectory
 from armap_jax.rewards.orm import RMRunner, load_run
 from armap_jax.models.heads import RewardModel
@@ -45,28 +47,42 @@ class PRMScorer:
   def __init__(self, model: RewardModel, tokenizer,
                fcfg: F.FormatConfig = F.FormatConfig(), *,
                aggregation: str = "last", sigmoid: bool = False,
-               name: str = "prm", batch_size: int = 16):
+               view: RMView | None = None, name: str = "prm",
+               batch_size: int = 16):
     if aggregation not in AGGREGATIONS:
       raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got "
                        f"{aggregation!r}")
     self.name = name
     self.aggregation = aggregation
     self.sigmoid = sigmoid
-    self.runner = RMRunner(model, tokenizer, fcfg, batch_size)
+    self.runner = RMRunner(model, tokenizer, fcfg, batch_size, view=view)
 
   @classmethod
   def from_checkpoint(cls, directory: str, which: str = "best", mesh=None,
                       aggregation: str = "last",
                       batch_size: int = 16) -> "PRMScorer":
-    model, tok, fcfg, info = load_run(directory, which, mesh,
-                                      want_kind=("value",))
+    model, tok, fcfg, info, view = load_run(directory, which, mesh,
+                                            want_kind=("value",))
     return cls(model, tok, fcfg, aggregation=aggregation,
-               sigmoid=info.get("value_loss") == "bce", batch_size=batch_size)
+               sigmoid=info.get("value_loss") == "bce", view=view,
+               batch_size=batch_size)
+
+  @property
+  def tokens_used(self) -> int:
+    return self.runner.tokens_used
+
+  @property
+  def last_tokens(self) -> list[int]:
+    return self.runner.last_tokens
+
+  def encode(self, trajectories: Sequence[Trajectory]) -> list[F.Encoded]:
+    """What the model reads for each trajectory (the view, encoded)."""
+    return self.runner.encode(trajectories, suffix=False)
 
   def _values(self, trajectories: Sequence[Trajectory]) -> list[np.ndarray]:
     """Per-step values; a trajectory with no steps gets [value after the
     instruction]."""
-    enc = self.runner.encode(trajectories, suffix=False)
+    enc = self.encode(trajectories)
     pos = []
     for e in enc:
       if not e.step_ends:

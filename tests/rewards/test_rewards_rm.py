@@ -37,6 +37,7 @@ def _config(tmp_path, steps):
   c.data.max_length = 64
   c.data.min_bucket = 64
   c.data.eval_frac = 0.25
+  c.view.env, c.view.protocol = "", ""  # Toy records: no env verdict text.
   c.train.update(steps=steps, batch_size=16, lr=3e-3, warmup_steps=5,
                  eval_every=20, save_every=20, log_every=10)
   return c
