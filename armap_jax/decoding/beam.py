@@ -19,9 +19,9 @@ import numpy as np
 from flax import nnx
 
 from armap_jax.decoding import batching
-from armap_jax.decoding.engine import (FINISH_REASON, LENGTH, PAD_ID,
-                                       RUNNING, STOP_STRING, STOP_TOKEN,
-                                       Completion, _finish_codes, _padded_ids)
+from armap_jax.decoding.state import (FINISH_REASON, LENGTH, PAD_ID, RUNNING,
+                                      STOP_STRING, STOP_TOKEN, Completion,
+                                      finish_codes, padded_ids)
 from armap_jax.decoding.stops import trim_at_stop
 
 
@@ -71,9 +71,9 @@ def _beam(graphdef, state, cache, logits_rv, kv_valid_rs, prompt_len_r,
                          tok_lp[..., None], logprobs)
     score = jnp.where(was_alive, take(score) + tok_lp, take(score))
     length = jnp.where(was_alive, t + 1, take(length))
-    code, nxt = _finish_codes(new_tok.reshape(-1), t, max_new_bw.reshape(-1),
-                              eos_e, stop_ids_e, take(stop_state).reshape(-1),
-                              stop_table_sv)
+    code, nxt = finish_codes(new_tok.reshape(-1), t, max_new_bw.reshape(-1),
+                             eos_e, stop_ids_e, take(stop_state).reshape(-1),
+                             stop_table_sv)
     finish = jnp.where(was_alive, code.reshape(b, w), take(finish))
     stop_state = nxt.reshape(b, w)
     rows = (base_b + parent_bw).reshape(-1)
@@ -143,8 +143,8 @@ def beam_search(decoder, prompts, *, beam_size: int = 4,
   cache, logits, kv_valid = decoder.prefill(prompt_ids, row_prompt, n_buf)
   tokens, logprobs, final, length, finish, _ = _beam(
       decoder.graphdef, decoder.state, cache, logits, kv_valid,
-      lens[row_prompt], max_new, _padded_ids(decoder.eos_token_ids),
-      _padded_ids(stop_ids), decoder.stop_table(strings),
+      lens[row_prompt], max_new, padded_ids(decoder.eos_token_ids),
+      padded_ids(stop_ids), decoder.stop_table(strings),
       jnp.float32(length_penalty), n_buf=n_buf, beam_size=beam_size)
   tokens, logprobs, length, finish = jax.device_get(
       (tokens, logprobs, length, finish))

@@ -7,7 +7,8 @@ Flow of `Decoder.generate`:
   2. `_prefill` (jit): one forward over all prompts into a fresh KV cache, then
      gather cache rows and last-position logits to the R = P * n decode rows
      (n samples per prompt share that one prefill).
-  3. `_decode` (jit, cache donated): a `lax.while_loop` that samples a token
+  3. `_decode` (jit, cache donated): a `lax.while_loop` over one
+     `state.DecodeState` (every field commented there) that samples a token
      per row, records it and its log-prob in fixed buffers, updates per-row
      stop state (EOS ids, stop-token ids, the stop-string automaton of
      `stops.py`, length), and runs one cached forward step, until every row is
@@ -32,39 +33,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from armap_jax.runtime import xla_options
-from armap_jax.decoding import batching
+from armap_jax.decoding import batching, beam, scoring
 from armap_jax.decoding.sampling import SamplingArrays, row_keys, sample_tokens
-from armap_jax.decoding.stops import MATCHED, StopTables, trim_at_stop
+from armap_jax.decoding.state import (EOS, FINISH_REASON, LENGTH, PAD_ID,
+                                      RUNNING, STOP_STRING, STOP_TOKEN,
+                                      Completion, DecodeRows, DecodeState,
+                                      finish_codes, padded_ids)
+from armap_jax.decoding.stops import StopTables, trim_at_stop
 from armap_jax.models import transformer
-
-# Finish codes carried on device.
-RUNNING, EOS, STOP_STRING, LENGTH, STOP_TOKEN = 0, 1, 2, 3, 4
-FINISH_REASON = {EOS: "eos", STOP_STRING: "stop", LENGTH: "length",
-                 STOP_TOKEN: "stop"}
-PAD_ID = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class Completion:
-  """One generated continuation.
-
-  `logprobs` are the model's (temperature 1, untruncated) log-probs of each
-  generated token; `token_ids` include a final EOS / stop token when one ended
-  the row, while `text` leaves special tokens and the stop string out.
-  """
-
-  text: str
-  token_ids: list[int]
-  logprobs: list[float]
-  finish_reason: str  # "stop" | "eos" | "length"
-  prompt_tokens: int
-  completion_tokens: int
-
-  @property
-  def cumulative_logprob(self) -> float:
-    return float(np.sum(self.logprobs, dtype=np.float64))
-
+from armap_jax.runtime import xla_options
 
 # --------------------------------------------------------------------------
 # Jitted pieces.
@@ -174,81 +151,57 @@ def unrolls(model, unroll_layers: bool | None) -> bool:
   return bool(unroll_layers)
 
 
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass
-class _Rows:
-  """Per-row inputs to the decode loop (all leading dim R)."""
-
-  keys: jax.Array          # PRNG keys.
-  knobs: SamplingArrays
-  max_new: jax.Array       # int32; 0 marks a padding row.
-  prompt_len: jax.Array    # int32 real prompt tokens (next RoPE position).
-  kv_valid: jax.Array      # bool [R, S]: prompt slots holding real tokens.
-
-
-def _finish_codes(tok_r, t, max_new_r, eos_e, stop_ids_e, stop_state_r,
-                  stop_table_sv):
-  """Finish code per row after emitting token t (0-based), new stop state."""
-  nxt_r = stop_table_sv[stop_state_r, tok_r]
-  hit_r = nxt_r == MATCHED
-  is_eos = jnp.any(tok_r[:, None] == eos_e[None, :], axis=-1)
-  is_stop_id = jnp.any(tok_r[:, None] == stop_ids_e[None, :], axis=-1)
-  code = jnp.where(is_eos, EOS, jnp.where(
-      is_stop_id, STOP_TOKEN, jnp.where(
-          hit_r, STOP_STRING, jnp.where(t + 1 >= max_new_r, LENGTH, RUNNING))))
-  return code.astype(jnp.int32), jnp.where(hit_r, 0, nxt_r)
-
-
 @functools.partial(jax.jit, static_argnums=(0,),
                    static_argnames=("n_buf", "unroll_layers"),
                    donate_argnames=("cache",))
-def _decode(graphdef, state, cache, logits_rv, rows: _Rows, eos_e, stop_ids_e,
-            stop_table_sv, *, n_buf, unroll_layers=False):
+def _decode(graphdef, state, cache, logits_rv, rows: DecodeRows, eos_e,
+            stop_ids_e, stop_table_sv, *, n_buf, unroll_layers=False):
   """Sample up to n_buf tokens per row with a while_loop over fixed buffers."""
   step = cached_step_fn(nnx.merge(graphdef, state), unroll_layers)
   num_rows, cache_len = rows.kv_valid.shape
   prompt_slots = cache_len - n_buf
 
-  def emit(carry, logits_rv, t):
-    tokens, logprobs, finish, stop_state, count = carry
-    done_r = finish != RUNNING
-    tok_r, lp_r = sample_tokens(logits_rv, rows.keys, t, rows.knobs)
+  def emit(s: DecodeState, logits_rv) -> DecodeState:
+    """Samples token `s.t` of every running row from `logits_rv` [R, V]."""
+    done_r = s.finish != RUNNING
+    tok_r, lp_r = sample_tokens(logits_rv, rows.keys, s.t, rows.knobs)
     tok_r = jnp.where(done_r, PAD_ID, tok_r)
     lp_r = jnp.where(done_r, 0.0, lp_r)
-    tokens = jax.lax.dynamic_update_slice(tokens, tok_r[:, None], (0, t))
-    logprobs = jax.lax.dynamic_update_slice(logprobs, lp_r[:, None], (0, t))
-    code_r, new_stop = _finish_codes(tok_r, t, rows.max_new, eos_e,
-                                     stop_ids_e, stop_state, stop_table_sv)
-    finish = jnp.where(done_r, finish, code_r)
-    return tokens, logprobs, finish, new_stop, count + (~done_r)
+    code_r, stop_state = finish_codes(tok_r, s.t, rows.max_new, eos_e,
+                                      stop_ids_e, s.stop_state, stop_table_sv)
+    return dataclasses.replace(
+        s, t=s.t + 1,
+        tokens=jax.lax.dynamic_update_slice(s.tokens, tok_r[:, None],
+                                            (0, s.t)),
+        logprobs=jax.lax.dynamic_update_slice(s.logprobs, lp_r[:, None],
+                                              (0, s.t)),
+        finish=jnp.where(done_r, s.finish, code_r), stop_state=stop_state,
+        count=s.count + (~done_r))
 
-  tokens = jnp.full((num_rows, n_buf), PAD_ID, jnp.int32)
-  logprobs = jnp.zeros((num_rows, n_buf), jnp.float32)
-  finish = jnp.where(rows.max_new > 0, RUNNING, LENGTH).astype(jnp.int32)
-  stop_state = jnp.zeros((num_rows,), jnp.int32)
-  count = jnp.zeros((num_rows,), jnp.int32)
-  carry = emit((tokens, logprobs, finish, stop_state, count), logits_rv,
-               jnp.int32(0))
+  def cond(s: DecodeState):
+    return (s.t < n_buf) & jnp.any(s.finish == RUNNING)
 
-  def cond(loop):
-    t, _, _, inner = loop
-    return (t < n_buf) & jnp.any(inner[2] == RUNNING)
-
-  def body(loop):
-    t, cache, kv_valid, inner = loop
-    slot = prompt_slots + t - 1
+  def body(s: DecodeState) -> DecodeState:
+    """Feeds token t - 1 at cache slot `prompt_slots + t - 1`, samples t."""
+    slot = prompt_slots + s.t - 1
     kv_valid = jax.lax.dynamic_update_slice(
-        kv_valid, jnp.ones((num_rows, 1), bool), (0, slot))
-    prev_r = jax.lax.dynamic_slice_in_dim(inner[0], t - 1, 1, axis=1)
-    pos_r1 = (rows.prompt_len + t - 1)[:, None]
-    logits, cache = step(prev_r, pos_r1, kv_valid[:, None, :], cache, slot)
-    cache = batching.shard_cache(cache)
-    inner = emit(inner, logits[:, -1].astype(jnp.float32), t)
-    return t + 1, cache, kv_valid, inner
+        s.kv_valid, jnp.ones((num_rows, 1), bool), (0, slot))
+    prev_r = jax.lax.dynamic_slice_in_dim(s.tokens, s.t - 1, 1, axis=1)
+    pos_r1 = (rows.prompt_len + s.t - 1)[:, None]
+    logits, cache = step(prev_r, pos_r1, kv_valid[:, None, :], s.cache, slot)
+    s = dataclasses.replace(s, cache=batching.shard_cache(cache),
+                            kv_valid=kv_valid)
+    return emit(s, logits[:, -1].astype(jnp.float32))
 
-  _, cache, _, (tokens, logprobs, finish, _, count) = jax.lax.while_loop(
-      cond, body, (jnp.int32(1), cache, rows.kv_valid, carry))
-  return tokens, logprobs, finish, count, cache
+  init = DecodeState(
+      t=jnp.int32(0), cache=cache, kv_valid=rows.kv_valid,
+      tokens=jnp.full((num_rows, n_buf), PAD_ID, jnp.int32),
+      logprobs=jnp.zeros((num_rows, n_buf), jnp.float32),
+      finish=jnp.where(rows.max_new > 0, RUNNING, LENGTH).astype(jnp.int32),
+      stop_state=jnp.zeros((num_rows,), jnp.int32),
+      count=jnp.zeros((num_rows,), jnp.int32))
+  s = jax.lax.while_loop(cond, body, emit(init, logits_rv))
+  return s.tokens, s.logprobs, s.finish, s.count, s.cache
 
 
 # --------------------------------------------------------------------------
@@ -275,12 +228,6 @@ def _as_tuple(x) -> tuple[int, ...]:
   if isinstance(x, (int, np.integer)):
     return (int(x),)
   return tuple(int(v) for v in x)
-
-
-def _padded_ids(ids: Sequence[int], minimum: int = 8) -> np.ndarray:
-  out = np.full((batching.next_pow2(len(ids), minimum),), -1, np.int32)
-  out[:len(ids)] = ids
-  return out
 
 
 class Decoder:
@@ -420,11 +367,12 @@ class Decoder:
 
     cache, logits, kv_valid = self.prefill(prompt_ids, row_prompt, n_buf,
                                            unstack=self.unroll_layers)
-    rows = _Rows(keys=keys_r, knobs=knobs, max_new=max_new.astype(np.int32),
-                 prompt_len=lens[row_prompt], kv_valid=kv_valid)
+    rows = DecodeRows(keys=keys_r, knobs=knobs,
+                      max_new=max_new.astype(np.int32),
+                      prompt_len=lens[row_prompt], kv_valid=kv_valid)
     tokens, logprobs, finish, counts, _ = _decode(
         self.graphdef, self.state, cache, logits, rows,
-        _padded_ids(self.eos_token_ids), _padded_ids(stop_ids),
+        padded_ids(self.eos_token_ids), padded_ids(stop_ids),
         self.stop_table(strings), n_buf=n_buf,
         unroll_layers=self.unroll_layers)
     tokens, logprobs, finish, counts = jax.device_get(
@@ -453,11 +401,9 @@ class Decoder:
 
   def beam_search(self, prompts, **kwargs) -> list[list[Completion]]:
     """See `armap_jax.decoding.beam.beam_search`."""
-    from armap_jax.decoding import beam  # Circular at import time.
     return beam.beam_search(self, prompts, **kwargs)
 
   def score_continuations(self, prompts, continuations, **kwargs
                           ) -> list[np.ndarray]:
     """See `armap_jax.decoding.scoring.score_continuations`."""
-    from armap_jax.decoding import scoring
     return scoring.score_continuations(self, prompts, continuations, **kwargs)
