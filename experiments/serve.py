@@ -1,7 +1,9 @@
 r"""Serve a local policy (and optionally a reward model) over an OpenAI-compatible API.
 
   python experiments/serve.py --model=smollm2-135m-instruct --port=8000
-  python experiments/serve.py --model=<HF dir> --scorer=orm --scorer_dir=<ckpt>
+  python experiments/serve.py --model=<HF dir> --scorer=orm --scorer_dir=<run>
+  python experiments/serve.py --scorer=judge --scorer_dir=smollm2-135m-instruct \
+      --env=webshop
 
 Then any OpenAI client (or `OpenAIPolicy`) can use
 http://127.0.0.1:8000/v1 (`/completions`, `/chat/completions`, `/models`,
@@ -14,7 +16,6 @@ import os
 from absl import app, flags, logging
 
 from armap_jax import serve
-from armap_jax.search import runner
 from armap_jax.runtime import launch
 
 _MODEL = flags.DEFINE_string("model", "", "Policy LM: HF dir, checkpoint dir "
@@ -22,8 +23,13 @@ _MODEL = flags.DEFINE_string("model", "", "Policy LM: HF dir, checkpoint dir "
 _NAME = flags.DEFINE_string("name", "", "Model id in the API (default: the "
                             "model's base name).")
 _SCORER = flags.DEFINE_string("scorer", "", "Reward model kind (orm, prm, "
-                              "implicit, judge); empty: none.")
-_SCORER_DIR = flags.DEFINE_string("scorer_dir", "", "Reward model directory.")
+                              "implicit, judge, auto); empty: none.")
+_SCORER_DIR = flags.DEFINE_string("scorer_dir", "", "Reward-model run "
+                                  "directory (judge: a model name or dir).")
+_ENV = flags.DEFINE_string("env", "", "Env of the scored trajectories (a "
+                           "trained scorer must match it; the judge's view).")
+_PROTOCOL = flags.DEFINE_string("protocol", "", "Game of 24 protocol (tot, "
+                                "env) of the scored trajectories.")
 _HOST = flags.DEFINE_string("host", "127.0.0.1", "Bind address.")
 _PORT = flags.DEFINE_integer("port", 8000, "Port.")
 _MAX_N = flags.DEFINE_integer("max_n", 16, "Largest n per request.")
@@ -48,7 +54,9 @@ def main(argv):
     name = name or os.path.basename(_MODEL.value.rstrip("/")) or _MODEL.value
   scorer = None
   if _SCORER.value:
-    scorer = runner.load_trained_scorer(_SCORER.value, _SCORER_DIR.value)
+    from armap_jax.rewards.load import make_scorer
+    scorer = make_scorer(_SCORER.value, _SCORER_DIR.value, env=_ENV.value,
+                         protocol=_PROTOCOL.value)
   limits = serve.ServerLimits(max_n=_MAX_N.value, max_tokens=_MAX_TOKENS.value,
                               max_body_bytes=_MAX_BODY.value,
                               batch_window_s=_WINDOW.value)

@@ -25,6 +25,7 @@ import ml_collections
 from absl import logging
 
 from armap_jax.agent.policy import Sampling
+from armap_jax.rewards.load import NoScorer  # Re-exported for callers.
 from armap_jax.search import common
 from armap_jax.search.common import Budget, SearchResult
 
@@ -121,57 +122,21 @@ def build_policy(cfg):
       name.rstrip("/")) or name)
 
 
-def load_trained_scorer(kind: str, path: str):
-  """A trained scorer from a checkpoint directory alone.
-
-  Looks in `armap_jax.rewards.<kind>` for `load_scorer(path)`, else a class
-  with a `from_checkpoint(path)` / `load(path)` classmethod.
-  """
-  import importlib
-  if not path:
-    raise ValueError(f"config.scorer={kind!r} needs config.scorer_dir")
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f"config.scorer_dir: no directory {path!r}")
-  try:
-    mod = importlib.import_module(f"armap_jax.rewards.{kind}")
-  except ImportError as e:
-    raise ValueError(f"config.scorer: no scorer module armap_jax.rewards."
-                     f"{kind} ({e})") from e
-  if hasattr(mod, "load_scorer"):
-    return mod.load_scorer(path)
-  for obj in vars(mod).values():
-    if (isinstance(obj, type) and obj.__module__ == mod.__name__
-        and hasattr(obj, "score")):
-      for ctor in ("from_checkpoint", "load"):
-        if hasattr(obj, ctor):
-          return getattr(obj, ctor)(path)
-  raise ValueError(f"armap_jax.rewards.{kind} has no load_scorer(path) or "
-                   f"Scorer.from_checkpoint(path)")
-
-
-class NoScorer:
-  """For methods that need no scorer (greedy, sampling): scores 0."""
-  name = "none"
-  is_oracle = False
-
-  def score(self, trajectories):
-    import numpy as np
-    return np.zeros(len(trajectories), np.float32)
+def load_trained_scorer(kind: str, path: str, env: str = "",
+                        protocol: str = ""):
+  """A trained scorer from a run directory alone (`rewards.load.make_scorer`;
+  kind orm | prm | implicit | judge | auto)."""
+  from armap_jax.rewards.load import make_scorer
+  return make_scorer(kind, path, env=env, protocol=protocol)
 
 
 def build_scorer(cfg):
-  from armap_jax.rewards.oracle import make_oracle
-  from armap_jax.rewards.shaping import Shaped
-  if cfg.scorer == "oracle":
-    sc = make_oracle(cfg.env)
-  elif cfg.scorer == "none":
-    sc = NoScorer()
-  else:
-    sc = load_trained_scorer(cfg.scorer, cfg.scorer_dir)
-  if cfg.length_lambda or cfg.price_lambda:
-    sc = Shaped(sc, length_lambda=cfg.length_lambda,
-                price_lambda=cfg.price_lambda)
-  return sc
+  """The config's scorer through `rewards.load.make_scorer`."""
+  from armap_jax.rewards.load import make_scorer
+  return make_scorer(cfg.scorer, cfg.scorer_dir, env=cfg.env,
+                     protocol=cfg.protocol if cfg.env == "game24" else "",
+                     length_lambda=cfg.length_lambda,
+                     price_lambda=cfg.price_lambda)
 
 
 def build_budget(cfg) -> Budget:
