@@ -1,8 +1,9 @@
-r"""`armap-jax`: ARMAP end to end on Game of 24 (see `armap_jax.pipeline`).
+r"""`armap-jax`: ARMAP end to end on an env (see `armap_jax.pipeline`).
 
-  armap-jax                                    # default: runs/armap_game24
+  armap-jax                                    # Game of 24: runs/armap_game24
   armap-jax --quick --workdir=runs/quick       # <= 5 minutes on a CPU
-  armap-jax --config.policy=solver-noisy --config.eval.num_test=20
+  armap-jax --env=maze --quick                 # another env, its defaults
+  armap-jax --config.policy.name=solver-noisy --config.eval.num_test=20
 
 Re-running the same command resumes: finished stages are skipped. The
 summary table is printed at the end and written to <workdir>/summary.md.
@@ -12,39 +13,69 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from armap_jax.runtime import launch
 
-_DEFAULT_CONFIG = "armap_jax/configs/armap_game24.py"
-
 
 def _default_config_path() -> str:
   import importlib.resources
-  return str(importlib.resources.files("armap_jax") / "configs" /
-             "armap_game24.py")
+  return str(importlib.resources.files("armap_jax") / "configs" / "armap.py")
 
 
-_WORKDIR = flags.DEFINE_string("workdir", "runs/armap_game24",
-                               "Work directory (resumable).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Work directory (resumable; "
+                               "default runs/armap_<env>).")
+_ENV = flags.DEFINE_string("env", "game24", "Environment (envs.registry "
+                           "name); its EnvSpec supplies the defaults.")
 _QUICK = flags.DEFINE_bool("quick", False,
-                           "Fewer puzzles and smaller budgets (<= 5 min).")
+                           "Fewer tasks and smaller budgets (<= 5 min).")
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "ml_collections config file (default: the packaged "
-    "armap_game24 config; append ':quick' for its quick flavour).",
+    "configs/armap.py with flavour '<env>[,quick]' from --env and --quick).",
     lock_config=True)
 
 
+def _flag_value(argv: list[str], name: str) -> str | None:
+  """The last value of `--name=V` / `--name V` in argv (None if absent)."""
+  val = None
+  for k, a in enumerate(argv):
+    if a == f"--{name}" and k + 1 < len(argv):
+      val = argv[k + 1]
+    elif a.startswith(f"--{name}="):
+      val = a.split("=", 1)[1]
+  return val
+
+
+def _quick(argv: list[str]) -> bool:
+  q = False
+  for a in argv:
+    if a in ("--quick", "--quick=true", "--quick=True", "--quick=1"):
+      q = True
+    elif a in ("--noquick", "--quick=false", "--quick=False", "--quick=0"):
+      q = False
+  return q
+
+
+def with_default_config(argv: list[str]) -> list[str]:
+  """argv with `--config=<packaged armap.py>:<env>[,quick]` inserted when no
+  --config is given, so --env, --quick and --config.<field> overrides all
+  apply together."""
+  if any(a == "--config" or a.startswith("--config=") for a in argv):
+    return argv
+  from armap_jax.configs.armap import get_config
+  env = _flag_value(argv, "env") or "game24"
+  flavour = env + (",quick" if _quick(argv) else "")
+  get_config(flavour)  # A bad --env fails here with the known names.
+  return argv[:1] + [f"--config={_default_config_path()}:{flavour}"] + argv[1:]
+
+
 def _config():
-  if _CONFIG.value is not None:
-    cfg = _CONFIG.value
-    if _QUICK.value:
-      logging.warning("--quick ignored: an explicit --config was given (use "
-                      "--config=<file>:quick)")
-    return cfg
-  from armap_jax.configs.armap_game24 import get_config
-  return get_config("quick" if _QUICK.value else "default")
+  cfg = _CONFIG.value
+  if cfg.env.name != _ENV.value and _ENV.value != "game24":
+    raise ValueError(f"--env={_ENV.value} but the config file's env.name is "
+                     f"{cfg.env.name!r}; drop one of them")
+  return cfg
 
 
 class _QuietLibraries:
@@ -72,20 +103,21 @@ def main_with_flags(argv) -> None:
   hostmem.tune_malloc()  # Before JAX starts its threads (see hostmem).
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  _compilation_cache(_WORKDIR.value)
-  text = pipeline.run(_config(), _WORKDIR.value)
+  cfg = _config()
+  workdir = _WORKDIR.value or f"runs/armap_{cfg.env.name}"
+  _compilation_cache(workdir)
+  text = pipeline.run(cfg, workdir)
   sys.stdout.write(text)  # The command's output is the table.
   sys.stdout.flush()
 
 
 def main() -> None:
   """Console-script entry point."""
-  argv = list(sys.argv)
-  # `--config.x=...` overrides need a config file: use the packaged one.
-  if any(a.startswith("--config.") for a in argv) and not any(
-      a == "--config" or a.startswith("--config=") for a in argv):
-    flavour = ":quick" if "--quick" in argv else ""
-    argv.insert(1, f"--config={_default_config_path()}{flavour}")
+  try:
+    argv = with_default_config(list(sys.argv))
+  except ValueError as e:  # A bad --env: one line, like run_main's errors.
+    sys.stderr.write(f"error: {e}\n")
+    sys.exit(launch.USER_ERROR_EXIT)
   launch.run_main(main_with_flags, argv=argv)
 
 

@@ -1,8 +1,9 @@
-r"""ARMAP end to end on Game of 24 (the same as the `armap-jax` command).
+r"""ARMAP end to end on an env (the same as the `armap-jax` command).
 
   python experiments/armap.py --workdir=runs/armap_game24 [--quick]
-  python experiments/armap.py --config=experiments/configs/armap_game24.py \
-      --config.policy=solver-noisy --config.eval.num_test=20
+  python experiments/armap.py --env=maze --quick
+  python experiments/armap.py --config=experiments/configs/armap.py:game24 \
+      --config.policy.name=solver-noisy --config.eval.num_test=20
 
 All logic lives in `armap_jax.pipeline`.
 """

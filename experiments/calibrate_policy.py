@@ -19,16 +19,15 @@ import time
 
 from absl import flags, logging
 
-from armap_jax.agent import rollout
-from armap_jax.configs import armap_game24
-from armap_jax.envs import game24
+from armap_jax.agent import factory, rollout
+from armap_jax.configs import armap
 from armap_jax.pipeline import stages
 from armap_jax.runtime import launch
 
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/armap_jax/calibrate",
                                "Work directory (resumable).")
 _POLICY = flags.DEFINE_string("policy", "game24-tiny",
-                              "Pipeline policy name (see configs/armap_game24).")
+                              "Pipeline policy name (see agent/factory.py).")
 _TEMPS = flags.DEFINE_list("temperatures", ["0.5", "0.7", "1.0"],
                            "Sampling temperatures to compare.")
 _PUZZLES = flags.DEFINE_integer("puzzles", 50, "First N dev puzzles.")
@@ -44,7 +43,7 @@ def oracle_at(by_task: dict[str, list[bool]], n: int) -> float:
 def _run(policy, cfg, ids, path, attempts, temperature):
   rollout.collect(stages.env_factory(cfg), policy, ids, path,
                   rollout.RolloutConfig(
-                      num_envs=_NUM_ENVS.value, max_steps=cfg.max_steps,
+                      num_envs=_NUM_ENVS.value, max_steps=cfg.env.max_steps,
                       attempts=attempts,
                       sampling=stages.sampling(cfg, temperature, cfg.seed)),
                   meta={"stage": "calibrate"})
@@ -59,12 +58,11 @@ def main(argv):
   del argv
   from armap_jax.runtime import hostmem
   hostmem.tune_malloc()  # Before JAX starts its threads (see hostmem).
-  cfg = armap_game24.get_config()
-  cfg.policy = _POLICY.value
+  cfg = armap.get_config("game24")
+  cfg.policy.name = _POLICY.value
   os.makedirs(_WORKDIR.value, exist_ok=True)
-  policy = stages.build_policy(cfg)
-  ids = [game24.task_id_for(p) for p in game24.load_puzzles("dev")]
-  ids = ids[:_PUZZLES.value]
+  policy = factory.make_policy(cfg.policy, cfg.env)
+  ids = stages.spec(cfg).splits("dev")[:_PUZZLES.value]
   ns = [n for n in (1, 2, 4, 8, 16, 32, 64) if n <= _SAMPLES.value]
   rows = []
   t0 = time.time()

@@ -1,10 +1,11 @@
 r"""Explore: run a policy on an env's tasks and record trajectories (ARMAP step 1).
 
   python experiments/collect.py --config=experiments/configs/collect_game24.py \
-      --config.policy=solver --config.limit=100
+      --config.policy.name=solver --config.limit=100
 
 Appends Trajectory records to <workdir>/trajectories.jsonl (re-running
-resumes: finished (task, attempt) pairs are skipped) and writes
+resumes: finished (task, attempt) pairs are skipped; a re-run with another
+env, protocol, policy or split is refused, naming the field) and writes
 <workdir>/collect_stats.json for this invocation.
 """
 
@@ -14,9 +15,10 @@ import os
 from absl import flags, logging
 from ml_collections import config_flags
 
-from armap_jax.agent import build, rollout
+from armap_jax.agent import factory, rollout
 from armap_jax.agent.policy import Sampling
-from armap_jax.search import runner
+from armap_jax.envs import registry
+from armap_jax.pipeline.core import check_producer
 from armap_jax.runtime import launch
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -31,32 +33,31 @@ def main(argv):
   hostmem.tune_malloc()  # Before JAX starts its threads (see hostmem).
   cfg = _CONFIG.value
   os.makedirs(cfg.workdir, exist_ok=True)
+  out = cfg.out or os.path.join(cfg.workdir, "trajectories.jsonl")
+  # Never append another producer's episodes to the same file.
+  check_producer(cfg.workdir, os.path.basename(out), {
+      "env": cfg.env.name, "protocol": cfg.env.protocol,
+      "policy": cfg.policy.name, "split": cfg.split})
   with open(os.path.join(cfg.workdir, "collect_config.json"), "w") as f:
     f.write(cfg.to_json_best_effort(indent=2))
-  factory = runner.env_factory(cfg)
-  env = factory()
-  try:
-    tasks = env.task_ids(cfg.split)
-  finally:
-    env.close()
+  tasks = registry.get_spec(cfg.env.name).splits(cfg.split,
+                                                 **dict(cfg.env.kwargs))
   if cfg.limit:
     tasks = tasks[:cfg.limit]
-  policy = build.make_policy(
-      cfg.policy, env=cfg.env, protocol=cfg.protocol, env_factory=factory,
-      noise=cfg.policy_noise, chat=cfg.chat, max_batch=cfg.max_batch,
-      openai=dict(cfg.openai))
+  policy = factory.make_policy(cfg.policy, cfg.env)
   r = cfg.rollout
   rcfg = rollout.RolloutConfig(
-      num_envs=r.num_envs, max_steps=r.max_steps, attempts=r.attempts,
+      num_envs=r.num_envs, max_steps=cfg.env.max_steps, attempts=r.attempts,
       sampling=Sampling(temperature=r.temperature, top_p=r.top_p,
-                        top_k=r.top_k, max_new_tokens=r.max_new_tokens,
+                        top_k=r.top_k,
+                        max_new_tokens=cfg.policy.max_new_tokens,
                         seed=r.seed),
       progress=not _QUIET.value)
-  out = cfg.out or os.path.join(cfg.workdir, "trajectories.jsonl")
   logging.info("collecting %d tasks x %d attempts with %s -> %s", len(tasks),
-               r.attempts, getattr(policy, "name", cfg.policy), out)
+               r.attempts, getattr(policy, "name", cfg.policy.name), out)
   try:
-    stats = rollout.collect(factory, policy, tasks, out, rcfg,
+    stats = rollout.collect(registry.env_factory(cfg.env), policy, tasks, out,
+                            rcfg,
                             meta={"split": cfg.split})
   finally:
     if hasattr(policy, "close"):

@@ -4,13 +4,14 @@ r"""Test-time scaling: success vs N = 1, 2, 4, ..., n_max and vs policy tokens.
       --config.sweep.methods=bon,beam,mcts --config.sweep.n_max=64
 
 Best-of-N uses nested prefixes of one n_max run; beam runs width N, MCTS N
-simulations. Writes sweep.json, sweep.md and sweep.png in the work directory.
+simulations. Writes sweep.json, sweep.md and sweep.png in the work directory
+(`armap_jax.pipeline.plan.sweep`).
 """
 
 from absl import flags
 from ml_collections import config_flags
 
-from armap_jax.search import runner
+from armap_jax.pipeline import plan
 from armap_jax.runtime import launch
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -22,7 +23,7 @@ _QUIET = flags.DEFINE_bool("quiet", False, "No progress bars.")
 def main(argv):
   del argv
   cfg = _CONFIG.value
-  runner.run_sweep(cfg, progress=not _QUIET.value)
+  plan.sweep(cfg, progress=not _QUIET.value)
   with open(f"{cfg.workdir}/sweep.md", encoding="utf-8") as f:
     print(f.read())
 

@@ -16,10 +16,10 @@ import os
 from absl import logging
 from ml_collections import config_flags
 
-from armap_jax.agent import build
+from armap_jax.agent import factory
 from armap_jax.agent.rollout import load_trajectories
 from armap_jax.data import synthesize, tree_values
-from armap_jax.search import runner
+from armap_jax.envs import registry
 from armap_jax.runtime import launch
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -28,13 +28,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 
 
 def _llm(cfg):
-  if not cfg.llm:
+  if not cfg.llm.name:
     return None
-  if cfg.llm == "openai":
-    return build.make_openai_policy(dict(cfg.openai))
-  factory = runner.env_factory(cfg)
-  return build.make_policy(cfg.llm, env=cfg.env, protocol=cfg.protocol,
-                           env_factory=factory)
+  return factory.make_policy(cfg.llm, cfg.env)
 
 
 def main(argv):
@@ -54,11 +50,17 @@ def main(argv):
     paths = [p for p in cfg.trajectories.split(",") if p]
     trajs = load_trajectories(paths) if paths else []
     synthesize.check_no_test_tasks(trajs, ",".join(paths) or "trajectories")
-    scfg = synthesize.SynthesisConfig(**dict(cfg.synthesis))
+    spec = registry.get_spec(cfg.env.name)
+    d = dict(cfg.synthesis)
+    d["editor"] = d["editor"] or spec.editor or "valid"
+    if d["backward"] and not spec.backward:
+      raise ValueError(f"config.synthesis.backward={d['backward']}: env "
+                       f"{spec.name!r} has no backward task generator (set 0)")
+    scfg = synthesize.SynthesisConfig(**d)
     if not trajs and scfg.backward <= 0:
       raise ValueError("nothing to synthesise from: set --config.trajectories "
                        "or --config.synthesis.backward")
-    pairs = synthesize.synthesize(trajs, runner.env_factory(cfg), scfg,
+    pairs = synthesize.synthesize(trajs, registry.env_factory(cfg.env), scfg,
                                   llm=_llm(cfg))
     synthesize.write_pairs(out, pairs)
     summary["pairs"] = dict(collections.Counter(p.source for p in pairs))

@@ -110,3 +110,11 @@ def get_spec(name: str):
   if key not in spec.SPECS:
     raise KeyError(f"unknown env {name!r}; known: {sorted(spec.SPECS)}")
   return spec.SPECS[key]
+
+
+def env_factory(env_cfg) -> Callable[[], Env]:
+  """A zero-argument factory of the env a `configs.sections.env()` section
+  names (protocol, max_steps and kwargs applied)."""
+  return get_spec(env_cfg.name).factory(
+      protocol=env_cfg.protocol, max_steps=env_cfg.max_steps,
+      **dict(env_cfg.get("kwargs") or {}))

@@ -64,8 +64,8 @@ class EnvSpec:
     from armap_jax.envs import registry  # pylint: disable=g-import-not-at-top
     return registry.make_env(self.name, **env_kwargs)
 
-  def env_factory(self, protocol: str | None = None, max_steps: int | None = None,
-                  **env_kwargs: Any) -> Callable[[], Any]:
+  def factory(self, protocol: str | None = None, max_steps: int | None = None,
+              **env_kwargs: Any) -> Callable[[], Any]:
     """A zero-argument env factory with the spec's defaults filled in."""
     kw = dict(self.env_kwargs)
     kw.update(env_kwargs)
@@ -77,7 +77,7 @@ class EnvSpec:
 
   def splits(self, split: str, **env_kwargs: Any) -> list[str]:
     """The fixed task ids of `split` (train, dev, test)."""
-    env = self.env_factory(**env_kwargs)()
+    env = self.factory(**env_kwargs)()
     try:
       return list(env.task_ids(split))
     finally:
@@ -135,7 +135,7 @@ SPECS: dict[str, EnvSpec] = {
         leak_texts_fn="armap_jax.envs.spec:game24_leak_texts"),
     "maze": EnvSpec(
         name="maze", env_class="armap_jax.envs.maze:MazeEnv",
-        default_policy="random", max_steps=30,
+        default_policy="expert", max_steps=30,
         env_kwargs=(("sizes", (4,)),)),
     "babyai": EnvSpec(
         name="babyai", env_class="armap_jax.envs.babyai:BabyAIEnv",

@@ -1,21 +1,26 @@
-"""ARMAP end to end on Game of 24, in one resumable work directory.
+"""ARMAP end to end on any env with an `EnvSpec`, in one resumable work directory.
 
-    from armap_jax.configs.armap_game24 import get_config
+    from armap_jax.configs.armap import get_config
     from armap_jax import pipeline
-    text = pipeline.run(get_config("quick"), "runs/armap_quick")
+    text = pipeline.run(get_config("game24,quick"), "runs/armap_quick")
 
 Stages (each skipped when its ``stages/<name>.done`` marker exists; wall
 times in ``timings.json``):
 
-  collect     the policy explores *train* puzzles (N samples each)
+  collect     the policy explores *train* tasks (N samples each)
   synth       preference pairs: comparison, action-edit, backward-generated
-  trees       AgentRM step values from MCTS on train puzzles
+  trees       AgentRM step values from MCTS on train tasks
   train_orm   ARMAP's pairwise (Bradley-Terry) outcome RM
   train_prm   AgentRM's explicit process RM
-  rm_eval     held-out pairwise accuracy (held-out *train* puzzles)
-  honesty     no test puzzle in any training artefact (raises otherwise)
-  eval_*      each method on the test puzzles (ranks 901-1000)
+  rm_eval     held-out pairwise accuracy (held-out *train* tasks)
+  honesty     no test task in any training artefact (raises otherwise)
+  eval_*      each method on the env's test tasks
   report      summary.md, summary.json, scaling.png
+
+The env enters only through its `EnvSpec` (`envs.registry.get_spec`); the
+policy through `agent.factory.make_policy`; searchers through
+`search.factory`. The work directory records its producer (env, protocol,
+policy) and refuses a run with another one.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from absl import logging
 
 from armap_jax.pipeline import evaluate as eval_lib
 from armap_jax.pipeline import honesty, stages
-from armap_jax.pipeline.core import Workdir, write_json
+from armap_jax.pipeline.core import Workdir, check_producer, write_json
 
 __all__ = ["run", "Workdir", "stages", "honesty"]
 
@@ -35,6 +40,9 @@ __all__ = ["run", "Workdir", "stages", "honesty"]
 def run(cfg, workdir: str) -> str:
   """Runs (or resumes) every stage; returns the summary.md text."""
   wd = Workdir(workdir)
+  check_producer(wd.root, "run", {"env": cfg.env.name,
+                                  "protocol": cfg.env.protocol,
+                                  "policy": cfg.policy.name})
   t0 = time.perf_counter()
   cfg_path = wd.path("config.json")
   write_json(cfg_path, json.loads(cfg.to_json_best_effort()))
@@ -42,8 +50,9 @@ def run(cfg, workdir: str) -> str:
 
   def policy():
     if not policy_box:
-      logging.info("loading policy %s", cfg.policy)
-      policy_box.append(stages.build_policy(cfg))
+      from armap_jax.agent.factory import make_policy
+      logging.info("loading policy %s", cfg.policy.name)
+      policy_box.append(make_policy(cfg.policy, cfg.env))
     return policy_box[0]
 
   extra = {}
@@ -65,7 +74,7 @@ def run(cfg, workdir: str) -> str:
 
   wd.stage("rm_eval", rm_eval)
   wd.stage("honesty", lambda: {"files_scanned": honesty.assert_no_test_leak(
-      wd.root)})
+      wd.root, cfg.env.name)})
   ms = eval_lib.methods(cfg)
   if "bon" in ms and "sampling" in ms:  # Sampling reuses Best-of-N's draws.
     ms.remove("bon")

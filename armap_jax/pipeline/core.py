@@ -95,3 +95,30 @@ def write_json(path: str, obj: Any, sort_keys: bool = True) -> None:
 def read_json(path: str) -> Any:
   with open(path, encoding="utf-8") as f:
     return json.load(f)
+
+
+PRODUCERS_FILE = "producers.json"
+
+
+class ProducerMismatch(ValueError):
+  """A work directory holds results another producer made."""
+
+
+def check_producer(root: str, key: str, made_by: dict[str, Any]) -> None:
+  """Records what produces the results `key` in work directory `root`, or
+  raises `ProducerMismatch` naming the first field that differs from the
+  record (so results of two producers are never mixed)."""
+  os.makedirs(root, exist_ok=True)
+  path = os.path.join(root, PRODUCERS_FILE)
+  known = read_json(path) if os.path.exists(path) else {}
+  old = known.get(key)
+  if old is None:
+    known[key] = dict(made_by)
+    write_json(path, known)
+    return
+  for field in sorted(set(old) | set(made_by)):
+    if old.get(field) != made_by.get(field):
+      raise ProducerMismatch(
+          f"{path}: {key!r} was made with {field}={old.get(field)!r}, this "
+          f"run has {field}={made_by.get(field)!r}; use another work "
+          f"directory (or remove it) rather than mixing results")

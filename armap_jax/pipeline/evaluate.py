@@ -1,7 +1,7 @@
-"""Evaluation on the test puzzles and the report (summary.md, scaling PNG).
+"""Evaluation on the env's test tasks and the report (summary.md, scaling PNG).
 
-Each method runs through `armap_jax.search.runner.run_plan` (resumable per
-task batch) into ``eval/results/<label>.jsonl``. Rows:
+Each method runs through `pipeline.plan.run_method` (resumable per task
+batch; the producer recorded) into ``eval/results/<label>.jsonl``. Rows:
 
 * Greedy, Sampling (mean success of the N samples; when Best-of-N runs too,
   these are ARMAP-B's very samples, so both rows share one set of draws):
@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 from absl import logging
 
+from armap_jax.pipeline import plan as plan_lib
 from armap_jax.pipeline import stages
-from armap_jax.pipeline.core import read_json, write_json
+from armap_jax.pipeline.core import check_producer, read_json, write_json
 
 ROW_NAMES = {
     "greedy": "Greedy",
@@ -39,47 +40,21 @@ ROW_NAMES = {
     "mcts-oracle": "MCTS + oracle (upper bound)",
     "beam-oracle": "Beam + oracle (upper bound)",
 }
+ENV_TITLES = {"game24": "Game of 24", "maze": "Maze", "webshop": "WebShop",
+              "sciworld": "ScienceWorld", "household": "households",
+              "babyai": "BabyAI"}
 SCORER_OF = {"reflexion": "orm", "bon": "orm", "mcts": "orm", "beam": "prm"}
 
 
-def runner_config(cfg, wd):
-  """The `search.runner` config of the evaluation."""
-  from armap_jax.search import runner
-  c = runner.default_config()
-  c.workdir = wd.path("eval", "x")[:-2]
-  c.env = "game24"
-  c.protocol = cfg.protocol
-  c.split = "test"
-  c.limit = int(cfg.eval.num_test)
-  c.batch_tasks = int(cfg.eval.batch_tasks)
-  c.search.temperature = float(cfg.eval.temperature)
-  c.search.seed = int(cfg.seed)
-  e = cfg.eval
-  c.budget.n = int(e.n)
-  c.budget.max_steps = int(cfg.max_steps)
-  c.budget.width = int(e.beam_width)
-  c.budget.expansions = int(e.beam_expansions)
-  c.budget.children = int(e.mcts_children)
-  c.budget.rollouts = int(e.mcts_rollouts)
-  c.search.rollout_temperature = float(e.mcts_rollout_temperature)
-  c.budget.max_attempts = int(e.reflexion_attempts)
-  return c
+def eval_dir(wd) -> str:
+  """Where the evaluation's results live (``eval/results/<label>.jsonl``)."""
+  return os.path.dirname(wd.path("eval", "x"))
 
 
-class _MaxTokens:
-  """Wraps a policy so every call decodes at most `max_new_tokens`."""
-
-  def __init__(self, policy, max_new_tokens: int):
-    self._p = policy
-    self._m = int(max_new_tokens)
-    self.name = getattr(policy, "name", type(policy).__name__)
-
-  def propose(self, histories, n, sampling):
-    return self._p.propose(histories, n, dataclasses.replace(
-        sampling, max_new_tokens=min(sampling.max_new_tokens, self._m)))
-
-  def __getattr__(self, k):
-    return getattr(self._p, k)
+def test_task_ids(cfg) -> list[str]:
+  """The first `eval.num_test` tasks of the env's fixed test split."""
+  ids = stages.spec(cfg).splits("test", **dict(cfg.env.kwargs))
+  return ids[:int(cfg.eval.num_test)]
 
 
 def methods(cfg) -> list[str]:
@@ -93,33 +68,43 @@ def methods(cfg) -> list[str]:
 
 def evaluate(cfg, wd, policy, method: str, scorer_kind: str) -> dict[str, Any]:
   """Runs one method with one scorer ("none", "orm", "prm", "oracle")."""
-  from armap_jax.pipeline import rm as rm_lib
-  from armap_jax.rewards.oracle import make_oracle
-  from armap_jax.search import runner
-  rc = runner_config(cfg, wd)
+  from armap_jax.rewards.load import load_scorer
+  from armap_jax.search import common, factory
   if scorer_kind == "none":
-    scorer, label = runner.NoScorer(), method
+    from armap_jax.rewards.load import NoScorer
+    scorer, label = NoScorer(), method
   elif scorer_kind == "oracle":
-    scorer, label = make_oracle("game24"), f"{method}-oracle"
+    scorer, label = stages.spec(cfg).oracle(), f"{method}-oracle"
   else:
-    scorer = rm_lib.load_scorer(wd.path(stages.FILES[scorer_kind]),
-                                cfg.protocol)
+    scorer = load_scorer(wd.path(stages.FILES[scorer_kind]), name=scorer_kind)
     label = f"{method}-{scorer_kind}"
-  bon_path = runner.results_path(rc.workdir, "bon-orm")
+  root = eval_dir(wd)
+  made_by = plan_lib.producer(cfg.env, cfg.policy.name, scorer_kind if
+                              scorer_kind in ("none", "oracle") else
+                              f"{scorer_kind}:{stages.FILES[scorer_kind]}",
+                              method)
+  bon_path = plan_lib.results_path(root, "bon-orm")
+  dst = plan_lib.results_path(root, label)
   if method == "bon" and scorer_kind == "oracle" and os.path.exists(bon_path):
-    res = _rerank_with_oracle(bon_path, runner.results_path(rc.workdir, label),
-                              scorer)
+    check_producer(root, label, made_by)
+    res = _rerank_with_oracle(bon_path, dst, scorer)
   elif method == "sampling" and os.path.exists(bon_path):
-    res = _sampling_from_bon(bon_path, runner.results_path(rc.workdir, label))
+    check_producer(root, label, made_by)
+    res = _sampling_from_bon(bon_path, dst)
   else:
-    res = runner.run_plan(rc, method=method, label=label,
-                          policy=_MaxTokens(policy, cfg.max_new_tokens),
-                          scorer=scorer, progress=True)
-  s = runner.summary_row(label, res)
+    searcher = factory.make_searcher(cfg.search, method)
+    budget = factory.make_budget(cfg.budget)
+    envs = stages.env_factory(cfg)
+    pol = stages.MaxTokens(policy, cfg.policy.max_new_tokens)
+    res = plan_lib.run_method(
+        test_task_ids(cfg), workdir=root, label=label,
+        run_batch=lambda b: searcher.run(b, pol, scorer, envs, budget),
+        made_by=made_by, batch_tasks=int(cfg.eval.batch_tasks))
+  s = common.summarize(res)
   logging.info("%s: success %.1f%%, oracle@N %.1f%% over %d tasks", label,
-               s["success %"], s["oracle@N %"], s["tasks"])
-  return {"label": label, "success": s["success %"],
-          "oracle_at_n": s["oracle@N %"], "tasks": s["tasks"]}
+               100 * s["success"], 100 * s["oracle_success"], s["tasks"])
+  return {"label": label, "success": 100.0 * s["success"],
+          "oracle_at_n": 100.0 * s["oracle_success"], "tasks": s["tasks"]}
 
 
 def _sampling_from_bon(src: str, dst: str) -> list:
@@ -183,11 +168,11 @@ def _row(label: str, results) -> dict[str, Any]:
           "upper_bound": any(r.scorer_is_oracle for r in results)}
 
 
-def scaling_rows(rc, ns: Sequence[int]) -> list[dict[str, Any]]:
+def scaling_rows(wd, ns: Sequence[int]) -> list[dict[str, Any]]:
   """Success vs N for Best-of-N with the ORM and with the oracle (nested
   prefixes of the ARMAP-B samples)."""
-  from armap_jax.search import best_of_n, common, runner
-  path = runner.results_path(rc.workdir, "bon-orm")
+  from armap_jax.search import best_of_n, common
+  path = plan_lib.results_path(eval_dir(wd), "bon-orm")
   if not os.path.exists(path):
     return []
   res = common.read_results(path)
@@ -209,33 +194,36 @@ def scaling_rows(rc, ns: Sequence[int]) -> list[dict[str, Any]]:
 
 def write_report(cfg, wd, extra: dict[str, Any]) -> str:
   """summary.md, summary.json and scaling.png in the work directory."""
-  from armap_jax.search import common, runner
-  rc = runner_config(cfg, wd)
+  from armap_jax.report import plots
+  from armap_jax.search import common
   order = list(ROW_NAMES)
   rows = []
   for label in order:
-    p = runner.results_path(rc.workdir, label)
+    p = plan_lib.results_path(eval_dir(wd), label)
     if os.path.exists(p):
       res = common.read_results(p)
       if res:
         rows.append(_row(label, res))
   ns = [int(x) for x in str(cfg.eval.scaling_ns).split(",") if x.strip()]
-  scaling = scaling_rows(rc, ns)
+  scaling = scaling_rows(wd, ns)
   if scaling:
-    runner.plot_sweep(scaling, wd.path("scaling.png"),
-                      title="Best-of-N on the test puzzles")
+    plots.plot_scaling([dict(r, series=r["method"]) for r in scaling],
+                       wd.path("scaling.png"),
+                       title=f"Best-of-N on the {cfg.env.name} test tasks")
   t = wd.timings()
+  n_test = len(stages.spec(cfg).splits("test", **dict(cfg.env.kwargs)))
+  first = ("" if cfg.eval.num_test >= n_test else
+           f", the first {cfg.eval.num_test}")
   lines = [
-      "# ARMAP on Game of 24",
+      f"# ARMAP on {ENV_TITLES.get(cfg.env.name, cfg.env.name)}",
       "",
-      f"Policy `{cfg.policy}`, protocol `{cfg.protocol}`; "
-      f"{rows[0]['tasks'] if rows else 0} test puzzles (ranks 901-1000"
-      f"{'' if cfg.eval.num_test >= 100 else ', the first ' + str(cfg.eval.num_test)}"
-      "). Success is the env's ground truth of the chosen trajectory "
+      f"Policy `{cfg.policy.name}`, protocol `{cfg.env.protocol}`; "
+      f"{rows[0]['tasks'] if rows else 0} test tasks (the env's fixed test "
+      f"split of {n_test}{first}). Success is the env's ground truth of the chosen trajectory "
       "(Sampling: mean over its N samples, the same draws ARMAP-B ranks); "
-      "oracle@N is the share of puzzles "
+      "oracle@N is the share of tasks "
       "where any candidate the method produced was correct. Tokens and env "
-      "steps are per puzzle; wall s is the total. Rows marked "
+      "steps are per task; wall s is the total. Rows marked "
       "\"oracle (upper bound)\" are steered by the env's answer key: upper "
       "bounds, not methods.",
       "",
@@ -256,14 +244,14 @@ def write_report(cfg, wd, extra: dict[str, Any]) -> str:
                    for k, v in orm["by_source"].items())
     lines.append(f"- ORM held-out pairwise accuracy: "
                  f"{100 * orm['accuracy']:.1f}% on {orm['pairs']} pairs "
-                 f"from held-out train puzzles ({by}).")
+                 f"from held-out train tasks ({by}).")
   else:
     lines.append("- ORM held-out pairwise accuracy: no held-out pairs.")
   prm = acc.get("prm") or {}
   if prm:
     sp = "n/a" if prm["spearman"] is None else f"{prm['spearman']:.3f}"
     lines.append(f"- PRM on {prm['values']} held-out step values (MCTS "
-                 f"estimates on held-out train puzzles): mean absolute error "
+                 f"estimates on held-out train tasks): mean absolute error "
                  f"{prm['mae']:.3f}, Spearman {sp}.")
   for k in ("collect", "synth", "trees"):
     if k in extra:
@@ -299,23 +287,24 @@ def write_report(cfg, wd, extra: dict[str, Any]) -> str:
 
 
 def rm_accuracy(cfg, wd) -> dict[str, Any]:
-  """Held-out ORM pairwise accuracy and PRM value fit (test puzzles unused)."""
+  """Held-out ORM pairwise accuracy and PRM value fit (test tasks unused)."""
   from armap_jax import records
-  from armap_jax.pipeline import rm as rm_lib
+  from armap_jax.rewards.load import load_scorer
+  from armap_jax.rewards.scorer import pairwise_accuracy
   out: dict[str, Any] = {}
   held = stages.FILES["rm_pairs_heldout"]
   pairs = (records.read_jsonl(wd.path(held), records.PreferencePair)
            if os.path.exists(wd.path(held)) else [])
   # The held-out pairs are stored in the RM view; the scorer views again
   # (idempotent), so this is exactly what search sees.
-  orm = rm_lib.load_scorer(wd.path(stages.FILES["orm"]), cfg.protocol)
-  out["orm"] = rm_lib.pairwise_accuracy(orm, pairs)
+  orm = load_scorer(wd.path(stages.FILES["orm"]), name="orm")
+  out["orm"] = pairwise_accuracy(orm, pairs)
   hv = stages.FILES["rm_values_heldout"]
   svs = (records.read_jsonl(wd.path(hv), records.StepValue)
          if os.path.exists(wd.path(hv)) else [])
   if svs:
     from armap_jax.records import Trajectory
-    prm = rm_lib.load_scorer(wd.path(stages.FILES["prm"]), cfg.protocol)
+    prm = load_scorer(wd.path(stages.FILES["prm"]), name="prm")
     pred = prm.score([Trajectory(task_id=s.task_id, env=s.env,
                                  instruction=s.instruction, steps=s.steps)
                       for s in svs])

@@ -1,35 +1,65 @@
-"""No test puzzle in any training artefact: a scan of the work directory.
+"""No held-out (test) task in any training artefact: a scan of the work directory.
 
-Test puzzles are Game of 24 ranks 901-1000. A training artefact (collected
-trajectories, preference pairs, MCTS trees, step values, the RM training and
-held-out files) leaks one if any record has a test task id, a custom task id
-whose numbers are a test puzzle's, or text that states a test puzzle the way
-the env or the prompt formats do ("Use the numbers 4 5 6 10 ",
-"Input: 4 5 6 10").
+The env's `EnvSpec.leak_texts(task_id)` says how a held-out task can show up
+in text (its id; for Game of 24 also its numbers in any order as the env and
+the prompts state them: "Use the numbers 4 5 6 10", "Input: 4 5 6 10",
+"game24/custom/4_5_6_10"). A training artefact (collected trajectories,
+preference pairs, search trees, step values, the reward-model training and
+held-out files) leaks a task if any string in any record contains one of its
+leak texts as a whole token (not followed or preceded by a letter or digit).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 
 class LeakError(AssertionError):
-  """A test puzzle was found in a training artefact."""
+  """A held-out task was found in a training artefact."""
 
 
-_STATED = re.compile(r"(?:Use the numbers |Input: )(\d+ \d+ \d+ \d+)(?!\d)")
+def _trie_regex(words: Sequence[str]) -> str:
+  """One regex matching any of `words`, prefixes factored out (so a scan
+  tries each position against a trie, not against every word)."""
+  trie: dict = {}
+  for w in words:
+    node = trie
+    for ch in w:
+      node = node.setdefault(ch, {})
+    node[""] = {}
+
+  def emit(node: dict) -> str:
+    alts = []
+    end = "" in node
+    for ch, child in sorted((k, v) for k, v in node.items() if k):
+      alts.append(re.escape(ch) + emit(child))
+    if not alts:
+      return ""
+    body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+    return f"(?:{body})?" if end else body
+
+  return emit(trie)
 
 
-def _test_keys() -> tuple[set[str], set[str], set[str]]:
-  from armap_jax.envs import game24
-  puzzles = game24.load_puzzles("test")
-  ids = {game24.task_id_for(p) for p in puzzles}
-  canon = {" ".join(sorted(p.split(), key=float)) for p in puzzles}
-  return ids, canon, set(puzzles)
+@functools.lru_cache(maxsize=8)
+def _held_out(env: str, split: str) -> tuple[dict[str, str], re.Pattern | None]:
+  """(leak text -> task id, compiled scanner) of `split` of `env`."""
+  from armap_jax.envs import registry
+  spec = registry.get_spec(env)
+  owner: dict[str, str] = {}
+  for tid in spec.splits(split):
+    for text in spec.leak_texts(tid):
+      if text:
+        owner.setdefault(text, tid)
+  if not owner:
+    return owner, None
+  body = _trie_regex(sorted(owner))
+  return owner, re.compile(rf"(?<![0-9A-Za-z])(?:{body})(?![0-9A-Za-z])")
 
 
 def _strings(x: Any, key: str = "") -> Iterator[tuple[str, str]]:
@@ -43,11 +73,13 @@ def _strings(x: Any, key: str = "") -> Iterator[tuple[str, str]]:
       yield from _strings(v, key)
 
 
-def scan_files(paths: Iterable[str]) -> list[str]:
-  """Leaks found in JSONL files: one message per (file, line, reason)."""
-  from armap_jax.envs import game24
-  ids, canon, _ = _test_keys()
+def scan_files(paths: Iterable[str], env: str = "game24",
+               split: str = "test") -> list[str]:
+  """Leaks found in JSONL files: one message per (file, line, field)."""
+  owner, rx = _held_out(env, split)
   found = []
+  if rx is None:
+    return found
   for path in paths:
     if not os.path.exists(path):
       continue
@@ -55,24 +87,11 @@ def scan_files(paths: Iterable[str]) -> list[str]:
       for n, line in enumerate(f, start=1):
         if not line.strip():
           continue
-        d = json.loads(line)
-        for key, s in _strings(d):
-          if key == "task_id":
-            if s in ids:
-              found.append(f"{path}:{n}: test task id {s}")
-            elif s.startswith("game24/custom/"):
-              try:
-                p = game24.puzzle_for(s)
-              except Exception:
-                continue
-              if " ".join(sorted(p.split(), key=float)) in canon:
-                found.append(f"{path}:{n}: custom id {s} is a test puzzle")
-          else:
-            for m in _STATED.finditer(s):
-              if " ".join(sorted(m.group(1).split(), key=float)) in canon:
-                found.append(f"{path}:{n}: field {key!r} states test puzzle "
-                             f"{m.group(1)!r}")
-                break
+        for key, s in _strings(json.loads(line)):
+          m = rx.search(s)
+          if m:
+            found.append(f"{path}:{n}: field {key!r} contains {m.group(0)!r} "
+                         f"({split} task {owner[m.group(0)]})")
   return found
 
 
@@ -81,11 +100,11 @@ def training_files(workdir: str) -> list[str]:
   return [os.path.join(workdir, FILES[k]) for k in TRAINING_ARTEFACTS]
 
 
-def assert_no_test_leak(workdir: str) -> int:
+def assert_no_test_leak(workdir: str, env: str = "game24") -> int:
   """Raises `LeakError` listing leaks; returns the number of files scanned."""
   files = [p for p in training_files(workdir) if os.path.exists(p)]
-  found = scan_files(files)
+  found = scan_files(files, env)
   if found:
-    raise LeakError(f"{len(found)} test-puzzle leaks in training artefacts, "
+    raise LeakError(f"{len(found)} test-task leaks in training artefacts, "
                     f"e.g. " + "; ".join(found[:5]))
   return len(files)

@@ -1,9 +1,11 @@
-"""Pipeline stages before evaluation: policy, collect, synthesise, train.
+"""Pipeline stages before evaluation: collect, synthesise, trees, train.
 
 Every stage reads the config and the files earlier stages wrote in the work
-directory, and writes its own files there (names in `FILES`). Only *train*
-puzzles (and backward-generated puzzles, which are never test or dev ones)
-enter these stages; `honesty.scan` checks that.
+directory, and writes its own files there (names in `FILES`). The env enters
+only through its `EnvSpec` (`spec(cfg)`: splits, editor, backward generator)
+and its factory; the reward models' input through `data.rm_view.RMView`.
+Only *train* tasks (and backward-generated tasks, which are never test or dev
+ones) enter these stages; `honesty.assert_no_test_leak` checks that.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from typing import Any
 from absl import logging
 
 from armap_jax import records
-from armap_jax.pipeline import rm as rm_lib
 
 FILES = {
     "trajectories": "data/trajectories.jsonl",
@@ -36,87 +37,58 @@ TRAINING_ARTEFACTS = ("trajectories", "pairs", "trees", "step_values",
 
 
 def env_factory(cfg):
-  from armap_jax.envs import game24
-  protocol, max_steps = cfg.protocol, int(cfg.max_steps)
-  return lambda: game24.Game24Env(protocol=protocol, max_steps=max_steps)
+  """The configured env's zero-argument factory (`envs.registry`)."""
+  from armap_jax.envs import registry
+  return registry.env_factory(cfg.env)
+
+
+def spec(cfg):
+  """The configured env's `EnvSpec` (splits, oracle, recipe, leak scan)."""
+  from armap_jax.envs import registry
+  return registry.get_spec(cfg.env.name)
+
+
+def rm_view(cfg):
+  """What the reward models read (`data.rm_view.RMView`) for this env."""
+  from armap_jax.data.rm_view import RMView
+  return RMView(cfg.env.name, cfg.env.protocol)
 
 
 # ----------------------------------------------------------------------------
 # Policy
 
 
-def policy_dir(cfg) -> str | None:
-  """The HF directory of the configured LM policy (None: not an HF dir)."""
-  from armap_jax.models import registry
-  if cfg.policy in registry.known_policies():
-    return registry.policy_path(cfg.policy)
-  if os.path.isdir(cfg.policy):
-    return cfg.policy
-  return None
-
-
-def build_policy(cfg):
-  """The configured policy (see `configs/armap_game24.py` for the names)."""
-  from armap_jax.agent import simple_policies as sp
-  name = cfg.policy
-  if name == "random":
-    return sp.RandomValidPolicy(env_factory(cfg))
-  if name == "solver-noisy":
-    return sp.Game24SolverPolicy(protocol=cfg.protocol, noise=cfg.policy_noise)
-  from armap_jax.agent.local_policy import LocalPolicy
-  from armap_jax.data.game24_traces import Game24TraceFormat
-  if name == "tiny-random":  # An untrained tiny LM (tests, smoke runs).
-    from flax import nnx
-
-    from armap_jax.training import policy_pretrain as policies
-    from armap_jax.models import Transformer
-    from armap_jax.training import lm
-    tok = lm.trace_tokenizer()
-    mcfg = policies.model_config(policies.PolicyModelConfig(
-        hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2,
-        intermediate_size=64), tok)
-    model = Transformer(mcfg, rngs=nnx.Rngs(cfg.seed))
-    return LocalPolicy(model, tok, fmt=Game24TraceFormat(), chat=False,
-                       name="tiny-random")
-  from armap_jax.models import load_pretrained
-  path = policy_dir(cfg)
-  if path is not None:
-    if cfg.protocol != "tot":
-      raise ValueError(f"config.policy={name!r} writes tot-format steps; "
-                       f"use config.protocol='tot'")
-    if not os.path.exists(os.path.join(path, "config.json")):
-      raise FileNotFoundError(
-          f"config.policy={name!r}: {path} has no config.json (the shipped "
-          f"policy is missing; run experiments/pretrain_policy.py or pick "
-          f"--config.policy=solver-noisy)")
-    model, tok, _ = load_pretrained(path)
-    return LocalPolicy(model, tok, fmt=Game24TraceFormat(), chat=False,
-                       name=os.path.basename(path.rstrip("/")))
-  # A real LLM by name (e.g. smollm2-135m-instruct), few-shot in ToT format.
-  from armap_jax.agent import prompts
-  model, tok, _ = load_pretrained(name)
-  return LocalPolicy(model, tok, fmt=prompts.get_format("game24",
-                                                        cfg.protocol),
-                     name=name)
-
-
-def sampling(cfg, temperature: float | None = None, seed: int = 0):
+def sampling(cfg, temperature: float, seed: int = 0):
   from armap_jax.agent.policy import Sampling
-  return Sampling(temperature=cfg.eval.temperature if temperature is None else
-                  temperature, max_new_tokens=int(cfg.max_new_tokens),
-                  seed=seed)
+  return Sampling(temperature=temperature,
+                  max_new_tokens=int(cfg.policy.max_new_tokens), seed=seed)
+
+
+class MaxTokens:
+  """Wraps a policy so every call decodes at most `max_new_tokens`."""
+
+  def __init__(self, policy, max_new_tokens: int):
+    self._p = policy
+    self._m = int(max_new_tokens)
+    self.name = getattr(policy, "name", type(policy).__name__)
+
+  def propose(self, histories, n, sampling):  # pylint: disable=redefined-outer-name
+    return self._p.propose(histories, n, dataclasses.replace(
+        sampling, max_new_tokens=min(sampling.max_new_tokens, self._m)))
+
+  def __getattr__(self, k):
+    return getattr(self._p, k)
 
 
 # ----------------------------------------------------------------------------
 # Collect
 
 
-def train_puzzle_ids(cfg, n: int) -> list[str]:
-  """The first `n` train puzzles in a seeded shuffle (0 = all)."""
+def train_task_ids(cfg, n: int) -> list[str]:
+  """The first `n` train tasks of the env's fixed split in a seeded shuffle
+  (0 = all)."""
   import random
-
-  from armap_jax.envs import game24
-  ids = [game24.task_id_for(p) for p in game24.load_puzzles("train")]
+  ids = spec(cfg).splits("train", **dict(cfg.env.kwargs))
   random.Random(cfg.seed).shuffle(ids)
   return ids[:n] if n else ids
 
@@ -131,20 +103,20 @@ def is_heldout(task_id: str, frac: float, seed: int = 0) -> bool:
 
 def collect(cfg, wd, policy) -> dict[str, Any]:
   from armap_jax.agent import rollout
-  ids = train_puzzle_ids(cfg, cfg.collect.num_puzzles)
+  ids = train_task_ids(cfg, cfg.collect.num_tasks)
   stats = rollout.collect(
       env_factory(cfg), policy, ids, wd.path(FILES["trajectories"]),
       rollout.RolloutConfig(
-          num_envs=cfg.collect.num_envs, max_steps=cfg.max_steps,
+          num_envs=cfg.collect.num_envs, max_steps=cfg.env.max_steps,
           attempts=cfg.collect.samples,
           sampling=sampling(cfg, cfg.collect.temperature, cfg.seed)),
       meta={"stage": "collect"})
   trajs = rollout.load_trajectories(wd.path(FILES["trajectories"]))
   succ = sum(t.success for t in trajs)
-  logging.info("collect: %d trajectories on %d train puzzles, %d successful "
+  logging.info("collect: %d trajectories on %d train tasks, %d successful "
                "(%.1f%%)", len(trajs), len(ids), succ,
                100.0 * succ / max(1, len(trajs)))
-  return {"puzzles": len(ids), "trajectories": len(trajs), "successes": succ,
+  return {"tasks": len(ids), "trajectories": len(trajs), "successes": succ,
           "policy_tokens": stats.tokens}
 
 
@@ -156,22 +128,25 @@ def synthesize(cfg, wd) -> dict[str, Any]:
   from armap_jax.agent import rollout
   from armap_jax.data import synthesize as syn
   trajs = rollout.load_trajectories(wd.path(FILES["trajectories"]))
+  es = spec(cfg)  # The env's recipe: its editor, backward generator.
   scfg = syn.SynthesisConfig(
-      comparison=cfg.synth.comparison, action_edit=cfg.synth.action_edit,
-      backward=cfg.synth.backward, near_miss=cfg.synth.near_miss,
-      editor="game24",
+      comparison=cfg.synth.comparison,
+      action_edit=bool(cfg.synth.action_edit and es.editor),
+      backward=cfg.synth.backward if es.backward else 0,
+      near_miss=cfg.synth.near_miss, editor=es.editor or "valid",
       edits_per_positive=cfg.synth.edits_per_positive,
       max_pairs_per_task=cfg.synth.max_pairs_per_task,
-      max_steps=cfg.max_steps, seed=cfg.seed)
+      max_steps=cfg.env.max_steps, seed=cfg.seed)
   pairs = syn.synthesize(trajs, env_factory(cfg), scfg)
   syn.write_pairs(wd.path(FILES["pairs"]), pairs)
   train, held = [], []
+  view = rm_view(cfg)
   for p in pairs:
     (held if is_heldout(p.task_id, cfg.synth.heldout_frac, cfg.seed)
-     else train).append(rm_lib.view_pair(p, cfg.protocol))
+     else train).append(view.pair(p))
   if not train:
     raise RuntimeError("synthesize: no training pairs (no successful "
-                       "trajectory and no backward puzzle?)")
+                       "trajectory and no backward task?)")
   syn.write_pairs(wd.path(FILES["rm_pairs_train"]), train)
   syn.write_pairs(wd.path(FILES["rm_pairs_heldout"]), held)
   by_source: dict[str, int] = {}
@@ -185,23 +160,27 @@ def synthesize(cfg, wd) -> dict[str, Any]:
 
 def tree_values(cfg, wd, policy) -> dict[str, Any]:
   """AgentRM step values: MCTS (mean-value PUCT, gamma 1, sampled rollouts,
-  env reward at the leaves) on train puzzles; every visited node's mean
+  env reward at the leaves) on train tasks; every visited node's mean
   return is the value of its prefix."""
   from tqdm.auto import tqdm
 
+  from armap_jax.configs import sections
   from armap_jax.data import tree_values as tv
   from armap_jax.rewards.oracle import OracleScorer
-  from armap_jax.search import MCTS, Budget
+  from armap_jax.search import factory
 
-  ids = train_puzzle_ids(cfg, cfg.collect.num_puzzles or 0)
-  ids = ids[:cfg.tree.num_puzzles]
+  ids = train_task_ids(cfg, cfg.collect.num_tasks or 0)
+  ids = ids[:cfg.tree.num_tasks]
   temp = cfg.collect.temperature  # The policy's calibrated temperature.
-  searcher = MCTS(rule="puct", gamma=1.0,
-                  expand_sampling=sampling(cfg, temp, cfg.seed + 1),
-                  rollout_sampling=sampling(cfg, temp, cfg.seed + 2))
-  budget = Budget(max_steps=cfg.max_steps, rollouts=cfg.tree.rollouts,
-                  children=cfg.tree.children)
-  scorer = OracleScorer(None, name="env-reward")  # Train puzzles' reward.
+  # Expansions sample with seed + 1, rollouts with seed + 2.
+  searcher = factory.make_searcher(sections.search(
+      rule="puct", gamma=1.0, temperature=temp, rollout_temperature=temp,
+      seed=cfg.seed + 1), "mcts")
+  policy = MaxTokens(policy, cfg.policy.max_new_tokens)
+  budget = factory.make_budget(sections.budget(
+      max_steps=cfg.env.max_steps, rollouts=cfg.tree.rollouts,
+      children=cfg.tree.children))
+  scorer = OracleScorer(None, name="env-reward")  # Train tasks' reward.
   trees_path = wd.path(FILES["trees"])
   if os.path.exists(trees_path):
     os.remove(trees_path)
@@ -235,9 +214,10 @@ def tree_values(cfg, wd, policy) -> dict[str, Any]:
     os.remove(sv_path)
   n = tv.trees_to_step_values(trees, sv_path, min_visits=cfg.tree.min_visits)
   svs = records.read_jsonl(sv_path, records.StepValue)
-  train = [rm_lib.view_step_value(s, cfg.protocol) for s in svs
+  view = rm_view(cfg)
+  train = [view.step_value(s) for s in svs
            if not is_heldout(s.task_id, cfg.synth.heldout_frac, cfg.seed)]
-  held = [rm_lib.view_step_value(s, cfg.protocol) for s in svs
+  held = [view.step_value(s) for s in svs
           if is_heldout(s.task_id, cfg.synth.heldout_frac, cfg.seed)]
   for key, rows in (("rm_values_train", train), ("rm_values_heldout", held)):
     p = wd.path(FILES[key])
@@ -255,19 +235,13 @@ def tree_values(cfg, wd, policy) -> dict[str, Any]:
 # Train
 
 
-def rm_spec(cfg, kind: str) -> rm_lib.RMSpec:
-  c = cfg[kind]
-  fields = {f.name for f in dataclasses.fields(rm_lib.RMSpec)}
-  return rm_lib.RMSpec(kind=kind, seed=cfg.seed,
-                       **{k: v for k, v in c.items() if k in fields})
-
-
 def rm_init_dir(cfg) -> str | None:
   """The policy directory to initialise the RM backbone from (or None)."""
   spec = cfg.orm
   if spec.init != "policy":
     return None
-  path = policy_dir(cfg)
+  from armap_jax.agent import factory
+  path = factory.model_dir(cfg.policy.name)
   if path and os.path.exists(os.path.join(path, "config.json")):
     return path
   logging.info("reward models: no LM policy directory to start from; "
@@ -284,7 +258,9 @@ def train(cfg, wd, kind: str) -> dict[str, Any]:
     tr, ho = FILES["rm_pairs_train"], FILES["rm_pairs_heldout"]
   else:
     tr, ho = FILES["rm_values_train"], FILES["rm_values_heldout"]
-  last = rm_lib.train_reward_model(rm_spec(cfg, kind), wd.path(tr),
-                                   wd.path(ho), out,
-                                   init_from=rm_init_dir(cfg))
-  return {"last_train_metrics": last}
+  from armap_jax.configs.rm import from_stage_section
+  from armap_jax.training.run import train_from_config
+  rc = from_stage_section(cfg[kind], kind, seed=cfg.seed, workdir=out,
+                          train=wd.path(tr), heldout=wd.path(ho),
+                          view=rm_view(cfg), init_from=rm_init_dir(cfg))
+  return {"last_train_metrics": train_from_config(rc)}

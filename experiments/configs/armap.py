@@ -1,4 +1,4 @@
-"""ARMAP end to end on Game of 24: the packaged config (see
-`armap_jax/configs/armap_game24.py`); `--config=...:quick` for the quick one."""
+"""The main job's config (the packaged `armap_jax/configs/armap.py`):
+`--config=experiments/configs/armap.py:ENV[,quick]`, e.g. `:maze,quick`."""
 
-from armap_jax.configs.armap_game24 import get_config  # noqa: F401
+from armap_jax.configs.armap import get_config  # noqa: F401

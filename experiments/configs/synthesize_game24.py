@@ -13,6 +13,8 @@ refused.
 
 import ml_collections
 
+from armap_jax.configs import sections
+
 
 def get_config():
   c = ml_collections.ConfigDict()
@@ -20,33 +22,24 @@ def get_config():
   c.trajectories = ""  # Comma-separated JSONL files of Trajectory records.
   c.out = ""  # Default: <workdir>/pairs.jsonl.
   c.overwrite = False
-  c.env = "game24"
-  c.protocol = "tot"
+  c.env = sections.env("game24", "tot")
   c.synthesis = ml_collections.ConfigDict({
       "comparison": True,
       "action_edit": True,
       "refinement": False,  # Needs `llm`.
       "backward": 200,  # Backward-generated puzzles (0 = off).
-      "editor": "game24",
+      "editor": "",  # "" = the env's editor (EnvSpec.editor).
       "continuation": "random_valid",
       "edits_per_positive": 2,
       "max_edit_tries": 8,
       "max_pairs_per_task": 4,
       "margin": 0.0,
-      "max_steps": 10,
+      "max_steps": 10,  # Cap on actions when re-executing.
       "seed": 0,
   })
-  # Instruction refinement LLM: an HF directory / known name, or "openai".
-  c.llm = ""
-  c.openai = ml_collections.ConfigDict({
-      "base_url": "http://127.0.0.1:8000/v1",
-      "model": "local",
-      "route": "chat",
-      "api_key_env": "",
-      "max_concurrency": 8,
-      "timeout_s": 120.0,
-      "max_retries": 4,
-  })
+  # Instruction refinement LLM (synthesis.refinement): a policy section;
+  # name "" = none, else "openai" or a model (`agent.factory.make_policy`).
+  c.llm = sections.policy("")
   # AgentRM step values from search trees (JSONL of `search_tree` objects).
   c.trees = ""
   c.step_values_out = ""  # Default: <workdir>/step_values.jsonl.

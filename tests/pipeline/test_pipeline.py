@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from armap_jax import pipeline
-from armap_jax.configs.armap_game24 import get_config
+from armap_jax.configs.armap import get_config
 from armap_jax.envs import game24
 from armap_jax.pipeline import honesty, stages
 
@@ -22,13 +22,13 @@ ALL_STAGES = (["collect", "synth", "trees", "train_orm", "train_prm",
 
 def tiny_config(policy="solver-noisy"):
   c = get_config("quick")
-  c.policy = policy
-  c.policy_noise = 0.5
-  c.collect.num_puzzles = 10
+  c.policy.name = policy
+  c.policy.noise = 0.5
+  c.collect.num_tasks = 10
   c.collect.samples = 3
   c.synth.backward = 4
   c.synth.heldout_frac = 0.3
-  c.tree.num_puzzles = 3
+  c.tree.num_tasks = 3
   c.tree.rollouts = 3
   c.tree.children = 2
   for k in ("orm", "prm"):
@@ -37,12 +37,8 @@ def tiny_config(policy="solver-noisy"):
                      batch_size=4, max_length=256, min_bucket=256,
                      init="scratch"))
   c.eval.num_test = 3
-  c.eval.n = 2
-  c.eval.mcts_rollouts = 2
-  c.eval.mcts_children = 2
-  c.eval.beam_width = 2
-  c.eval.beam_expansions = 2
-  c.eval.reflexion_attempts = 2
+  c.budget.update(n=2, rollouts=2, children=2, width=2, expansions=2,
+                  max_attempts=2)
   c.eval.scaling_ns = "1,2"
   return c
 
@@ -96,8 +92,10 @@ def test_second_run_resumes_without_redoing(run_dir, monkeypatch):
   def boom(*a, **k):
     raise AssertionError("a finished stage ran again")
 
-  for fn in ("collect", "synthesize", "tree_values", "train", "build_policy"):
+  from armap_jax.agent import factory
+  for fn in ("collect", "synthesize", "tree_values", "train"):
     monkeypatch.setattr(stages, fn, boom)
+  monkeypatch.setattr(factory, "make_policy", boom)
   text2 = pipeline.run(tiny_config(), wd)
   for n, t in marks.items():
     assert os.path.getmtime(os.path.join(wd, "stages", f"{n}.done")) == t, n
@@ -161,25 +159,33 @@ def test_scan_catches_a_leak(run_dir, tmp_path):
   d["positive"]["instruction"] = f"Input: {puzzle}"
   with open(path, "a") as f:
     f.write(json.dumps(d) + "\n")
-  with pytest.raises(honesty.LeakError, match="states test puzzle"):
+  with pytest.raises(honesty.LeakError, match=f"'Input: {puzzle}'"):
     honesty.assert_no_test_leak(wd2)
+  d["positive"]["instruction"] = "Input: " + " ".join(puzzle.split()[::-1])
+  with open(path, "a") as f:  # Any order of the numbers is the same puzzle.
+    f.write(json.dumps(d) + "\n")
+  assert sum("test task" in m for m in honesty.scan_files([path])) == 2
   d["task_id"] = "game24/950"
   with open(path, "a") as f:
     f.write(json.dumps(d) + "\n")
-  assert any("test task id game24/950" in m
+  assert any("contains 'game24/950' (test task game24/950)" in m
              for m in honesty.scan_files([path]))
 
 
 def test_configs_and_policy_switch():
+  from armap_jax.agent.factory import make_policy
   d, q = get_config(), get_config("quick")
-  assert d.policy == "game24-tiny" and d.protocol == "tot"
+  assert d.policy.name == "game24-tiny" and d.env.protocol == "tot"
   assert d.eval.num_test == 100
   assert q.eval.num_test < d.eval.num_test
-  assert q.collect.num_puzzles < d.collect.num_puzzles
-  with pytest.raises(ValueError, match="flavour"):
+  assert q.collect.num_tasks < d.collect.num_tasks
+  assert get_config("game24,quick").to_dict() == q.to_dict()
+  with pytest.raises(ValueError, match="flavour 'huge'.*unknown env"):
     get_config("huge")
+  d.env.max_steps = 9  # The search horizon follows the env's.
+  assert d.budget.max_steps == 9
   c = tiny_config("random")
-  assert stages.build_policy(c).__class__.__name__ == "RandomValidPolicy"
+  assert make_policy(c.policy, c.env).__class__.__name__ == "RandomValidPolicy"
   c = tiny_config("no-such-model")
   with pytest.raises(FileNotFoundError):
-    stages.build_policy(c)
+    make_policy(c.policy, c.env)

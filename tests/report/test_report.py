@@ -18,7 +18,10 @@ from armap_jax.records import Step, Trajectory
 from armap_jax.report import diagnostics as diag
 from armap_jax.report import plots, tables
 from armap_jax.rewards.oracle import make_oracle
-from armap_jax.search import common, runner
+from armap_jax.configs import sections
+from armap_jax.pipeline import plan as plan_lib
+from armap_jax.rewards.load import NoScorer
+from armap_jax.search import common
 from armap_jax.search.common import Budget, Candidate, Compute, SearchResult
 
 from search_helpers import TokenCounting
@@ -43,14 +46,15 @@ class NoisyScorer:
 
 
 def _cfg(workdir):
-  cfg = runner.default_config()
+  import ml_collections
+  cfg = ml_collections.ConfigDict()
   cfg.workdir = str(workdir)
-  cfg.env, cfg.protocol, cfg.split = "game24", "env", "test"
-  cfg.limit, cfg.batch_tasks = 3, 3
-  cfg.budget.max_steps = 4
-  cfg.budget.n = 8
-  cfg.budget.width, cfg.budget.expansions = 2, 2
-  cfg.budget.rollouts, cfg.budget.children = 6, 3
+  cfg.env, cfg.split = sections.env("game24", "env"), "test"
+  cfg.limit, cfg.batch_tasks, cfg.method = 3, 3, "bon"
+  cfg.policy, cfg.scorer = sections.policy("solver"), sections.scorer()
+  cfg.search = sections.search()
+  cfg.budget = sections.budget(max_steps=4, n=8, width=2, expansions=2,
+                               rollouts=6, children=3)
   return cfg
 
 
@@ -66,9 +70,9 @@ def plan_dir(tmp_path_factory):
                                 ("bon", make_oracle("game24"), "bon-oracle"),
                                 ("beam", NoisyScorer(), "beam-noisy"),
                                 ("mcts", make_oracle("game24"), "mcts-oracle"),
-                                ("greedy", runner.NoScorer(), "greedy-none")):
-    runner.run_plan(cfg, method=method, label=label, policy=policy,
-                    scorer=scorer, progress=False)
+                                ("greedy", NoScorer(), "greedy-none")):
+    plan_lib.plan(cfg, method=method, label=label, policy=policy,
+                  scorer=scorer, progress=False)
   return str(wd)
 
 

@@ -1,0 +1,147 @@
+"""THE policy factory: `make_policy(policy_cfg, env_cfg) -> Policy`.
+
+`policy_cfg` is a `configs.sections.policy()` section, `env_cfg` a
+`configs.sections.env()` section. Names (`policy_cfg.name`):
+
+* ``random``: a uniformly random valid action (any env that lists them);
+* ``expert``: the env's own expert (`env.expert()`: maze, household, babyai)
+  with `noise` random valid moves;
+* ``solver`` / ``solver-noisy``: the Game of 24 solver with `noise` random moves;
+* ``tiny-random``: an untrained tiny LM over the trace tokenizer (tests);
+* ``openai``: any OpenAI-compatible endpoint (`policy_cfg.openai`);
+* a shipped checkpoint (`models.registry`, e.g. ``game24-tiny``) or a
+  `load_pretrained` name or directory.
+
+A checkpoint carries its prompt format: a shipped one, or a directory written
+by `experiments/pretrain_policy.py` (it holds ``pretrain_info.json``), was
+trained on Game of 24 step traces and reads `Game24TraceFormat`; any other
+model gets the env's prompt format (`agent.prompts.get_format`). So every
+launcher builds ``game24-tiny`` with the prompt it was trained on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from armap_jax.agent import prompts
+
+# The file `training.policy_pretrain` writes beside a trace-trained policy.
+_TRACE_MARKER = "pretrain_info.json"
+FORMATS = ("auto", "trace", "env")
+
+
+def _openai_policy(openai: Mapping[str, Any], fmt):
+  from armap_jax.agent.openai_policy import OpenAIPolicy
+  key_env = openai.get("api_key_env") or ""
+  api_key = os.environ.get(key_env) if key_env else None
+  if key_env and not api_key:
+    raise ValueError(f"config.policy.openai.api_key_env: environment variable "
+                     f"{key_env!r} is not set")
+  return OpenAIPolicy(
+      openai["base_url"], openai["model"], fmt=fmt,
+      route=openai.get("route", "chat"), api_key=api_key,
+      max_concurrency=int(openai.get("max_concurrency", 8)),
+      timeout_s=float(openai.get("timeout_s", 120.0)),
+      max_retries=int(openai.get("max_retries", 4)))
+
+
+def model_dir(name: str) -> str | None:
+  """The local directory of a model policy name (shipped or a directory);
+  None for a name only `load_pretrained` resolves (a hub model)."""
+  from armap_jax.models import registry
+  if name in registry.known_policies():
+    return registry.policy_path(name)
+  if os.path.isdir(name):
+    return name
+  return None
+
+
+def is_trace_policy(name: str) -> bool:
+  """Whether the model `name` was trained on Game of 24 step traces."""
+  from armap_jax.models import registry
+  if name in registry.known_policies():
+    return True
+  path = model_dir(name)
+  return bool(path) and os.path.exists(os.path.join(path, _TRACE_MARKER))
+
+
+def prompt_format(policy_cfg, env_cfg):
+  """The prompt format a model policy reads (see the module docstring)."""
+  want = policy_cfg.get("format", "auto")
+  if want not in FORMATS:
+    raise ValueError(f"config.policy.format: expected one of {FORMATS}, got "
+                     f"{want!r}")
+  trace = (want == "trace" or (want == "auto" and policy_cfg.name not in
+                               ("openai",) and is_trace_policy(
+                                   policy_cfg.name)))
+  if trace or policy_cfg.name == "tiny-random":
+    if not env_cfg.name.startswith("game24") or env_cfg.protocol != "tot":
+      raise ValueError(
+          f"config.policy.name={policy_cfg.name!r} writes Game of 24 step "
+          f"traces: it needs config.env.name='game24' and "
+          f"config.env.protocol='tot' (got {env_cfg.name!r}, "
+          f"{env_cfg.protocol!r})")
+    from armap_jax.data.game24_traces import Game24TraceFormat
+    return Game24TraceFormat()
+  return prompts.get_format(env_cfg.name, env_cfg.protocol
+                            if env_cfg.name.startswith("game24") else None)
+
+
+def _tiny_random(seed: int, fmt):
+  from flax import nnx
+
+  from armap_jax.agent.local_policy import LocalPolicy
+  from armap_jax.models import Transformer
+  from armap_jax.training import lm
+  from armap_jax.training import policy_pretrain
+  tok = lm.trace_tokenizer()
+  mcfg = policy_pretrain.model_config(policy_pretrain.PolicyModelConfig(
+      hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2,
+      intermediate_size=64), tok)
+  model = Transformer(mcfg, rngs=nnx.Rngs(seed))
+  return LocalPolicy(model, tok, fmt=fmt, chat=False, name="tiny-random")
+
+
+def make_policy(policy_cfg, env_cfg):
+  """The configured policy (see the module docstring for the names)."""
+  name = policy_cfg.name
+  if name == "random":
+    from armap_jax.agent import simple_policies as sp
+    from armap_jax.envs import registry
+    return sp.RandomValidPolicy(registry.env_factory(env_cfg))
+  if name == "expert":
+    from armap_jax.agent.expert_policy import ExpertPolicy
+    from armap_jax.envs import registry
+    return ExpertPolicy(registry.env_factory(env_cfg),
+                        noise=float(policy_cfg.noise))
+  if name in ("solver", "solver-noisy"):
+    if not env_cfg.name.startswith("game24"):
+      raise ValueError(f"config.policy.name={name!r} needs config.env.name="
+                       f"'game24', got {env_cfg.name!r}")
+    from armap_jax.agent import simple_policies as sp
+    return sp.Game24SolverPolicy(protocol=env_cfg.protocol,
+                                 noise=float(policy_cfg.noise))
+  fmt = prompt_format(policy_cfg, env_cfg)
+  if name == "openai":
+    return _openai_policy(dict(policy_cfg.openai), fmt)
+  if name == "tiny-random":
+    return _tiny_random(int(policy_cfg.get("seed", 0)), fmt)
+  from armap_jax.agent.local_policy import LocalPolicy
+  from armap_jax.models import load_pretrained
+  path = model_dir(name)
+  if path is not None and not os.path.exists(os.path.join(path,
+                                                          "config.json")):
+    raise FileNotFoundError(
+        f"config.policy.name={name!r}: {path} has no config.json (a shipped "
+        f"policy is missing: run experiments/pretrain_policy.py, or pick "
+        f"another policy)")
+  model, tok, _ = load_pretrained(path or name)
+  chat = int(policy_cfg.get("chat", -1))
+  if getattr(fmt, "name", "") == "game24-trace":
+    chat = 0  # Trace checkpoints read plain text.
+  return LocalPolicy(model, tok, fmt=fmt,
+                     chat=None if chat < 0 else bool(chat),
+                     max_batch=int(policy_cfg.get("max_batch", 0)) or None,
+                     name=os.path.basename(name.rstrip("/")) or name)
