@@ -208,7 +208,8 @@ def viewed_file(paths: list[str], kind: str, view: RMView, cache: str) -> str:
   return out
 
 
-def _tokenized(paths, kind, tok, fcfg, view, cache):
+def tokenized_data(paths, kind, tok, fcfg, view, cache):
+  """(tokenised dataset, stats) of `paths` through `view` (cached in `cache`)."""
   src = viewed_file(paths, kind, view, cache)
   ds = records.load_dataset(src, _RECORD_KIND[kind])
   return B.tokenize_dataset(ds, tok, kind, fcfg, cache_dir=cache,
@@ -220,13 +221,13 @@ def load_data(cfg, tok, fcfg: F.FormatConfig, view: RMView):
   kind = cfg.train.kind
   check_inputs(cfg)
   cache = os.path.join(cfg.workdir, "data_cache")
-  tds, stats = _tokenized(paths_of(cfg.data.train), kind, tok, fcfg, view,
+  tds, stats = tokenized_data(paths_of(cfg.data.train), kind, tok, fcfg, view,
                           cache)
   logging.info("%s training data: %d examples (%s)", kind, stats.kept,
                stats.skipped or "none skipped")
   eval_paths = paths_of(cfg.data.get("eval", ""))
   if eval_paths:
-    etds, _ = _tokenized(eval_paths, kind, tok, fcfg, view, cache)
+    etds, _ = tokenized_data(eval_paths, kind, tok, fcfg, view, cache)
     return tds, etds
   frac = float(cfg.data.get("eval_frac", 0.0))
   if frac <= 0:
