@@ -73,7 +73,7 @@ def test_searchers_with_tiny_trained_orm(tmp_path):
 
   import rm_helpers as H
   from armap_jax import records
-  from armap_jax.search import runner
+  from armap_jax.rewards.load import load_scorer
   from armap_jax.training import run as run_lib
   from search_helpers import random_policy
 
@@ -97,7 +97,7 @@ def test_searchers_with_tiny_trained_orm(tmp_path):
   c.train.update(steps=4, batch_size=8, lr=3e-3, warmup_steps=1,
                  eval_every=4, save_every=4, log_every=2)
   run_lib.train_from_config(c)
-  scorer = runner.load_trained_scorer("orm", str(tmp_path / "run"))
+  scorer = load_scorer(str(tmp_path / "run"))
   assert not scorer.is_oracle
   tasks = puzzles(2)
   for method, budget in (("bon", Budget(n=3, max_steps=4)),
