@@ -21,6 +21,7 @@ from absl import flags, logging
 
 from armap_jax.agent import factory, rollout
 from armap_jax.configs import armap
+from armap_jax.envs import registry
 from armap_jax.pipeline import stages
 from armap_jax.runtime import launch
 
@@ -41,7 +42,7 @@ def oracle_at(by_task: dict[str, list[bool]], n: int) -> float:
 
 
 def _run(policy, cfg, ids, path, attempts, temperature):
-  rollout.collect(stages.env_factory(cfg), policy, ids, path,
+  rollout.collect(registry.env_factory(cfg.env), policy, ids, path,
                   rollout.RolloutConfig(
                       num_envs=_NUM_ENVS.value, max_steps=cfg.env.max_steps,
                       attempts=attempts,

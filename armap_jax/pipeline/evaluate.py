@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
+from armap_jax.envs import registry
 from armap_jax.pipeline import plan as plan_lib
 from armap_jax.pipeline import stages
 from armap_jax.pipeline.core import check_producer, read_json, write_json
@@ -94,7 +95,7 @@ def evaluate(cfg, wd, policy, method: str, scorer_kind: str) -> dict[str, Any]:
   else:
     searcher = factory.make_searcher(cfg.search, method)
     budget = factory.make_budget(cfg.budget)
-    envs = stages.env_factory(cfg)
+    envs = registry.env_factory(cfg.env)
     pol = stages.MaxTokens(policy, cfg.policy.max_new_tokens)
     res = plan_lib.run_method(
         test_task_ids(cfg), workdir=root, label=label,

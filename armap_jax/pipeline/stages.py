@@ -18,6 +18,7 @@ from typing import Any
 from absl import logging
 
 from armap_jax import records
+from armap_jax.envs import registry
 
 FILES = {
     "trajectories": "data/trajectories.jsonl",
@@ -36,15 +37,8 @@ TRAINING_ARTEFACTS = ("trajectories", "pairs", "trees", "step_values",
                       "rm_values_heldout")
 
 
-def env_factory(cfg):
-  """The configured env's zero-argument factory (`envs.registry`)."""
-  from armap_jax.envs import registry
-  return registry.env_factory(cfg.env)
-
-
 def spec(cfg):
   """The configured env's `EnvSpec` (splits, oracle, recipe, leak scan)."""
-  from armap_jax.envs import registry
   return registry.get_spec(cfg.env.name)
 
 
@@ -105,7 +99,8 @@ def collect(cfg, wd, policy) -> dict[str, Any]:
   from armap_jax.agent import rollout
   ids = train_task_ids(cfg, cfg.collect.num_tasks)
   stats = rollout.collect(
-      env_factory(cfg), policy, ids, wd.path(FILES["trajectories"]),
+      registry.env_factory(cfg.env), policy, ids,
+      wd.path(FILES["trajectories"]),
       rollout.RolloutConfig(
           num_envs=cfg.collect.num_envs, max_steps=cfg.env.max_steps,
           attempts=cfg.collect.samples,
@@ -137,7 +132,7 @@ def synthesize(cfg, wd) -> dict[str, Any]:
       edits_per_positive=cfg.synth.edits_per_positive,
       max_pairs_per_task=cfg.synth.max_pairs_per_task,
       max_steps=cfg.env.max_steps, seed=cfg.seed)
-  pairs = syn.synthesize(trajs, env_factory(cfg), scfg)
+  pairs = syn.synthesize(trajs, registry.env_factory(cfg.env), scfg)
   syn.write_pairs(wd.path(FILES["pairs"]), pairs)
   train, held = [], []
   view = rm_view(cfg)
@@ -187,8 +182,8 @@ def tree_values(cfg, wd, policy) -> dict[str, Any]:
   trees = []
   chunk = 32
   for k in tqdm(range(0, len(ids), chunk), desc="mcts trees", unit="batch"):
-    for r in searcher.run(ids[k:k + chunk], policy, scorer, env_factory(cfg),
-                          budget):
+    for r in searcher.run(ids[k:k + chunk], policy, scorer,
+                          registry.env_factory(cfg.env), budget):
       nodes = [tv.TreeNode(
           id=int(n["id"]), parent=int(n["parent"]), action=n["action"],
           observation=n["observation"], visits=int(n["visits"]),

@@ -78,3 +78,70 @@ def test_sciworld_made_lazily():
   assert env._sw is None  # pylint: disable=protected-access  (no JVM yet)
   assert env.valid_actions() is None
   env.close()
+
+
+# ---------------------------------------------------------------------------
+# EnvSpec: the env's ARMAP hooks
+
+
+def test_every_env_has_a_spec():
+  from armap_jax.envs import spec as spec_lib
+  assert set(spec_lib.SPECS) == set(registry._BUILTIN)  # pylint: disable=protected-access
+  assert registry.get_spec("alfworld").name == "household"
+  with pytest.raises(KeyError, match="unknown env 'nope'; known:"):
+    registry.get_spec("nope")
+
+
+@pytest.mark.parametrize("name", ["game24", "maze", "household", "babyai"])
+def test_spec_splits_are_fixed_and_disjoint(name):
+  s = registry.get_spec(name)
+  splits = {k: s.splits(k) for k in ("train", "dev", "test")}
+  assert all(splits.values())
+  assert not set(splits["train"]) & set(splits["test"])
+  assert not set(splits["dev"]) & set(splits["test"])
+  assert splits == {k: s.splits(k) for k in splits}  # Same ids every call.
+  env = s.factory(protocol=s.protocols[0], max_steps=5)()
+  assert env.task_ids("test") == splits["test"]
+  assert env.max_steps == 5 if hasattr(env, "max_steps") else True
+
+
+def test_game24_spec_matches_the_env_module():
+  from armap_jax.envs import game24
+  s = registry.get_spec("game24")
+  assert s.splits("test") == [game24.task_id_for(p)
+                              for p in game24.load_puzzles("test")]
+  assert s.protocols == game24.PROTOCOLS and s.editor == "game24"
+  assert s.backward and s.default_policy == "game24-tiny"
+  texts = s.leak_texts("game24/950")
+  puzzle = game24.puzzle_for("game24/950")
+  assert f"Input: {puzzle}" in texts and "game24/950" in texts
+  rev = " ".join(puzzle.split()[::-1])
+  assert f"Use the numbers {rev}" in texts  # Any order of the numbers.
+  assert s.outcome_patterns == tuple(game24.OUTCOME_PATTERNS)
+
+
+def test_spec_oracle_reads_the_env_reward():
+  from armap_jax.records import Step, Trajectory
+  for name in ("game24", "maze"):
+    o = registry.get_spec(name).oracle()
+    assert o.is_oracle
+    won = Trajectory(task_id="t", env=name, instruction="", steps=(
+        Step(action="a", observation="x", reward=1.0),), reward=1.0,
+                     success=True, meta={"done": True})
+    assert float(o.score([won])[0]) == 1.0
+  # Game of 24's partial value: a solvable puzzle before any step is worth 1.
+  o = registry.get_spec("game24").oracle()
+  start = Trajectory(task_id="game24/950", env="game24", instruction="",
+                     steps=(), meta={"done": False})
+  assert float(o.score([start])[0]) == 1.0
+
+
+def test_spec_env_factory_applies_the_config_section():
+  from armap_jax.configs import sections
+  c = sections.env("game24", "env", max_steps=4)
+  env = registry.env_factory(c)()
+  assert env.protocol == "env" and env.config.max_steps == 4
+  m = registry.env_factory(sections.env("maze"))()
+  assert m.sizes == (4,) and m.max_steps == 30
+  with pytest.raises(ValueError, match="protocol"):
+    sections.env("game24", "chat")

@@ -1,0 +1,36 @@
+"""collect.py keys its work directory by producer: a re-run with another
+policy is refused with one line naming the field, never appended."""
+
+import os
+import subprocess
+import sys
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+
+def _collect(tmp_path, *flags):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
+  env.pop("XLA_FLAGS", None)
+  p = subprocess.run(
+      [sys.executable, os.path.join(_ROOT, "experiments", "collect.py"),
+       f"--config.workdir={tmp_path}", "--config.limit=2",
+       "--config.rollout.attempts=1", "--quiet", *flags],
+      cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+  return p.returncode, p.stderr
+
+
+def test_collect_refuses_another_policy(tmp_path):
+  rc, err = _collect(tmp_path, "--config.policy.name=solver")
+  assert rc == 0, err[-3000:]
+  out = tmp_path / "trajectories.jsonl"
+  before = out.read_text()
+  assert len(before.splitlines()) == 2
+  rc, err = _collect(tmp_path, "--config.policy.name=random")
+  assert rc == 2, err[-3000:]
+  lines = [l for l in err.splitlines() if l.startswith("error:")]
+  assert len(lines) == 1 and "policy='solver'" in lines[0], err[-3000:]
+  assert "policy='random'" in lines[0]
+  assert out.read_text() == before
+  rc, err = _collect(tmp_path, "--config.policy.name=solver")  # Resumes.
+  assert rc == 0 and out.read_text() == before, err[-3000:]

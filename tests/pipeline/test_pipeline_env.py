@@ -1,0 +1,139 @@
+"""The main job is generic over the env: Maze end to end with a scripted
+policy, `armap-jax --env`, and a work directory keyed by its producer."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from armap_jax import cli, pipeline
+from armap_jax.configs.armap import get_config
+from armap_jax.envs import registry
+from armap_jax.pipeline import honesty, stages
+from armap_jax.pipeline.core import ProducerMismatch
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+ROWS = ("Greedy", "Sampling", "ARMAP-R", "ARMAP-B", "ARMAP-M",
+        "AgentRM (beam + PRM)")
+
+
+def maze_config():
+  c = get_config("maze,quick")
+  c.collect.num_tasks, c.collect.samples = 6, 3
+  c.policy.noise = 0.5  # Some episodes fail: comparison pairs too.
+  c.tree.num_tasks, c.tree.rollouts, c.tree.children = 2, 3, 2
+  for k in ("orm", "prm"):
+    c[k].update(dict(hidden_size=16, num_layers=1, num_heads=2,
+                     intermediate_size=32, steps=3, eval_every=0,
+                     batch_size=4, max_length=256, min_bucket=256))
+  c.eval.num_test = 3
+  c.budget.update(n=2, rollouts=2, children=2, width=2, expansions=2,
+                  max_attempts=2)
+  c.eval.scaling_ns = "1,2"
+  return c
+
+
+@pytest.fixture(scope="module")
+def maze_run(tmp_path_factory):
+  wd = str(tmp_path_factory.mktemp("maze") / "run")
+  return wd, pipeline.run(maze_config(), wd)
+
+
+def test_maze_main_job_end_to_end(maze_run):
+  wd, text = maze_run
+  assert text.startswith("# ARMAP on Maze")
+  for row in ROWS:
+    assert f"| {row}" in text, row
+  assert text.count("oracle (upper bound) |") == 4
+  summary = json.load(open(os.path.join(wd, "summary.json")))
+  test_ids = set(registry.get_spec("maze").splits("test"))
+  train_ids = set(registry.get_spec("maze").splits("train"))
+  labels = {r["label"] for r in summary["rows"]}
+  assert labels == {"greedy", "sampling", "reflexion-orm", "bon-orm",
+                    "mcts-orm", "beam-prm", "reflexion-oracle", "bon-oracle",
+                    "mcts-oracle", "beam-oracle"}
+  for r in summary["rows"]:
+    assert r["tasks"] == 3
+    res = [json.loads(x) for x in open(os.path.join(
+        wd, "eval", "results", r["label"] + ".jsonl"))]
+    assert {x["task_id"] for x in res} <= test_ids
+    assert {x["env"] for x in res} == {"maze"}
+  trajs = [json.loads(x) for x in open(os.path.join(
+      wd, stages.FILES["trajectories"]))]
+  assert {t["task_id"] for t in trajs} <= train_ids
+  assert any(t["success"] for t in trajs)
+  pairs = [json.loads(x) for x in open(os.path.join(
+      wd, stages.FILES["rm_pairs_train"]))]
+  assert pairs and {p["source"] for p in pairs} <= {"comparison",
+                                                    "action_edit"}
+  for p in pairs:  # The reward model never reads Maze's verdict.
+    for side in ("positive", "negative"):
+      for st in p[side]["steps"]:
+        assert "reached the goal" not in st["observation"]
+  cfg = json.load(open(os.path.join(wd, "config.json")))
+  assert cfg["env"]["name"] == "maze" and cfg["policy"]["name"] == "expert"
+
+
+def test_maze_leak_scan_catches_a_test_maze(maze_run, tmp_path):
+  wd, _ = maze_run
+  assert honesty.assert_no_test_leak(wd, "maze") > 0
+  path = os.path.join(wd, stages.FILES["rm_pairs_train"])
+  leaky = tmp_path / "leaky.jsonl"
+  d = json.loads(open(path).readline())
+  d["task_id"] = registry.get_spec("maze").splits("test")[1]
+  leaky.write_text(json.dumps(d) + "\n")
+  found = honesty.scan_files([str(leaky)], "maze")
+  assert len(found) == 1 and d["task_id"] in found[0]
+
+
+def test_rerun_with_another_policy_is_refused(maze_run):
+  wd, _ = maze_run
+  c = maze_config()
+  c.policy.name = "random"
+  with pytest.raises(ProducerMismatch, match="policy='expert'.*'random'"):
+    pipeline.run(c, wd)
+
+
+def _parse(argv, monkeypatch):
+  """The config `armap-jax argv` runs with (its --config.* flags parsed;
+  config flags read their overrides from sys.argv)."""
+  argv = cli.with_default_config(["armap-jax"] + argv)
+  argv = ["armap-jax"] + [a for a in argv[1:] if a.startswith("--config")]
+  monkeypatch.setattr(sys, "argv", argv)
+  fv = flags.FlagValues()
+  holder = config_flags.DEFINE_config_file("config", None, flag_values=fv,
+                                           lock_config=True)
+  fv(argv)
+  return holder.value
+
+
+def test_env_quick_and_overrides_apply_together(monkeypatch):
+  c = _parse(["--quick", "--config.eval.num_test=3", "--env=maze"],
+             monkeypatch)
+  q = get_config("maze,quick")
+  assert c.env.name == "maze" and c.eval.num_test == 3
+  assert c.collect.num_tasks == q.collect.num_tasks
+  assert c.policy.name == "expert"
+  d = _parse(["--config.policy.name=solver-noisy"], monkeypatch)
+  assert d.env.name == "game24" and d.policy.name == "solver-noisy"
+  assert d.collect.num_tasks == get_config().collect.num_tasks
+  q2 = _parse(["--quick"], monkeypatch)
+  assert q2.to_dict() == get_config("quick").to_dict()
+
+
+def test_unknown_env_is_a_clear_error(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  p = subprocess.run([sys.executable, "-m", "armap_jax.cli", "--env=mazes",
+                      f"--workdir={tmp_path}"], cwd=_ROOT, env=env,
+                     capture_output=True, text=True, timeout=120)
+  assert p.returncode == 2, p.stderr[-2000:]
+  assert "Traceback" not in p.stderr
+  line = [l for l in p.stderr.splitlines() if l.startswith("error:")]
+  assert len(line) == 1 and "unknown env 'mazes'" in line[0]
+  assert "maze" in line[0] and "game24" in line[0]
