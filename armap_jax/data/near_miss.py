@@ -21,6 +21,7 @@ import random
 from collections.abc import Callable, Iterable
 
 from armap_jax import records
+from armap_jax.data.execute import execute
 from armap_jax.envs.base import Env
 
 
@@ -46,7 +47,6 @@ def near_miss_pairs(trajectories: Iterable[records.Trajectory],
     The pairs; every positive succeeded and every negative failed in the env.
   """
   from armap_jax.data import game24_traces as gt
-  from armap_jax.data.synthesize import execute
   from armap_jax.envs import game24
   if per_task <= 0:
     return []

@@ -35,10 +35,10 @@ from flax import nnx
 
 from armap_jax.decoding import batching, beam, scoring
 from armap_jax.decoding.sampling import SamplingArrays, row_keys, sample_tokens
-from armap_jax.decoding.state import (EOS, FINISH_REASON, LENGTH, PAD_ID,
-                                      RUNNING, STOP_STRING, STOP_TOKEN,
-                                      Completion, DecodeRows, DecodeState,
-                                      finish_codes, padded_ids)
+from armap_jax.decoding.state import (FINISH_REASON, LENGTH, PAD_ID, RUNNING,
+                                      STOP_STRING, STOP_TOKEN, Completion,
+                                      DecodeRows, DecodeState, finish_codes,
+                                      padded_ids)
 from armap_jax.decoding.stops import StopTables, trim_at_stop
 from armap_jax.models import transformer
 from armap_jax.runtime import xla_options

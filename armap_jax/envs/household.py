@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import re
 
+from armap_jax.envs import household_expert
 from armap_jax.envs import household_world as hw
 from armap_jax.envs.base import SPLITS, EnvError, StepResult, Task
 
@@ -360,10 +361,9 @@ class HouseholdEnv:
   def expert(self) -> list[str]:
     """An omniscient plan from the current state to the goal (replans each
     call; tested to reach the goal on the copy it is computed on)."""
-    from armap_jax.envs.household_expert import plan  # pylint: disable=g-import-not-at-top
     if self._w is None:
       raise EnvError("household: expert() called before reset()")
-    return plan(self)
+    return household_expert.plan(self)
 
 
 def _natural(s: str) -> tuple:

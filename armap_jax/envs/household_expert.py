@@ -7,22 +7,20 @@ returned command is one the env accepted, and the copy ends in a won state
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from armap_jax.envs import household_world as hw
-
-if TYPE_CHECKING:
-  from armap_jax.envs.household import HouseholdEnv
 
 _VERB = {"clean": "clean", "hot": "heat", "cool": "cool"}
 
 
-def plan(env: "HouseholdEnv") -> list[str]:
-  """Commands that take `env`'s current state to its goal."""
-  from armap_jax.envs.household import HouseholdEnv  # pylint: disable=g-import-not-at-top
+def plan(env) -> list[str]:
+  """Commands that take `env`'s current state (a `HouseholdEnv`) to its goal.
+
+  The copy is made with `type(env)`, so this module never imports
+  `household.py` (which imports this one for `HouseholdEnv.expert`).
+  """
   if env.done:
     return []
-  sim = HouseholdEnv(max_steps=10_000)
+  sim = type(env)(max_steps=10_000)
   sim.restore(env.snapshot())
   sim._steps = 0  # pylint: disable=protected-access
   w = sim.world

@@ -45,7 +45,6 @@ itself raised something other than EnvError; the server keeps running).
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -60,11 +59,11 @@ from typing import Any
 import uvicorn
 from absl import logging
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from armap_jax.envs import server_routes
 from armap_jax.envs.base import SPLITS, Env, EnvError
+from armap_jax.envs.server_http import HTTPError, Slot
 
 EnvFactory = Callable[[], Env]
 
@@ -81,28 +80,6 @@ class ServerConfig:
   max_workers: int = 32
   max_snapshots_per_env: int = 4096
   agentgym_env: str | None = None  # env kind behind /agentgym/*; default: first
-
-
-class HTTPError(Exception):
-  def __init__(self, status: int, message: str):
-    super().__init__(message)
-    self.status, self.message = status, message
-
-
-@dataclasses.dataclass(eq=False)
-class _Slot:
-  env_id: int
-  kind: str
-  env: Env
-  lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
-  last_used: float = dataclasses.field(default_factory=time.monotonic)
-  poisoned: str | None = None
-  observation: str = ""
-  task_id: str | None = None
-  reward: float = 0.0
-  done: bool = False
-  snapshots: collections.OrderedDict = dataclasses.field(
-      default_factory=collections.OrderedDict)
 
 
 def _make(factory: EnvFactory, kind: str) -> Env:
@@ -126,7 +103,7 @@ class EnvServer:
       raise ValueError("EnvServer needs at least one env factory")
     self.factories = dict(factories)
     self.config = config
-    self._slots: dict[int, _Slot] = {}
+    self._slots: dict[int, Slot] = {}
     self._ids = itertools.count()
     self._snap_ids = itertools.count()
     self._snap_owner: dict[str, int] = {}
@@ -168,7 +145,7 @@ class EnvServer:
         on_timeout()
       raise HTTPError(504, f"timed out after {self.config.request_timeout_s}s") from e
 
-  async def _with_env(self, env_id: Any, fn: Callable[[_Slot], Any], *,
+  async def _with_env(self, env_id: Any, fn: Callable[[Slot], Any], *,
                       repairs: bool = False) -> Any:
     """Runs fn(slot) holding the env's lock (409 if busy or poisoned)."""
     slot = self._slot(env_id)
@@ -201,7 +178,7 @@ class EnvServer:
 
     return await self._in_thread(work, poison)
 
-  def _slot(self, env_id: Any) -> _Slot:
+  def _slot(self, env_id: Any) -> Slot:
     try:
       slot = self._slots.get(int(env_id))
     except (TypeError, ValueError):
@@ -211,7 +188,7 @@ class EnvServer:
     slot.last_used = time.monotonic()
     return slot
 
-  def _drop(self, slot: _Slot) -> None:
+  def _drop(self, slot: Slot) -> None:
     self._slots.pop(slot.env_id, None)
     for sid in list(slot.snapshots):
       self._snap_owner.pop(sid, None)
@@ -246,7 +223,7 @@ class EnvServer:
                            f"{sorted(self.factories)}")
     return kind
 
-  async def create(self, kind: str | None) -> _Slot:
+  async def create(self, kind: str | None) -> Slot:
     kind = self._kind(kind)
     if len(self._slots) + self._pending >= self.config.max_envs:
       raise HTTPError(503, f"too many live envs (max {self.config.max_envs}); "
@@ -265,7 +242,7 @@ class EnvServer:
       env = await self._in_thread(make, abandoned.set)
     finally:
       self._pending -= 1
-    slot = _Slot(env_id=next(self._ids), kind=kind, env=env)
+    slot = Slot(env_id=next(self._ids), kind=kind, env=env)
     self._slots[slot.env_id] = slot
     return slot
 
@@ -286,7 +263,7 @@ class EnvServer:
       self._tasks_cache[key] = await self._in_thread(list_ids)
     return self._tasks_cache[key]
 
-  async def task_for_index(self, slot: _Slot, n: Any) -> str:
+  async def task_for_index(self, slot: Slot, n: Any) -> str:
     try:
       n = int(n)
     except (TypeError, ValueError):
@@ -300,8 +277,8 @@ class EnvServer:
       raise HTTPError(400, f"index {n} out of range (0..{len(ids) - 1})")
     return ids[n]
 
-  async def reset(self, env_id: Any, task_id: Any) -> _Slot:
-    def fn(slot: _Slot):
+  async def reset(self, env_id: Any, task_id: Any) -> Slot:
+    def fn(slot: Slot):
       slot.observation = slot.env.reset(str(task_id))
       slot.task_id, slot.reward, slot.done = str(task_id), 0.0, False
       return slot
@@ -311,7 +288,7 @@ class EnvServer:
     if not isinstance(action, str):
       raise HTTPError(400, f"'action' must be a string, got {type(action).__name__}")
 
-    def fn(slot: _Slot):
+    def fn(slot: Slot):
       res = slot.env.step(action)
       slot.observation, slot.reward, slot.done = (res.observation, res.reward,
                                                   res.done)
@@ -322,11 +299,11 @@ class EnvServer:
   async def valid_actions(self, env_id: Any) -> list[str] | None:
     return await self._with_env(env_id, lambda s: s.env.valid_actions())
 
-  async def call(self, env_id: Any, fn: Callable[[_Slot], Any]) -> Any:
+  async def call(self, env_id: Any, fn: Callable[[Slot], Any]) -> Any:
     return await self._with_env(env_id, fn)
 
   async def snapshot(self, env_id: Any) -> str:
-    def fn(slot: _Slot):
+    def fn(slot: Slot):
       sid = f"{slot.env_id}-{next(self._snap_ids)}"
       slot.snapshots[sid] = (slot.env.snapshot(), slot.observation,
                              slot.task_id, slot.reward, slot.done)
@@ -337,7 +314,7 @@ class EnvServer:
       return sid
     return await self._with_env(env_id, fn)
 
-  async def restore(self, env_id: Any, snapshot_id: Any) -> _Slot:
+  async def restore(self, env_id: Any, snapshot_id: Any) -> Slot:
     owner = self._slots.get(self._snap_owner.get(str(snapshot_id), -1))
     if owner is None or str(snapshot_id) not in owner.snapshots:
       raise HTTPError(404, f"no snapshot {snapshot_id!r} (its env was closed?)")
@@ -345,7 +322,7 @@ class EnvServer:
     if self._slot(env_id).kind != owner.kind:
       raise HTTPError(409, f"snapshot {snapshot_id} is of a {owner.kind} env")
 
-    def fn(slot: _Slot):
+    def fn(slot: Slot):
       snap, slot.observation, slot.task_id, slot.reward, slot.done = data
       slot.env.restore(snap)
       return slot
@@ -361,7 +338,6 @@ class EnvServer:
 
   # -- routes ----------------------------------------------------------------------
   def _routes(self) -> list[Route]:
-    from armap_jax.envs import server_routes  # pylint: disable=g-import-not-at-top
     return server_routes.routes(self)
 
   def run(self) -> None:
@@ -409,24 +385,6 @@ class ServerThread:
 
   def __exit__(self, *exc) -> None:
     self.stop()
-
-
-def json_error(e: HTTPError) -> JSONResponse:
-  return JSONResponse({"error": e.message}, status_code=e.status)
-
-
-async def read_json(request: Request) -> dict[str, Any]:
-  """The request's JSON object body ({} when empty); 400 when malformed."""
-  raw = await request.body()
-  if not raw.strip():
-    return {}
-  try:
-    body = json.loads(raw)
-  except json.JSONDecodeError as e:
-    raise HTTPError(400, f"request body is not JSON: {e}") from None
-  if not isinstance(body, dict):
-    raise HTTPError(400, "request body must be a JSON object")
-  return body
 
 
 def make_factories(names: list[str], **env_kwargs: Any) -> dict[str, EnvFactory]:

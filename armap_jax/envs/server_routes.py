@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from armap_jax.envs.server import HTTPError, json_error, read_json
-
-if TYPE_CHECKING:
-  from armap_jax.envs.server import EnvServer, _Slot
+from armap_jax.envs.server_http import HTTPError, Slot, json_error, read_json
 
 Handler = Callable[[Request], Awaitable[Any]]
 
@@ -45,14 +42,14 @@ def _query(request: Request, key: str) -> str:
   return request.query_params[key]
 
 
-def _instruction(slot: "_Slot") -> str:
+def _instruction(slot: Slot) -> str:
   try:
     return slot.env.instruction
   except Exception:  # pylint: disable=broad-except
     return ""
 
 
-def native_routes(srv: "EnvServer") -> list[Route]:
+def native_routes(srv) -> list[Route]:
   """The native API under /."""
 
   @_endpoint
@@ -124,7 +121,7 @@ def native_routes(srv: "EnvServer") -> list[Route]:
   ]
 
 
-def _clickables(slot: "_Slot") -> dict[str, Any]:
+def _clickables(slot: Slot) -> dict[str, Any]:
   """WebShop's {has_search_bar, clickables}; other envs: their valid actions."""
   env = slot.env
   if hasattr(env, "available_actions"):
@@ -133,7 +130,7 @@ def _clickables(slot: "_Slot") -> dict[str, Any]:
   return {"has_search_bar": False, "clickables": list(acts)}
 
 
-def agentgym_webshop_routes(srv: "EnvServer", prefix: str) -> list[Route]:
+def agentgym_webshop_routes(srv, prefix: str) -> list[Route]:
   """agentenv-webshop's routes (ids in `env_idx`)."""
 
   @_endpoint
@@ -195,7 +192,7 @@ def agentgym_webshop_routes(srv: "EnvServer", prefix: str) -> list[Route]:
   ]
 
 
-def agentgym_alfworld_routes(srv: "EnvServer", prefix: str) -> list[Route]:
+def agentgym_alfworld_routes(srv, prefix: str) -> list[Route]:
   """agentenv-alfworld's routes (ids in `id`)."""
 
   def actions(slot):
@@ -265,7 +262,7 @@ def agentgym_alfworld_routes(srv: "EnvServer", prefix: str) -> list[Route]:
   ]
 
 
-def routes(srv: "EnvServer") -> list[Route]:
+def routes(srv) -> list[Route]:
   return (native_routes(srv)
           + agentgym_webshop_routes(srv, "/agentgym/webshop")
           + agentgym_alfworld_routes(srv, "/agentgym/alfworld"))
