@@ -11,14 +11,14 @@ the tokenizer files; `armap_jax.models.load_pretrained(dir)` reads it.
 
 from absl import flags, logging
 
-from armap_jax.models import checkpoint
+from armap_jax.models import hf
 from armap_jax.runtime import launch
 
 _SRC = flags.DEFINE_string(
     "src", None, "Registered model name, .gguf file, HF directory or checkpoint "
     "directory.", required=True)
 _OUT = flags.DEFINE_string("out", None, "Output directory.", required=True)
-_TO = flags.DEFINE_enum("to", "checkpoint", list(checkpoint.FORMATS),
+_TO = flags.DEFINE_enum("to", "checkpoint", list(hf.FORMATS),
                         "Output format.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16",
                                                 "float16"],
@@ -27,7 +27,7 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16",
 
 def main(argv):
   del argv
-  checkpoint.convert(_SRC.value, _OUT.value, to=_TO.value, dtype=_DTYPE.value)
+  hf.convert(_SRC.value, _OUT.value, to=_TO.value, dtype=_DTYPE.value)
   logging.info("wrote %s (%s)", _OUT.value, _TO.value)
 
 

@@ -22,6 +22,7 @@ from flax import nnx
 from armap_jax import sharding as shd
 from armap_jax.models import params as params_lib
 from armap_jax.models.config import ConfigError, ModelConfig
+from armap_jax.models.tokenizer import load_tokenizer
 from armap_jax.models.transformer import Transformer
 
 MARKER = "armap_model.json"
@@ -90,8 +91,6 @@ def read_config(path: str) -> ModelConfig:
 def load(path: str, dtype=jnp.float32, mesh=None, *, param_dtype=None,
          rules=shd.DEFAULT_RULES):
   """Loads a checkpoint directory. Returns (model, tokenizer, config)."""
-  from armap_jax.models import hf  # Tokenizer loading helper.
-
   path = os.path.abspath(path)
   config = read_config(path)
   param_dtype = param_dtype or dtype
@@ -111,28 +110,4 @@ def load(path: str, dtype=jnp.float32, mesh=None, *, param_dtype=None,
   model = params_lib.build_model(
       config, _flatten(restored), dtype=dtype, param_dtype=param_dtype,
       mesh=mesh, rules=rules, source=path)
-  return model, hf.load_tokenizer(path), config
-
-
-FORMATS = ("checkpoint", "hf")
-
-
-def convert(src: str, dst: str, to: str = "checkpoint", dtype=None) -> None:
-  """Converts any `load_pretrained` source into a checkpoint or HF directory.
-
-  Args:
-    src: a registered name, a .gguf file, an HF directory or a checkpoint dir.
-    dst: output directory.
-    to: "checkpoint" (Orbax + config + tokenizer) or "hf" (safetensors).
-    dtype: parameter dtype of the output (default: float32).
-  """
-  from armap_jax.models import hf  # Avoid an import cycle.
-
-  if to not in FORMATS:
-    raise ValueError(f"convert(to={to!r}): expected one of {FORMATS}")
-  dtype = jnp.dtype(dtype or jnp.float32)
-  model, tokenizer, _ = hf.load_pretrained(src, dtype=dtype)
-  if to == "checkpoint":
-    save(model, tokenizer, dst)
-  else:
-    hf.save_pretrained(model, tokenizer, dst)
+  return model, load_tokenizer(path), config

@@ -23,10 +23,14 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from armap_jax import sharding as shd
+from armap_jax.models import checkpoint as ckpt_lib
+from armap_jax.models import gguf as gguf_lib
 from armap_jax.models import keymap
 from armap_jax.models import params as params_lib
+from armap_jax.models import registry
 from armap_jax.models.config import ConfigError, ModelConfig
 from armap_jax.models.keymap import CheckpointError
+from armap_jax.models.tokenizer import ensure_pad_token, load_tokenizer
 from armap_jax.models.transformer import Transformer
 
 SAFETENSORS = "model.safetensors"
@@ -103,26 +107,6 @@ def read_safetensors(files: list[str]
   return specs, load
 
 
-def load_tokenizer(path: str):
-  """A PreTrainedTokenizerFast from tokenizer files in `path`, or None."""
-  if not any(os.path.isfile(os.path.join(path, f)) for f in
-             ("tokenizer.json", "tokenizer_config.json")):
-    return None
-  import transformers  # Local: heavy import.
-  tok = transformers.AutoTokenizer.from_pretrained(path)
-  if not isinstance(tok, transformers.PreTrainedTokenizerFast):
-    raise ValueError(f"{path}: tokenizer {type(tok).__name__} is not a fast "
-                     f"(tokenizers-backed) tokenizer")
-  return ensure_pad_token(tok)
-
-
-def ensure_pad_token(tokenizer):
-  """Sets pad = eos when the tokenizer has no pad token."""
-  if tokenizer.pad_token is None and tokenizer.eos_token is not None:
-    tokenizer.pad_token = tokenizer.eos_token
-  return tokenizer
-
-
 def load_hf_dir(path: str, dtype=jnp.float32, mesh=None, *, param_dtype=None,
                 rules=shd.DEFAULT_RULES):
   """Loads a Hugging Face model directory. Returns (model, tokenizer, config)."""
@@ -168,7 +152,6 @@ def state_arrays(model: Transformer) -> Mapping[str, jax.Array]:
 
 def _shipped_policy_path(name: str) -> str | None:
   """HF directory of a checkpoint shipped in the package (`models.registry`)."""
-  from armap_jax.models import registry
   if name in registry.known_policies():
     return registry.policy_path(name)
   return None
@@ -189,9 +172,6 @@ def load_pretrained(path_or_name: str, dtype=jnp.float32,
     param_dtype: parameter storage dtype (default: `dtype`).
     rules: logical-axis rules.
   """
-  from armap_jax.models import checkpoint as ckpt_lib  # Avoid import cycles.
-  from armap_jax.models import gguf as gguf_lib
-
   kw = dict(dtype=dtype, mesh=mesh, param_dtype=param_dtype, rules=rules)
   if path_or_name in gguf_lib.KNOWN_MODELS:
     return gguf_lib.load_gguf(gguf_lib.known_model_path(path_or_name), **kw)
@@ -212,3 +192,25 @@ def load_pretrained(path_or_name: str, dtype=jnp.float32,
   raise FileNotFoundError(
       f"load_pretrained({path_or_name!r}): not a known model name "
       f"({sorted(gguf_lib.KNOWN_MODELS)}), a .gguf file or a directory")
+
+
+FORMATS = ("checkpoint", "hf")
+
+
+def convert(src: str, dst: str, to: str = "checkpoint", dtype=None) -> None:
+  """Converts any `load_pretrained` source into a checkpoint or HF directory.
+
+  Args:
+    src: a registered name, a .gguf file, an HF directory or a checkpoint dir.
+    dst: output directory.
+    to: "checkpoint" (Orbax + config + tokenizer) or "hf" (safetensors).
+    dtype: parameter dtype of the output (default: float32).
+  """
+  if to not in FORMATS:
+    raise ValueError(f"convert(to={to!r}): expected one of {FORMATS}")
+  dtype = jnp.dtype(dtype or jnp.float32)
+  model, tokenizer, _ = load_pretrained(src, dtype=dtype)
+  if to == "checkpoint":
+    ckpt_lib.save(model, tokenizer, dst)
+  else:
+    save_pretrained(model, tokenizer, dst)

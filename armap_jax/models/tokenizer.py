@@ -1,12 +1,14 @@
-"""Byte-level BPE tokenizers rebuilt from a vocabulary and merges (GGUF metadata).
+"""Tokenizers: loading one saved in a directory, or rebuilding a byte-level
+BPE tokenizer from a vocabulary and merges (GGUF metadata).
 
-The result is a `transformers.PreTrainedTokenizerFast` backed by `tokenizers`,
-with control tokens registered as special tokens, the chat template and
-bos/eos/pad/unk set.
+Either way the result is a `transformers.PreTrainedTokenizerFast` backed by
+`tokenizers`; rebuilt ones have control tokens registered as special tokens,
+the chat template and bos/eos/pad/unk set.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models
@@ -105,3 +107,23 @@ def byte_level_bpe(tokens: Sequence[str], merges: Sequence[str], *,
       unk_token=name(unk_token_id), chat_template=chat_template,
       clean_up_tokenization_spaces=False)
   return fast
+
+
+def load_tokenizer(path: str):
+  """A PreTrainedTokenizerFast from tokenizer files in `path`, or None."""
+  if not any(os.path.isfile(os.path.join(path, f)) for f in
+             ("tokenizer.json", "tokenizer_config.json")):
+    return None
+  import transformers  # Local: heavy import.
+  tok = transformers.AutoTokenizer.from_pretrained(path)
+  if not isinstance(tok, transformers.PreTrainedTokenizerFast):
+    raise ValueError(f"{path}: tokenizer {type(tok).__name__} is not a fast "
+                     f"(tokenizers-backed) tokenizer")
+  return ensure_pad_token(tok)
+
+
+def ensure_pad_token(tokenizer):
+  """Sets pad = eos when the tokenizer has no pad token."""
+  if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+    tokenizer.pad_token = tokenizer.eos_token
+  return tokenizer

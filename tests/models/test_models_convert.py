@@ -8,7 +8,8 @@ import numpy as np
 from flax import nnx
 from safetensors.numpy import load_file
 
-from armap_jax.models import ModelConfig, Transformer, checkpoint, save_pretrained
+from armap_jax.models import (ModelConfig, Transformer, checkpoint, hf,
+                              save_pretrained)
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -16,7 +17,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 def test_convert_round_trip(tmp_path):
   model = Transformer(ModelConfig.tiny("llama"), rngs=nnx.Rngs(7))
   save_pretrained(model, None, str(tmp_path / "hf"))
-  checkpoint.convert(str(tmp_path / "hf"), str(tmp_path / "ckpt"))
+  hf.convert(str(tmp_path / "hf"), str(tmp_path / "ckpt"))
   assert checkpoint.is_checkpoint_dir(str(tmp_path / "ckpt"))
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
   subprocess.run(
