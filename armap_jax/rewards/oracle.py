@@ -113,12 +113,18 @@ def game24_partial_value(traj: Trajectory) -> float:
 
 
 def make_oracle(env_name: str) -> OracleScorer:
-  """The oracle scorer of an env: its `EnvSpec.oracle()` (with the env's
-  partial-state value where it has one); a plain reward oracle for a name the
-  registry does not know (e.g. a test env)."""
+  """The oracle scorer of an env, with the partial-state value its `EnvSpec`
+  names (``partial_value``, "module:attribute") where it has one; a plain
+  reward oracle for a name the registry does not know (e.g. a test env)."""
+  import importlib
+
   from armap_jax.envs import registry  # Lazy: keep rewards importable alone.
   try:
     spec = registry.get_spec(env_name)
   except KeyError:
     return OracleScorer(None, name="oracle")
-  return spec.oracle()
+  partial = None
+  if getattr(spec, "partial_value", None):
+    module, attr = spec.partial_value.split(":")
+    partial = getattr(importlib.import_module(module), attr)
+  return OracleScorer(partial, name="oracle")
