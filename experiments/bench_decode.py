@@ -26,9 +26,12 @@ _MODELS = flags.DEFINE_list("models", ["smollm2", "tiny"], "smollm2, tiny")
 _BATCHES = flags.DEFINE_list("batches", ["1", "16", "64"], "batch sizes")
 _MODES = flags.DEFINE_list("modes", ["greedy", "sample"], "greedy, sample")
 _PROMPT_LEN = flags.DEFINE_integer("prompt_len", 128, "prompt tokens")
-_NEW_TOKENS = flags.DEFINE_integer("new_tokens", 64, "new tokens per row")
+_NEW_TOKENS = flags.DEFINE_integer(
+    "new_tokens", 64, "new tokens per row (per-step decode figures need at "
+    "least 9: the prefill's token and 8 steps)", lower_bound=1)
 _REPEATS = flags.DEFINE_integer(
-    "repeats", 2, "timed rounds, ours and torch interleaved (best is kept)")
+    "repeats", 2, "timed rounds, ours and torch interleaved (best is kept)",
+    lower_bound=1)
 _TORCH = flags.DEFINE_bool("torch", True, "also time torch generate")
 _UNROLL = flags.DEFINE_bool(
     "unroll_layers", True, "Decoder(unroll_layers=...): unrolled decode step "
@@ -52,6 +55,26 @@ def memory_bandwidth_gbs(mib: int) -> float:
     np.copyto(dst, src)
     best = min(best, time.perf_counter() - t)
   return 2 * src.nbytes / best / 1e9
+
+
+# The decode phase is timed as (generate N tokens) - (generate 1 token); with
+# fewer steps than this, or a difference under `_MIN_DECODE_FRACTION` of the
+# whole run, it is within timing noise and no per-step figure is printed.
+_MIN_DECODE_STEPS = 8
+_MIN_DECODE_FRACTION = 0.05
+
+
+def decode_phase(total_s: float, prefill_s: float, steps: int
+                 ) -> tuple[float | None, str]:
+  """(decode seconds, "") or (None, why it cannot be timed)."""
+  if steps < _MIN_DECODE_STEPS:
+    return None, (f"only {steps} decode step(s); use --new_tokens >= "
+                  f"{_MIN_DECODE_STEPS + 1}")
+  decode_s = total_s - prefill_s
+  if decode_s < _MIN_DECODE_FRACTION * total_s:
+    return None, (f"decode phase {decode_s * 1e3:.1f} ms of {total_s * 1e3:.1f}"
+                  " ms is within timing noise; use more --new_tokens")
+  return decode_s, ""
 
 
 def load(name: str, dtype: str):
@@ -97,13 +120,15 @@ def main(argv):
   from flax import nnx
 
   from armap_jax import decoding
+  from armap_jax.runtime import machine
 
   torch.set_num_threads(_THREADS.value or os.cpu_count())
   bw = memory_bandwidth_gbs(_BW_MB.value)
-  print(f"machine: {os.cpu_count()} CPUs, jax {jax.__version__} "
+  llc = machine.largest_cache_bytes()
+  print(f"machine: {machine.describe()}; jax {jax.__version__} "
         f"({jax.devices()[0].platform}), torch {torch.__version__} "
         f"({torch.get_num_threads()} threads); memory copy bandwidth "
-        f"{bw:.1f} GB/s (read+write)")
+        f"{bw:.1f} GB/s (read+write, {_BW_MB.value} MiB)")
   new = _NEW_TOKENS.value
   rng = np.random.default_rng(0)
   summary = {}
@@ -160,23 +185,38 @@ def main(argv):
             best[side, n_new] = min(best[side, n_new],
                                     time.perf_counter() - t)
         t_ours, t_prefill = best["ours", new], best["ours", 1]
-        decode_s = max(t_ours - t_prefill, 1e-9)
+        steps = new - 1
         ours_tps = batch * new / t_ours
-        read_gbs = weight_bytes * (new - 1) / decode_s / 1e9
         line = (f"{name:8s} batch {batch:3d} {mode:6s} ours {ours_tps:8.1f} "
-                f"tok/s ({t_ours:6.2f} s; decode {decode_s / (new - 1) * 1e3:6.1f}"
-                f" ms/step, weight reads {read_gbs:5.1f} GB/s = "
-                f"{100 * read_gbs / bw:4.0f}% of copy bw)")
+                f"tok/s ({t_ours:6.2f} s; ")
+        decode_s, why = decode_phase(t_ours, t_prefill, steps)
+        if decode_s is None:
+          line += f"decode per step not timed: {why})"
+        else:
+          read_gbs = weight_bytes * steps / decode_s / 1e9
+          line += (f"decode {decode_s / steps * 1e3:6.1f} ms/step, weight "
+                   f"reads {read_gbs:5.1f} GB/s")
+          # Weights that fit in the last-level cache are not read from DRAM,
+          # so the copy probe is no bound for them.
+          line += (f" = {100 * read_gbs / bw:4.0f}% of copy bw)"
+                   if weight_bytes > llc else ", weights fit in the CPU "
+                   "cache: no DRAM bound)")
         if tmodel is not None:
           t_torch, t_torch_prefill = best["torch", new], best["torch", 1]
-          torch_step = max(t_torch - t_torch_prefill, 1e-9) / (new - 1)
           torch_tps = batch * new / t_torch
           ratio = ours_tps / torch_tps
           summary[(name, batch, mode)] = ratio
-          line += (f" | torch {torch_tps:8.1f} tok/s ({t_torch:6.2f} s; "
-                   f"decode {torch_step * 1e3:6.1f} ms/step) | ours/torch "
-                   f"{ratio:5.2f}x (prefill {t_torch_prefill / t_prefill:4.2f}"
-                   f"x, decode step {torch_step * (new - 1) / decode_s:4.2f}x)")
+          torch_decode_s, torch_why = decode_phase(t_torch, t_torch_prefill,
+                                                   steps)
+          line += f" | torch {torch_tps:8.1f} tok/s ({t_torch:6.2f} s"
+          if torch_decode_s is not None:
+            line += f"; decode {torch_decode_s / steps * 1e3:6.1f} ms/step"
+          line += (f") | ours/torch {ratio:5.2f}x (prefill "
+                   f"{t_torch_prefill / t_prefill:4.2f}x, decode step ")
+          if decode_s is None or torch_decode_s is None:
+            line += f"not timed: {why or torch_why})"
+          else:
+            line += f"{torch_decode_s / decode_s:4.2f}x)"
         print(line, flush=True)
   key = [k for k in summary if k[0] == "smollm2" and k[1] == 16]
   if key:
