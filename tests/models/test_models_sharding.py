@@ -11,6 +11,8 @@ from armap_jax import sharding as shd
 from armap_jax.models import (ModelConfig, Transformer, load_pretrained,
                               save_pretrained, shard_model)
 
+from f32_tolerance import model_tol
+
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_sharded_forward_matches_unsharded(mesh222, arch):
@@ -35,7 +37,9 @@ def test_sharded_forward_matches_unsharded(mesh222, arch):
       return model(tokens, positions, cache=cache, cache_index=0)
 
     got, cache = forward(model, tok_s, pos_s)
-  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
+  # Sharded matmuls sum their partial products in another order.
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want),
+                             **model_tol(config, 8, want))
   assert cache["k"].shape[1] == 4
 
 

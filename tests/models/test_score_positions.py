@@ -12,6 +12,8 @@ from armap_jax.models import transformer as tfm
 from armap_jax.models import lora as L
 from armap_jax.models.heads import RewardModel, gather_positions
 
+from f32_tolerance import model_tol
+
 ARCHS = [("llama", {}), ("qwen2", {}), ("qwen3", {}), ("gpt2", {}),
          ("mistral", {"sliding_window": 5}), ("llama", {"num_layers": 1})]
 
@@ -37,9 +39,10 @@ def test_hidden_at_positions_equals_full_forward(arch, over):
   want = gather_positions(full[..., 0], _idx())  # Any one feature suffices
   sel, cache = model.hidden(tok, pos, query_idx_bk=_idx())
   assert cache is None and sel.shape == (3, 2, cfg.hidden_size)
-  np.testing.assert_allclose(sel[..., 0], want, rtol=1e-5, atol=1e-5)
+  tol = model_tol(cfg, 12, full)
+  np.testing.assert_allclose(sel[..., 0], want, **tol)
   full_g = jnp.take_along_axis(full, jnp.clip(_idx(), 0, 11)[..., None], 1)
-  np.testing.assert_allclose(sel, full_g, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(sel, full_g, **tol)
 
 
 def test_unstacked_weights_path_matches():
@@ -53,7 +56,8 @@ def test_unstacked_weights_path_matches():
   unrolled, _ = tfm.hidden_from_weights(cfg, jnp.float32,
                                         tfm.unstack_layers(w), tok, pos,
                                         query_idx_bk=_idx())
-  np.testing.assert_allclose(stacked, unrolled, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(stacked, unrolled,
+                             **model_tol(cfg, 12, stacked))
 
 
 @pytest.mark.parametrize("lora", [None, L.LoRAConfig(rank=2, alpha=4.0)])
@@ -76,9 +80,14 @@ def test_reward_model_values_and_gradients_match(lora):
 
   (l1, g1), (l2, g2) = [jax.value_and_grad(loss)(params, s)
                         for s in (False, True)]
-  np.testing.assert_allclose(l1, l2, rtol=1e-5, atol=1e-6)
-  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(l1, l2, **model_tol(cfg, 12, l1))
+  # The backward pass runs every sum of the forward again (transposed); a
+  # small gradient can be a cancelling sum of large terms, so the magnitude
+  # is the largest gradient entry of the model.
+  leaves = jax.tree.leaves(g1)
+  tol = model_tol(cfg, 12, [np.max(np.abs(a)) for a in leaves])
+  for a, b in zip(leaves, jax.tree.leaves(g2)):
+    np.testing.assert_allclose(a, b, **{k: 2 * x for k, x in tol.items()})
 
 
 def test_bad_positions_and_cache_rejected():
@@ -99,7 +108,8 @@ def test_unrolled_and_scanned_reward_models_agree():
   unrolled = RewardModel(cfg, rngs=nnx.Rngs(4), unroll_layers=True)
   assert RewardModel(cfg).unroll_layers  # 3 layers: unrolled by default.
   tok = _tokens(cfg)
-  np.testing.assert_allclose(scan(tok), unrolled(tok), rtol=1e-5, atol=1e-6)
+  want = scan(tok)
+  tol = model_tol(cfg, 12, want)
+  np.testing.assert_allclose(want, unrolled(tok), **tol)
   np.testing.assert_allclose(scan(tok, score_idx_bk=_idx()),
-                             unrolled(tok, score_idx_bk=_idx()),
-                             rtol=1e-5, atol=1e-6)
+                             unrolled(tok, score_idx_bk=_idx()), **tol)
