@@ -36,3 +36,14 @@ def model_tol(config, seq_len: int, want) -> dict[str, float]:
                + c.num_heads * c.head_dim + c.intermediate_size)
   k = c.num_layers * per_layer + c.hidden_size
   return f32_tol(k, float(np.max(np.abs(np.asarray(want, np.float32)))))
+
+
+def logprob_tol(config, cache_len: int) -> dict[str, float]:
+  """Tolerance for generated tokens' log-probs: a log-prob is a logit (the
+  chained sums of `model_tol`) minus a logsumexp over the V logits, at the
+  magnitude of a log-prob over V tokens (~log V)."""
+  c = config
+  per_layer = (2 * c.hidden_size + c.head_dim + cache_len
+               + c.num_heads * c.head_dim + c.intermediate_size)
+  k = c.num_layers * per_layer + c.hidden_size + c.vocab_size
+  return dict(rtol=0.0, atol=k * PER_TERM * max(1.0, np.log(c.vocab_size)))

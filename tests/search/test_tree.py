@@ -71,6 +71,8 @@ def test_backup_values_by_hand():
   t = T.to_numpy(t)
   assert t.visits[0, grand] == 1 and t.visits[0, kid] == 2
   assert t.visits[0, 0] == 2
+  # f32 values from at most two roundings (a discount product, a 2-term
+  # sum): within 2 * 6e-8 relative of the decimal value.
   np.testing.assert_allclose(t.value_max[0, kid], 0.9, rtol=1e-6)
   np.testing.assert_allclose(t.value_sum[0, kid], 1.4, rtol=1e-6)
   np.testing.assert_allclose(t.value_max[0, 0], 0.81, rtol=1e-6)
