@@ -229,22 +229,6 @@ def freeze_params(module: nnx.Module) -> None:
         setattr(node, name, FrozenParam(var[...], **var.get_metadata()))
 
 
-def count_params(tree) -> int:
-  """Number of scalars in a pytree of arrays (or shape structs)."""
-  return int(sum(math.prod(x.shape) for x in jax.tree.leaves(tree)))
-
-
-def expected_adapter_params(config, cfg: LoRAConfig) -> int:
-  """sum over targets of L * r * (fan_in + fan_out) for a ModelConfig."""
-  c = config
-  d, f, n, k, h = (c.hidden_size, c.intermediate_size, c.num_heads,
-                   c.num_kv_heads, c.head_dim)
-  io = {"q_proj": (d, n * h), "k_proj": (d, k * h), "v_proj": (d, k * h),
-        "o_proj": (n * h, d), "gate_proj": (d, f), "up_proj": (d, f),
-        "down_proj": (f, d)}
-  return sum(c.num_layers * cfg.rank * sum(io[w]) for w in cfg.weight_names)
-
-
 # -- pure-dict helpers (checkpoints) ---------------------------------------------
 def merge_params(base: Mapping[str, Any], trainable: Mapping[str, Any],
                  cfg: LoRAConfig) -> dict[str, Any]:

@@ -1,19 +1,8 @@
 """A batch of search trees as preallocated arrays, with jitted select/backup.
 
-Layout (B trees, N node slots, A child slots per node; node 0 is the root):
-
-    visits      [B, N]    int32    simulations through the node
-    value_sum   [B, N]    float32  sum of returns backed up through the node
-    value_max   [B, N]    float32  max of those returns (-inf before any)
-    reward      [B, N]    float32  reward on the edge into the node
-    parent      [B, N]    int32    -1 for the root and unused slots
-    action      [B, N]    int32    child slot of the node under its parent
-    children    [B, N, A] int32    node ids, -1 = empty slot
-    prior       [B, N, A] float32  child priors (PUCT)
-    terminal    [B, N]    bool
-    expanded    [B, N]    bool
-    depth       [B, N]    int32
-    num_nodes   [B]       int32    slots in use
+B trees, N node slots, A child slots per node; node `ROOT_INDEX` (0) is the
+root, `NO_NODE` (-1) marks an empty child slot or the root's parent, and
+`UNVISITED_VALUE` (-inf) is `value_max` before any return (see `Tree`).
 
 Selection rules (`rule` is static):
 
@@ -27,7 +16,8 @@ the path leaf -> root, with G_parent = reward(node) + gamma * G_node.
 
 Everything here is a pure function of arrays, `jax.jit`-compiled and batched
 with `jax.vmap`; the host does expansion (policy, env, scorer) between calls.
-`reference_*` functions are a plain-Python implementation used by the tests.
+The tests check them against a plain-Python reference
+(tests/search/tree_reference.py).
 """
 
 from __future__ import annotations
@@ -44,20 +34,30 @@ ARMAP_C = 4.5 * math.sqrt(2.0)
 ARMAP_GAMMA = 0.9
 RULES = ("uct", "puct")
 
+ROOT_INDEX = 0          # The root's node id in every tree.
+NO_NODE = -1            # Empty child slot; the root's (and unused slots') parent.
+NO_ACTION = -1          # `action` of the root and of unused slots.
+UNVISITED_VALUE = -np.inf  # `value_max` before any return was backed up.
+
 
 class Tree(NamedTuple):
-  visits: jax.Array
-  value_sum: jax.Array
-  value_max: jax.Array
-  reward: jax.Array
-  parent: jax.Array
-  action: jax.Array
-  children: jax.Array
-  prior: jax.Array
-  terminal: jax.Array
-  expanded: jax.Array
-  depth: jax.Array
-  num_nodes: jax.Array
+  """B search trees of N node slots with A child slots each."""
+
+  visits: jax.Array     # [B, N] int32: simulations backed up through the node.
+  value_sum: jax.Array  # [B, N] float32: sum of those returns (PUCT's Q * n).
+  value_max: jax.Array  # [B, N] float32: max of those returns (UCT's Q);
+                        # UNVISITED_VALUE before the first.
+  reward: jax.Array     # [B, N] float32: reward on the edge into the node.
+  parent: jax.Array     # [B, N] int32: parent id; NO_NODE for the root and
+                        # unused slots.
+  action: jax.Array     # [B, N] int32: the node's child slot under its parent;
+                        # NO_ACTION for the root and unused slots.
+  children: jax.Array   # [B, N, A] int32: child ids; NO_NODE = empty slot.
+  prior: jax.Array      # [B, N, A] float32: child priors (PUCT's P).
+  terminal: jax.Array   # [B, N] bool: the episode ends at the node.
+  expanded: jax.Array   # [B, N] bool: the node's children were added.
+  depth: jax.Array      # [B, N] int32: edges from the root.
+  num_nodes: jax.Array  # [B] int32: node slots in use (ids 0..num_nodes-1).
 
   @property
   def batch_size(self) -> int:
@@ -76,17 +76,17 @@ def init_tree(batch_size: int, max_nodes: int, num_actions: int,
               xp=jnp) -> Tree:
   """An empty batch of trees with only the root (node 0) allocated.
 
-  `xp` is jax.numpy (default) or numpy (for the reference implementation).
+  `xp` is jax.numpy (default) or numpy (host-side copies).
   """
   b, n, a = batch_size, max_nodes, num_actions
   return Tree(
       visits=xp.zeros((b, n), xp.int32),
       value_sum=xp.zeros((b, n), xp.float32),
-      value_max=xp.full((b, n), -xp.inf, xp.float32),
+      value_max=xp.full((b, n), UNVISITED_VALUE, xp.float32),
       reward=xp.zeros((b, n), xp.float32),
-      parent=xp.full((b, n), -1, xp.int32),
-      action=xp.full((b, n), -1, xp.int32),
-      children=xp.full((b, n, a), -1, xp.int32),
+      parent=xp.full((b, n), NO_NODE, xp.int32),
+      action=xp.full((b, n), NO_ACTION, xp.int32),
+      children=xp.full((b, n, a), NO_NODE, xp.int32),
       prior=xp.zeros((b, n, a), xp.float32),
       terminal=xp.zeros((b, n), bool),
       expanded=xp.zeros((b, n), bool),
@@ -130,7 +130,7 @@ def _select_one(t: Tree, rule: str, c: jax.Array) -> jax.Array:
     return t.children[node, slot], node
 
   node, _ = jax.lax.while_loop(lambda s: descend(s[0]), body,
-                               (jnp.int32(0), jnp.int32(-1)))
+                               (jnp.int32(ROOT_INDEX), jnp.int32(NO_NODE)))
   return node
 
 
@@ -156,7 +156,7 @@ def _backup_one(t: Tree, leaf: jax.Array, value: jax.Array, gamma: jax.Array,
     safe = jnp.maximum(node, 0)
     return t.parent[node], t.reward[safe], gamma * g, visits, vsum, vmax
 
-  start = jnp.where(valid, leaf, -1)
+  start = jnp.where(valid, leaf, NO_NODE)
   init = (start, jnp.float32(0.0), value.astype(jnp.float32), t.visits,
           t.value_sum, t.value_max)
   _, _, _, visits, vsum, vmax = jax.lax.while_loop(lambda s: s[0] >= 0, body,
@@ -167,14 +167,15 @@ def _backup_one(t: Tree, leaf: jax.Array, value: jax.Array, gamma: jax.Array,
 def _add_children_one(t: Tree, node: jax.Array, mask: jax.Array,
                       prior: jax.Array, reward: jax.Array,
                       terminal: jax.Array) -> tuple[Tree, jax.Array]:
-  """Allocates one child per True in `mask` [A] under `node` (-1: skip)."""
+  """Allocates one child per True in `mask` [A] under `node` (NO_NODE:
+  skip)."""
   n_slots = t.visits.shape[0]
   ok = node >= 0
   safe = jnp.where(ok, node, 0)
   mask = mask & ok & (t.children[safe] < 0)
   offsets = jnp.cumsum(mask.astype(jnp.int32)) - 1
-  ids = jnp.where(mask, t.num_nodes + offsets, -1)
-  ids = jnp.where(ids < n_slots, ids, -1)  # Out of room: drop the extras.
+  ids = jnp.where(mask, t.num_nodes + offsets, NO_NODE)
+  ids = jnp.where(ids < n_slots, ids, NO_NODE)  # Out of room: drop extras.
   live = ids >= 0
   # Scatter to a dummy index (n_slots, dropped) where not live.
   tgt = jnp.where(live, ids, n_slots)
@@ -235,105 +236,19 @@ def backup(tree: Tree, leaves: jax.Array, values: jax.Array,
 def add_children(tree: Tree, nodes: jax.Array, mask: jax.Array,
                  prior: jax.Array, reward: jax.Array, terminal: jax.Array
                 ) -> tuple[Tree, jax.Array]:
-  """Expands `nodes[b]` (-1: none) with children where `mask[b, a]`.
+  """Expands `nodes[b]` (NO_NODE: none) with children where `mask[b, a]`.
 
-  Returns the new tree and the child ids [B, A] (-1 where none was made,
-  including when the tree ran out of node slots).
+  Returns the new tree and the child ids [B, A] (NO_NODE where none was
+  made, including when the tree ran out of node slots).
   """
   return jax.vmap(_add_children_one)(tree, nodes, mask, prior, reward,
                                      terminal)
 
 
 # ----------------------------------------------------------------------------
-# Plain-Python reference (numpy arrays, loops), for tests
+# Host side
 
 
 def to_numpy(tree: Tree) -> Tree:
+  """The tree with numpy arrays (for dumps and host-side reads)."""
   return Tree(*(np.array(x) for x in tree))
-
-
-def _ref_scores(t: Tree, b: int, node: int, rule: str, c: float) -> list[float]:
-  f32 = np.float32
-  out = []
-  big_n = f32(t.visits[b, node])
-  for a in range(t.children.shape[2]):
-    kid = int(t.children[b, node, a])
-    if kid < 0:
-      out.append(-math.inf)
-      continue
-    n = f32(t.visits[b, kid])
-    if rule == "uct":
-      q = t.value_max[b, kid] if n > 0 else f32(0.0)
-      bonus = f32(c) * np.sqrt(np.log(max(big_n, f32(1.0)))) / (f32(1.0) + n)
-    else:
-      q = t.value_sum[b, kid] / max(n, f32(1.0)) if n > 0 else f32(0.0)
-      bonus = f32(c) * t.prior[b, node, a] * np.sqrt(big_n) / (f32(1.0) + n)
-    out.append(f32(q + bonus))
-  return out
-
-
-def _ref_argmax(scores: list[float]) -> int:
-  best = 0
-  for i, s in enumerate(scores):
-    if s > scores[best]:
-      best = i
-  return best
-
-
-def reference_select(tree: Tree, c: float = ARMAP_C, rule: str = "uct"
-                    ) -> np.ndarray:
-  t = to_numpy(tree)
-  out = []
-  for b in range(t.visits.shape[0]):
-    node = 0
-    while (t.expanded[b, node] and not t.terminal[b, node]
-           and (t.children[b, node] >= 0).any()):
-      node = int(t.children[b, node, _ref_argmax(
-          _ref_scores(t, b, node, rule, c))])
-    out.append(node)
-  return np.array(out, np.int32)
-
-
-def reference_backup(tree: Tree, leaves, values, gamma: float = ARMAP_GAMMA,
-                     valid=None) -> Tree:
-  t = to_numpy(tree)
-  f32 = np.float32
-  for b, leaf in enumerate(np.asarray(leaves)):
-    if valid is not None and not valid[b]:
-      continue
-    node, g = int(leaf), f32(values[b])
-    while node >= 0:
-      t.visits[b, node] += 1
-      t.value_sum[b, node] = f32(t.value_sum[b, node] + g)
-      t.value_max[b, node] = max(t.value_max[b, node], g)
-      g = f32(t.reward[b, node] + f32(f32(gamma) * g))  # G_parent.
-      node = int(t.parent[b, node])
-  return t
-
-
-def reference_add_children(tree: Tree, nodes, mask, prior, reward, terminal
-                          ) -> tuple[Tree, np.ndarray]:
-  t = to_numpy(tree)
-  n_slots = t.visits.shape[1]
-  ids = np.full(np.shape(mask), -1, np.int32)
-  for b, node in enumerate(np.asarray(nodes)):
-    node = int(node)
-    if node < 0:
-      continue
-    t.expanded[b, node] = True
-    for a in range(ids.shape[1]):
-      if not mask[b][a] or t.children[b, node, a] >= 0:
-        continue
-      kid = int(t.num_nodes[b])
-      if kid >= n_slots:
-        continue
-      t.num_nodes[b] += 1
-      ids[b, a] = kid
-      t.children[b, node, a] = kid
-      t.prior[b, node, a] = prior[b][a]
-      t.parent[b, kid] = node
-      t.action[b, kid] = a
-      t.reward[b, kid] = reward[b][a]
-      t.terminal[b, kid] = terminal[b][a]
-      t.depth[b, kid] = t.depth[b, node] + 1
-  return t, ids

@@ -5,6 +5,8 @@ import pytest
 
 from armap_jax.search import tree as T
 
+import tree_reference as R
+
 
 def _grow_both(rule, c, gamma, seed, batch=6, max_nodes=60, actions=5,
                iters=40, with_rewards=True):
@@ -13,7 +15,7 @@ def _grow_both(rule, c, gamma, seed, batch=6, max_nodes=60, actions=5,
   rt = T.to_numpy(jt)
   for _ in range(iters):
     leaves_j = np.asarray(T.select(jt, c, rule=rule))
-    leaves_r = T.reference_select(rt, c, rule)
+    leaves_r = R.reference_select(rt, c, rule)
     np.testing.assert_array_equal(leaves_j, leaves_r)
     # Expand the leaf in some rows (random masks/priors/terminal flags).
     expand = rng.random(batch) < 0.7
@@ -27,7 +29,7 @@ def _grow_both(rule, c, gamma, seed, batch=6, max_nodes=60, actions=5,
               if with_rewards else np.zeros((batch, actions), np.float32))
     terminal = rng.random((batch, actions)) < 0.2
     jt, ids_j = T.add_children(jt, nodes, mask, prior, reward, terminal)
-    rt, ids_r = T.reference_add_children(rt, nodes, mask, prior, reward,
+    rt, ids_r = R.reference_add_children(rt, nodes, mask, prior, reward,
                                          terminal)
     np.testing.assert_array_equal(np.asarray(ids_j), ids_r)
     # Simulate from the best new child where one was made, as MCTS does.
@@ -36,7 +38,7 @@ def _grow_both(rule, c, gamma, seed, batch=6, max_nodes=60, actions=5,
     values = rng.random(batch).astype(np.float32)
     valid = rng.random(batch) < 0.9
     jt = T.backup(jt, sim, values, gamma, valid)
-    rt = T.reference_backup(rt, sim, values, gamma, valid)
+    rt = R.reference_backup(rt, sim, values, gamma, valid)
   return T.to_numpy(jt), T.to_numpy(rt)
 
 
