@@ -99,7 +99,8 @@ def _compilation_cache(workdir: str) -> None:
 
 def main_with_flags(argv) -> None:
   del argv
-  from armap_jax.runtime import hostmem, pipeline
+  from armap_jax import pipeline
+  from armap_jax.runtime import hostmem
   hostmem.tune_malloc()  # Before JAX starts its threads (see hostmem).
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietLibraries())
