@@ -179,3 +179,20 @@ def test_missing_train_data_is_one_clear_error(tmp_path):
   c.data.train = ""
   with pytest.raises(ValueError, match="^data.train: no input files"):
     run_lib.train_from_config(c)
+
+
+def test_judge_from_a_model_directory_applies_the_view(tmp_path):
+  from agent_helpers import byte_tokenizer, tiny_lm
+  from armap_jax.models import hf
+  hf.save_pretrained(tiny_lm(), byte_tokenizer(), str(tmp_path / "lm"))
+  judge = make_scorer("judge", str(tmp_path / "lm"), env="maze")
+  # The judge hides the last observation; the view strips every one.
+  t = Trajectory("maze/0", "maze", "Reach the goal.", (
+      Step("move up", "You move up. You have reached the goal!"),
+      Step("look", "You are at position 1, 1.")))
+  text = judge.prompt_texts([t])[0]
+  assert "You move up." in text and "reached the goal" not in text
+  s = judge.score([t])
+  assert s.shape == (1,) and 0 < s[0] < 1 and judge.tokens_used > 0
+  with pytest.raises(FileNotFoundError, match="scorer_dir: no directory"):
+    make_scorer("orm", str(tmp_path / "nope"), env="maze")
