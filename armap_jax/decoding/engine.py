@@ -132,12 +132,10 @@ def cached_step_fn(model, unroll_layers: bool = False):
   return step
 
 
-# `Decoder(unroll_layers=None)` unrolls models up to this depth. Measured on
-# SmolLM2-135M (30 layers), batch 16: the unrolled decode step ~25% faster
-# (122-140 vs 163-183 ms on this noisy 2-core CPU), while compiling a
-# (rows, prompt, new-token) bucket takes ~13 s instead of ~5 s, and each call
-# slices (copies) the weights once (~50 ms for SmolLM2 in f32, in the
-# profile). Deeper models keep the layer scan.
+# `Decoder(unroll_layers=None)` unrolls models up to this depth: the unrolled
+# step is faster, but compiling a bucket takes longer and each call slices
+# (copies) the weights once; deeper models keep the layer scan (trade-off
+# measured in docs/performance.md).
 DECODE_UNROLL_MAX_LAYERS = 32
 
 

@@ -106,8 +106,8 @@ def _bisect_threshold(scaled_bv: jax.Array, top_k_b: jax.Array,
   Same kept set as sorting (top-k, then top-p on the renormalised top-k
   distribution; ties at the threshold are all kept): the k-th largest logit
   and the top-p cut are found by exact bisections over the logits' order
-  keys. XLA CPU sorts a [16, 49152] row block in ~270 ms; the two
-  bisections take a few ms.
+  keys, because a sort over the vocabulary is slow on XLA CPU (numbers in
+  docs/performance.md).
   """
   keys = _order_keys(scaled_bv)
   lowest = jnp.min(keys, axis=-1)

@@ -115,7 +115,7 @@ def rope_cos_sin(positions_bt: jax.Array, inv_freq: np.ndarray, dtype,
   then lie in [0, max_positions) and out-of-range ones are clipped. The
   lookup matters on CPU: XLA fuses on-the-fly cos/sin into every consumer,
   re-evaluating the transcendentals per layer and per head, forward and
-  backward (~13% of a small RM training step).
+  backward.
   """
   h = 2 * inv_freq.shape[0]
   if max_positions is not None and 0 < max_positions * h <= ROPE_TABLE_MAX:
@@ -149,7 +149,7 @@ def dense(x: jax.Array, w: jax.Array, n_in: int = 1) -> jax.Array:
   matters for training: the weight gradient of a 3-D einsum contracts over
   two axes (batch and length), which XLA canonicalises with a transposed copy
   of the activation gradient, while the 2-D weight gradient is a single
-  transposed-operand matmul (the MLP backward is ~2x faster measured here).
+  transposed-operand matmul.
 
   Args:
     x: [*lead, *in] activations.
@@ -244,9 +244,8 @@ def attention(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array,
 
   Computed as batched matmuls over one merged (batch x kv-head) axis,
   [B*K, T*G, H] x [B*K, S, H]: XLA CPU's fast dot path takes a single leading
-  batch dimension (with two it falls back to a slow generic loop), measured
-  ~12% faster for a whole RM training step (reading a KV cache keeps (B, K)
-  as two batch dims; see below). The mask is additive (a 0 / finfo.min bias;
+  batch dimension (with two it falls back to a slow generic loop; reading a
+  KV cache keeps (B, K) as two batch dims, see below). The mask is additive (a 0 / finfo.min bias;
   equal to a select, since finfo.min absorbs any score) and the VJP is
   hand-written (`_attend`).
 
@@ -277,13 +276,11 @@ def attention(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array,
       b * k, t * g, h)
   if kv_layout == "cache":
     # Reading a KV cache (prefill / decode; never differentiated): a select
-    # mask and no custom-VJP call, measured ~1.6x faster for SmolLM2's batch-16
-    # decode step than the additive-bias path below (XLA copies more of the
-    # in-place-updated cache around the call). Keys are stored transposed,
-    # [B, K, H, S], so QK^T is a plain [T*G, H] x [H, S] product: for a
-    # decode step's few queries against the whole cache the attention ran
-    # ~1.4x faster (SmolLM2's 30 layers at batch 16) than with the
-    # transposed-operand product over keys in [B, K, S, H]. The cache is read
+    # mask and no custom-VJP call (around that call XLA copies more of the
+    # in-place-updated cache than the additive-bias path below). Keys are
+    # stored transposed, [B, K, H, S], so QK^T is a plain [T*G, H] x [H, S]
+    # product rather than a transposed-operand one, which is what a decode
+    # step's few queries against the whole cache need. The cache is read
     # with (B, K) as two batch dims, not merged: with a per-layer cache, XLA
     # fused the merging reshape into a second copy of the cache update and
     # then copied every layer's cache buffers on each decode step.

@@ -20,12 +20,9 @@ Formulation: the adapters are folded into the stacked weights once per forward
 pass, before the layer scan (`merge_layer_weights`), instead of adding
 x @ A @ B inside every block. Folding costs L * r * |W| multiply-adds per
 step, small against the batch's B * T * |W|, needs no change to the scanned
-block and keeps the model's matmul shapes. Measured on this project's CPU
-(Llama d=256, 4 layers, 8 pairs x 256 tokens, rank 8 on all seven
-projections; a shared, loaded machine): full fine-tuning 6.5-7.2 s/step,
-folded LoRA 2.8-3.7 s/step, in-block x@A@B (a prototype with the same loss)
-5.9-7.2 s/step: the skinny rank-r matmuls on [B*T, r] activations cost more
-here than they save. In principle in-block skips the full-size weight
+block and keeps the model's matmul shapes. On CPU the skinny rank-r matmuls
+of an in-block x@A@B on [B*T, r] activations cost more than they save
+(docs/performance.md). In principle in-block skips the full-size weight
 gradient of each target and wins at large B*T*|W| on accelerators; that
 would need a hook in `models/transformer._block`.
 """

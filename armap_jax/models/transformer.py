@@ -183,7 +183,7 @@ def _block(config: ModelConfig, dtype, x_btd, w, cos_sin, mask_bts,
 # blocks of CAUSAL_BLOCK_LEN (at most CAUSAL_BLOCKS_MAX blocks), each block
 # attending only the keys up to its last query (`layers.attention(
 # causal_blocks=...)`): at T = 256, two blocks skip a quarter of the score
-# work, measured ~5-8% of a 4-layer RM training step on CPU.
+# work.
 CAUSAL_BLOCK_LEN = 128
 CAUSAL_BLOCKS_MAX = 4
 
@@ -233,8 +233,7 @@ def _hidden(c: ModelConfig, dtype, w: dict[str, Any], tokens_bt, positions_bt,
     # arrays slices (copies) every layer's weights on each call, which at
     # decode batch sizes costs about as much as the matmuls themselves.
     # Likewise an unstacked cache: each layer updates and reads its own
-    # buffers (slicing a stacked one copies it: ~20% of SmolLM2's batch-16
-    # decode step).
+    # buffers (slicing a stacked one would copy it on every step).
     kv = None if cache is None else (cache["k"], cache["v"])
     per_layer = kv is not None and isinstance(kv[0], (tuple, list))
     new_k, new_v = [], []

@@ -3,9 +3,8 @@
 XLA CPU allocates each execution's temporaries as one buffer (~400 MB for a
 small reward model's training step) and frees it afterwards. glibc serves
 allocations that large with a fresh `mmap` and returns them with `munmap`, so
-every step first-touches every temporary page again: ~90k page faults per
-step, measured ~20% of a 4-layer RM training step on this 2-core VM (the
-first fusion writing each buffer ran 3-8x slower than alone). Keeping freed
+every step first-touches every temporary page again (page faults that made
+a small RM training step markedly slower: docs/performance.md). Keeping freed
 memory in the heap instead makes the next step reuse the same, already
 mapped pages:
 
