@@ -58,6 +58,12 @@ class TrainConfig:
   steps: int = 1000
   batch_size: int = 16  # Global, across processes and micro-batches.
   grad_accum: int = 1
+  # Activation memory bound of one micro-batch (estimated from the model's
+  # shape and the batch's length, per device): a step whose batch would need
+  # more is split into more micro-batches than `grad_accum` (the fewest that
+  # fit). 0 = no bound. What keeps a LoRA step on a 135M backbone within a
+  # few GB at batch 16 (see docs/performance.md, "Memory").
+  max_activation_gb: float = 1.5
   lr: float = 1e-4
   warmup_steps: int = 20
   schedule: str = "cosine"  # "cosine" | "constant"
@@ -138,6 +144,32 @@ def param_shardings(model: nnx.Module, mesh: jax.sharding.Mesh,
   return _nested(flat)
 
 
+def _activation_shape(model: nnx.Module) -> dict[str, int] | None:
+  """What `activation_bytes_per_token` needs of a RewardModel/Transformer."""
+  c = getattr(model, "config", None)
+  if c is None:
+    return None
+  body = getattr(model, "backbone", model)
+  return {"layers": c.num_layers, "hidden": c.hidden_size,
+          "mlp": c.intermediate_size, "heads": c.num_heads,
+          "vocab": c.vocab_size,
+          "itemsize": jnp.dtype(getattr(body, "dtype", jnp.float32)).itemsize}
+
+
+def activation_bytes_per_token(shape: Mapping[str, int], length: int,
+                               kind: str) -> int:
+  """Upper estimate of the bytes a training forward keeps per token for the
+  backward pass: per layer the block's inputs, norms, projections and MLP
+  activations (~16 D + 4 F values) plus the attention probabilities (N x T);
+  an implicit PRM adds its f32 logits and log-softmax over the vocabulary for
+  the policy and the reference."""
+  per_layer = 16 * shape["hidden"] + 4 * shape["mlp"] + shape["heads"] * length
+  b = shape["layers"] * per_layer * shape["itemsize"]
+  if kind == "implicit":
+    b += 4 * 4 * shape["vocab"]
+  return int(b)
+
+
 def batch_sharding(mesh: jax.sharding.Mesh, ndim: int,
                    rules=shd.DEFAULT_RULES) -> NamedSharding:
   return shd.named_sharding(mesh, ("batch",) + (None,) * (ndim - 1), rules)
@@ -162,6 +194,7 @@ class Trainer:
     self.mesh = mesh
     self.rules = rules
     self.tx = make_optimizer(cfg)
+    self._act_shape = _activation_shape(model)
     self.graphdef, _, frozen, self._rest = nnx.split(
         model, TRAINABLE, FrozenParam, ...)
     shapes = lambda t: jax.tree.map(
@@ -250,6 +283,30 @@ class Trainer:
     return self._state_sh
 
   # -- steps -------------------------------------------------------------------
+  def micro_batches(self, tokens_shape) -> int:
+    """Micro-batches of a step on a batch of `tokens_shape` ([B, 2, T] pairs,
+    [B, T] otherwise): `grad_accum`, raised to the fewest that keep one
+    micro-batch's activations within `max_activation_gb` per device (a
+    divisor of B whose micro-batch still splits over the data axes)."""
+    cfg = self.cfg
+    a = cfg.grad_accum
+    if not cfg.max_activation_gb or self._act_shape is None:
+      return a
+    b, t = tokens_shape[0], tokens_shape[-1]
+    rows = int(np.prod(tokens_shape[:-1]))
+    dp = int(np.prod([self.mesh.shape.get(n, 1) for n in ("data", "fsdp")]))
+    per_token = activation_bytes_per_token(self._act_shape, t, cfg.kind)
+    need = rows * t * per_token / dp
+    budget = cfg.max_activation_gb * 2**30
+    for n in range(a, b + 1):
+      if b % n or (b // n) % dp or n % a:
+        continue
+      if need / n <= budget:
+        return n
+    # Nothing fits: the smallest micro-batch the mesh allows.
+    return max([n for n in range(a, b + 1)
+                if not b % n and not (b // n) % dp and not n % a] or [a])
+
   def loss_fn(self, params, batch, ref_params=None, frozen=None):
     """(loss, metrics) for one (micro-)batch; gradients flow to `params`."""
     cfg = self.cfg
@@ -290,7 +347,7 @@ class Trainer:
 
   def _train_step(self, state: State, batch, frozen=None):
     cfg = self.cfg
-    a = cfg.grad_accum
+    a = self.micro_batches(batch["tokens"].shape)
     ref = state.get("ref_params")
     grad_fn = jax.value_and_grad(self.loss_fn, has_aux=True)
     if a == 1:
