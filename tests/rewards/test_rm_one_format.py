@@ -196,3 +196,17 @@ def test_judge_from_a_model_directory_applies_the_view(tmp_path):
   assert s.shape == (1,) and 0 < s[0] < 1 and judge.tokens_used > 0
   with pytest.raises(FileNotFoundError, match="scorer_dir: no directory"):
     make_scorer("orm", str(tmp_path / "nope"), env="maze")
+
+
+def test_searches_report_the_trained_scorers_tokens(runs):
+  from armap_jax.search import SEARCHERS, Budget, common
+  from armap_jax.agent.simple_policies import RandomValidPolicy
+  factory = lambda: game24.Game24Env(protocol=PROTOCOL, max_steps=4)
+  tasks = [game24.task_id_for(p) for p in game24.load_puzzles("test")[:2]]
+  for kind in ("orm", "prm"):
+    sc = load_scorer(runs[kind])
+    res = SEARCHERS["bon"]().run(tasks, RandomValidPolicy(factory), sc,
+                                 factory, Budget(n=2, max_steps=4))
+    total = sum(r.compute.scorer_tokens for r in res)
+    assert total == sc.tokens_used > 0
+    assert common.summarize(res)["scorer_tokens"] > 0
