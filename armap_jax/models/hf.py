@@ -119,6 +119,14 @@ def load_hf_dir(path: str, dtype=jnp.float32, mesh=None, *, param_dtype=None,
   return model, load_tokenizer(path), config
 
 
+def _default_permissions(path: str) -> None:
+  """safetensors writes through a private temporary file (mode 0600); give
+  the result the mode any other new file gets (0666 minus the umask)."""
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(path, 0o666 & ~umask)
+
+
 def save_pretrained(model: Transformer, tokenizer, path: str, *,
                     dtype=None) -> None:
   """Writes an HF directory: config.json, model.safetensors, tokenizer files.
@@ -136,7 +144,9 @@ def save_pretrained(model: Transformer, tokenizer, path: str, *,
   if dtype is not None:
     arrays = {k: v.astype(jnp.dtype(dtype)) for k, v in arrays.items()}
   tensors = keymap.ours_to_hf(config, arrays)
-  save_file(tensors, os.path.join(path, SAFETENSORS), metadata={"format": "pt"})
+  weights = os.path.join(path, SAFETENSORS)
+  save_file(tensors, weights, metadata={"format": "pt"})
+  _default_permissions(weights)
   hf_config = config.to_hf_config()
   first = next(iter(tensors.values()))
   hf_config.dtype = _jnp_dtype_name(first.dtype)
