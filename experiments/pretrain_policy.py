@@ -6,14 +6,19 @@ r"""Pretrains the small Game of 24 policy and writes its Hugging Face directory.
 
 Seeded and reproducible: the same config gives the same traces, batches and
 parameters. Writes <out_dir>/{config.json, model.safetensors, tokenizer files}
-and <out_dir>/pretrain_info.json (config used, data sizes, times, losses and,
+and <out_dir>/pretrain_info.json (config used, data sizes, times, losses,
+`lineage`: every earlier stage these weights continue from (`init_from`), and,
 when `eval.enabled`, Greedy / Sampling / oracle@N on `eval.split`).
+
+`--config.eval.only=True` evaluates `eval.model` (default: out_dir) and writes
+<eval.out>/eval_<split>.json; it never writes into the evaluated model's
+directory.
 """
 
 import json
 import os
 
-from absl import logging
+from absl import app, logging
 from ml_collections import config_flags
 
 from armap_jax.pipeline import policy_eval
@@ -38,26 +43,50 @@ def main(argv):
   trace_cfg = TraceConfig(**t)
   model_cfg = policies.PolicyModelConfig(**c.model.to_dict())
   lm_cfg = lm.LMConfig(**c.train.to_dict())
-  path = os.path.join(c.out_dir, "pretrain_info.json")
   if c.eval.only:
-    model, tokenizer, _ = load_pretrained(c.out_dir)
-    with open(path, encoding="utf-8") as f:
-      info = json.load(f)
-  else:
-    model, tokenizer, info = policies.pretrain(trace_cfg, model_cfg, lm_cfg,
-                                               c.out_dir, init_seed=c.seed,
-                                               init_from=c.init_from)
-    info["config"] = c.to_dict()
-    with open(path, "w", encoding="utf-8") as f:
-      json.dump(info, f, indent=1, default=str)
-  if c.eval.enabled or c.eval.only:
-    info.setdefault("eval", {})[c.eval.split] = policy_eval.evaluate_game24(
-        model, tokenizer, split=c.eval.split,
-        num_puzzles=c.eval.num_puzzles or None, n=c.eval.n,
-        seeds=tuple(c.eval.seeds), max_new_tokens=c.eval.max_new_tokens)
-    with open(path, "w", encoding="utf-8") as f:
-      json.dump(info, f, indent=1, default=str)
+    _evaluate_only(c)
+    return
+  model, tokenizer, info = policies.pretrain(trace_cfg, model_cfg, lm_cfg,
+                                             c.out_dir, init_seed=c.seed,
+                                             init_from=c.init_from)
+  info["config"] = c.to_dict()
+  info["continued_from"] = c.init_from or None
+  info["lineage"] = policies.lineage_of(c.init_from)
+  if c.eval.enabled:
+    info["eval"] = {c.eval.split: _evaluate(c, model, tokenizer)}
+  path = os.path.join(c.out_dir, policies.INFO_FILE)
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(info, f, indent=1, default=str)
   logging.info("wrote %s", path)
+
+
+def _evaluate(c, model, tokenizer) -> dict:
+  return policy_eval.evaluate_game24(
+      model, tokenizer, split=c.eval.split,
+      num_puzzles=c.eval.num_puzzles or None, n=c.eval.n,
+      seeds=tuple(c.eval.seeds), max_new_tokens=c.eval.max_new_tokens)
+
+
+def _evaluate_only(c) -> None:
+  """Evaluates `eval.model` (default: the model in out_dir) and writes the
+  results to `eval.out`, never into the evaluated model's directory (it may
+  be the shipped policy, a tracked file)."""
+  name = c.eval.model or c.out_dir
+  src = policies.model_dir(name)
+  out = os.path.abspath(c.eval.out)
+  if os.path.commonpath([out, src]) == src:
+    raise app.UsageError(f"--config.eval.out={c.eval.out!r} is inside the "
+                     f"evaluated model's directory {src}; pick another one")
+  model, tokenizer, _ = load_pretrained(name)
+  result = {"model": name, "model_dir": src,
+            "pretrain_info": os.path.join(src, policies.INFO_FILE),
+            "eval": {c.eval.split: _evaluate(c, model, tokenizer)}}
+  os.makedirs(out, exist_ok=True)
+  path = os.path.join(out, f"eval_{c.eval.split}.json")
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(result, f, indent=1, default=str)
+  logging.info("wrote %s", path)
+  print(json.dumps(result["eval"], indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -124,3 +124,54 @@ def pretrain(trace_cfg, model_cfg: PolicyModelConfig, lm_cfg,
     save_pretrained(model, tokenizer, out_dir)
     logging.info("pretrain: wrote %s", out_dir)
   return model, tokenizer, info
+
+
+# ----------------------------------------------------------------------------
+# Lineage: what a policy's weights were made from.
+
+INFO_FILE = "pretrain_info.json"
+# Keys of a stage's info that identify it in a later stage's `lineage`.
+_STAGE_KEYS = ("num_traces", "num_puzzles", "puzzles", "traces_sha256",
+               "tokens", "loss_tokens", "final_loss", "train_s", "config",
+               "eval", "continued_from")
+
+
+def model_dir(name_or_path: str) -> str:
+  """The directory `load_pretrained(name_or_path)` reads (shipped policy
+  names resolve to their package directory)."""
+  import os
+
+  from armap_jax.models import registry
+  if name_or_path in registry.known_policies():
+    return registry.policy_path(name_or_path)
+  return os.path.abspath(name_or_path)
+
+
+def read_info(directory: str) -> dict | None:
+  """`<directory>/pretrain_info.json`, or None where there is none."""
+  import os
+  path = os.path.join(directory, INFO_FILE)
+  if not os.path.isfile(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    try:
+      return json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}: not valid JSON ({e})") from e
+
+
+def lineage_of(init_from: str) -> list[dict]:
+  """The `lineage` of a stage continuing from `init_from`: the earlier
+  stage's own lineage, then that stage (its config, trace digest, puzzles,
+  results and where it continued from). Weights without a pretrain_info.json
+  (e.g. an HF model) are recorded by location only."""
+  if not init_from:
+    return []
+  src = model_dir(init_from)
+  parent = read_info(src)
+  if parent is None:
+    return [{"continued_from": init_from, "dir": src, "info": None}]
+  stage = {k: parent[k] for k in _STAGE_KEYS if k in parent}
+  stage["dir"] = src
+  return list(parent.get("lineage", [])) + [stage]
+

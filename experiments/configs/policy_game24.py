@@ -50,7 +50,11 @@ def get_config() -> ml_collections.ConfigDict:
   })
   c.eval = ml_collections.ConfigDict({
       "enabled": False,  # Evaluate after training.
-      "only": False,  # Evaluate the model in out_dir; no training.
+      "only": False,  # Evaluate `model`; no training.
+      "model": "",  # eval.only: a name or directory ("": out_dir).
+      # eval.only: results go to <out>/eval_<split>.json (never into the
+      # evaluated model's directory).
+      "out": "/tmp/armap_jax/policy_eval",
       "split": "dev",
       "num_puzzles": 100,
       "n": 16,

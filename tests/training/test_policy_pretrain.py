@@ -145,3 +145,69 @@ def test_shipped_pretraining_traces_regenerate_exactly():
   assert policies.traces_digest(traces) == info["traces_sha256"]
   assert sorted({t.puzzle for t in traces}) == info["puzzles"]
   _assert_no_test_puzzle(traces)
+
+
+# -- the launcher: lineage across stages, eval-only writes elsewhere ----------
+
+_TINY = ["--config.traces.num_traces=32", "--config.train.steps=2",
+         "--config.train.batch_size=8", "--config.train.warmup_steps=1",
+         "--config.model.hidden_size=32", "--config.model.num_layers=1",
+         "--config.model.num_heads=2", "--config.model.num_kv_heads=2",
+         "--config.model.intermediate_size=64"]
+_TINY_EVAL = ["--config.eval.num_puzzles=2", "--config.eval.n=2",
+              "--config.eval.seeds=(0,)", "--config.eval.max_new_tokens=8"]
+
+
+def _pretrain(args, tmp_path):
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  p = subprocess.run(
+      [sys.executable, os.path.join(root, "experiments", "pretrain_policy.py")]
+      + args, cwd=tmp_path, env=env, capture_output=True, text=True,
+      timeout=600)
+  return p.returncode, p.stderr
+
+
+def _info(d):
+  with open(os.path.join(d, "pretrain_info.json"), encoding="utf-8") as f:
+    return json.load(f)
+
+
+def test_stages_record_their_lineage_and_eval_only_writes_elsewhere(tmp_path):
+  s1, s2 = str(tmp_path / "s1"), str(tmp_path / "s2")
+  rc, err = _pretrain([f"--config.out_dir={s1}"] + _TINY, tmp_path)
+  assert rc == 0, err[-3000:]
+  rc, err = _pretrain([f"--config.out_dir={s2}", f"--config.init_from={s1}",
+                       "--config.traces.seed=1"] + _TINY, tmp_path)
+  assert rc == 0, err[-3000:]
+  one, two = _info(s1), _info(s2)
+  assert one["lineage"] == [] and one["continued_from"] is None
+  assert two["continued_from"] == s1
+  (stage,) = two["lineage"]
+  assert stage["dir"] == s1
+  assert stage["traces_sha256"] == one["traces_sha256"] != two["traces_sha256"]
+  assert stage["puzzles"] == one["puzzles"]
+  assert stage["config"] == one["config"]
+  assert stage["final_loss"] == one["final_loss"]
+
+  # Eval-only: results in eval.out; the evaluated model's files untouched.
+  before = {f: os.path.getmtime(os.path.join(s2, f)) for f in os.listdir(s2)}
+  text = open(os.path.join(s2, "pretrain_info.json"), "rb").read()
+  out = str(tmp_path / "ev")
+  rc, err = _pretrain([f"--config.out_dir={s2}", "--config.eval.only=True",
+                       f"--config.eval.out={out}"] + _TINY_EVAL, tmp_path)
+  assert rc == 0, err[-3000:]
+  with open(os.path.join(out, "eval_dev.json"), encoding="utf-8") as f:
+    res = json.load(f)
+  assert res["model_dir"] == s2 and "greedy" in res["eval"]["dev"]
+  assert open(os.path.join(s2, "pretrain_info.json"), "rb").read() == text
+  assert {f: os.path.getmtime(os.path.join(s2, f))
+          for f in os.listdir(s2)} == before
+  # ... and refuses to write into it.
+  rc, err = _pretrain([f"--config.out_dir={s2}", "--config.eval.only=True",
+                       f"--config.eval.out={s2}/ev"] + _TINY_EVAL, tmp_path)
+  assert rc == 2 and "error: --config.eval.out" in err, err[-2000:]
