@@ -83,23 +83,28 @@ def prompt_format(policy_cfg, env_cfg):
           f"traces: it needs config.env.name='game24' and "
           f"config.env.protocol='tot' (got {env_cfg.name!r}, "
           f"{env_cfg.protocol!r})")
-    from armap_jax.data.game24_traces import Game24TraceFormat
+    from armap_jax.agent.trace_format import Game24TraceFormat
     return Game24TraceFormat()
   return prompts.get_format(env_cfg.name, env_cfg.protocol
                             if env_cfg.name.startswith("game24") else None)
 
 
 def _tiny_random(seed: int, fmt):
+  """An untrained 1-layer Llama over the shipped policy's character-level
+  trace tokenizer (tests and smoke runs)."""
+  import transformers
   from flax import nnx
 
   from armap_jax.agent.local_policy import LocalPolicy
-  from armap_jax.models import Transformer
-  from armap_jax.training import lm
-  from armap_jax.training import policy_pretrain
-  tok = lm.trace_tokenizer()
-  mcfg = policy_pretrain.model_config(policy_pretrain.PolicyModelConfig(
-      hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2,
-      intermediate_size=64), tok)
+  from armap_jax.models import ModelConfig, Transformer, registry
+  tok = transformers.PreTrainedTokenizerFast.from_pretrained(
+      registry.policy_path(registry.DEFAULT_POLICY))
+  mcfg = ModelConfig(
+      arch="llama", vocab_size=-(-len(tok) // 32) * 32, hidden_size=32,
+      num_layers=1, num_heads=2, num_kv_heads=2, head_dim=16,
+      intermediate_size=64, max_position_embeddings=256, norm_eps=1e-5,
+      tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
+      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
   model = Transformer(mcfg, rngs=nnx.Rngs(seed))
   return LocalPolicy(model, tok, fmt=fmt, chat=False, name="tiny-random")
 

@@ -41,8 +41,8 @@ import random
 from collections.abc import Sequence
 from fractions import Fraction
 
-from armap_jax.agent import prompts as prompts_lib
-from armap_jax.agent.policy import History
+# The prompt format lives with the other formats in agent/ (re-exported here).
+from armap_jax.agent.trace_format import Game24TraceFormat, trace_text  # noqa: F401
 from armap_jax.envs import game24
 from armap_jax.envs.game24_math import (apply_op, format_number, format_numbers,
                                         legal_moves)
@@ -101,11 +101,6 @@ class Trace:
     d["lines"] = list(self.lines)
     d["text"] = self.text
     return d
-
-
-def trace_text(puzzle: str, lines: Sequence[str]) -> str:
-  """``Input: ...\\nSteps:\\n`` + one line per step (newline-terminated)."""
-  return f"Input: {puzzle}\nSteps:\n" + "".join(ln + "\n" for ln in lines)
 
 
 def _one_trace(puzzle: str, cfg: TraceConfig, rng: random.Random) -> Trace:
@@ -218,35 +213,3 @@ def write_traces(path: str | os.PathLike, traces: Sequence[Trace]) -> None:
   with open(path, "w", encoding="utf-8") as f:
     for t in traces:
       f.write(json.dumps(t.to_json(), ensure_ascii=False) + "\n")
-
-
-@dataclasses.dataclass(frozen=True)
-class Game24TraceFormat:
-  """The prompt format the traces are written in (a `PromptFormat`).
-
-  The plain-text prompt is ``Input: <puzzle>\\nSteps:\\n`` followed by the
-  lines of the steps so far (steps the env rejected are left out), so the
-  model continues with the next line; `stop` is the newline. Parsing is
-  `Game24Format`'s (first non-empty line).
-  """
-
-  name: str = "game24-trace"
-  stop: tuple[str, ...] = ("\n",)
-
-  def text(self, history: History) -> str:
-    lines = [
-        prompts_lib.one_line(st.action) for st in history.steps
-        if (st.info or {}).get("valid", True) is not False and
-        not (st.info or {}).get("invalid", False)
-    ]
-    return trace_text(prompts_lib.game24_numbers(history), lines)
-
-  def messages(self, history: History) -> list[prompts_lib.Message]:
-    return [{"role": "user", "content": self.text(history)}]
-
-  def parse(self, reply: str) -> prompts_lib.ParsedAction:
-    return prompts_lib.Game24Format(protocol="tot").parse(reply)
-
-  def target(self, action: str, thought: str = "") -> str:
-    del thought
-    return prompts_lib.one_line(action)

@@ -17,12 +17,11 @@ reward-data recipe and leak scan the main job reads for that env.
 
 from __future__ import annotations
 
-import functools
-import importlib
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from armap_jax.envs import spec
 from armap_jax.envs.base import Env
 
 # name -> "module:attribute" of the env class (imported lazily).
@@ -62,31 +61,13 @@ def register(name: str, factory: Callable[..., Env], *,
     _EXTRA[name] = factory
 
 
-def _load(path: str) -> Callable[..., Env]:
-  module, attr = path.split(":")
-  return getattr(importlib.import_module(module), attr)
-
-
-@functools.lru_cache(maxsize=8)
-def _webshop_world(data_dir: str | None, synthetic_seed: int):
-  from armap_jax.envs.webshop import WebShopWorld  # pylint: disable=g-import-not-at-top
-  if data_dir:
-    return WebShopWorld.from_dir(data_dir)
-  return WebShopWorld.synthetic(seed=synthetic_seed)
-
-
 def make_env(name: str, **kwargs: Any) -> Env:
-  """A new env of kind `name`, constructed with `kwargs`."""
+  """A new env of kind `name`, constructed with `kwargs` (a built-in env by
+  its `EnvSpec.make`, which also shares WebShop catalogs)."""
   key = canonical_name(name)
   if key in _EXTRA:
     return _EXTRA[key](**kwargs)
-  if key == "webshop" and "world" not in kwargs and (
-      "data_dir" in kwargs or "synthetic_seed" in kwargs):
-    data_dir = kwargs.pop("data_dir", None)
-    seed = int(kwargs.pop("synthetic_seed", 0))
-    with _LOCK:
-      kwargs["world"] = _webshop_world(data_dir, seed)
-  return _load(_BUILTIN[key])(**kwargs)
+  return get_spec(key).make(**kwargs)
 
 
 def env_prompt(name: str) -> tuple[str, str] | None:
@@ -105,7 +86,6 @@ def env_prompt(name: str) -> tuple[str, str] | None:
 def get_spec(name: str):
   """The `EnvSpec` (ARMAP hooks: splits, oracle, recipe, leak scan) of env
   `name`; KeyError naming the known envs for an unknown name."""
-  from armap_jax.envs import spec  # pylint: disable=g-import-not-at-top
   key = ALIASES.get(name, name)
   if key not in spec.SPECS:
     raise KeyError(f"unknown env {name!r}; known: {sorted(spec.SPECS)}")

@@ -13,7 +13,9 @@ Fields (see docs/architecture.md, "Env and EnvSpec"):
   that states the verdict; the reward-model view removes every match).
 * `rm_view`: where the env's own reward-model view lives, when it has one
   (``"module:attribute"``; `data.rm_view.RMView(env, protocol)` applies it).
-* `oracle()`: the env's reward as a scorer (an upper bound, `is_oracle`).
+* `partial_value`: the env's ground truth of an unfinished trajectory (Game of
+  24: can 24 still be reached); `rewards.oracle.make_oracle(name)` turns the
+  env's reward and this value into the oracle scorer (an upper bound).
 * `editor`: `data.edits` editor for action-edit negatives (None: none).
 * `backward`: whether the env has a backward task generator (Game of 24).
 * `leak_texts(task_id)`: strings of a held-out task that no training artefact
@@ -25,9 +27,12 @@ Fields (see docs/architecture.md, "Env and EnvSpec"):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import itertools
+import threading
 from collections.abc import Callable
+from fractions import Fraction
 from typing import Any
 
 
@@ -42,6 +47,7 @@ class EnvSpec:
 
   name: str
   env_class: str  # "module:Class" of the env (imported lazily).
+  constructor: str | None = None  # "module:function" building it, if not the class.
   default_policy: str = "random"
   protocols: tuple[str, ...] = ("default",)
   max_steps: int = 30
@@ -60,9 +66,8 @@ class EnvSpec:
     return self.env_class.split(":")[0]
 
   def make(self, **env_kwargs: Any):
-    """A new env (the same factory `registry.make_env` uses)."""
-    from armap_jax.envs import registry  # pylint: disable=g-import-not-at-top
-    return registry.make_env(self.name, **env_kwargs)
+    """A new env (`registry.make_env` builds built-in envs with this)."""
+    return _resolve(self.constructor or self.env_class)(**env_kwargs)
 
   def factory(self, protocol: str | None = None, max_steps: int | None = None,
               **env_kwargs: Any) -> Callable[[], Any]:
@@ -89,11 +94,10 @@ class EnvSpec:
     return tuple(getattr(importlib.import_module(self.module),
                          "OUTCOME_PATTERNS", ()))
 
-  def oracle(self):
-    """The env's ground truth as a scorer: rows it steers are upper bounds."""
-    from armap_jax.rewards.oracle import OracleScorer  # pylint: disable=g-import-not-at-top
-    partial = _resolve(self.partial_value) if self.partial_value else None
-    return OracleScorer(partial, name="oracle")
+  def partial_value_fn(self) -> Callable[[Any], float] | None:
+    """The env's ground-truth value of a partial trajectory, or None (then
+    the oracle scores a trajectory by its reward so far)."""
+    return _resolve(self.partial_value) if self.partial_value else None
 
   def leak_texts(self, task_id: str) -> list[str]:
     """Strings of held-out task `task_id` no training artefact may contain."""
@@ -115,10 +119,74 @@ def game24_leak_texts(task_id: str) -> list[str]:
   return out
 
 
+def _game24_numbers(text: str) -> list[Fraction] | None:
+  from armap_jax.envs.game24_math import parse_number  # pylint: disable=g-import-not-at-top
+  out = []
+  for tok in str(text).split():
+    x = parse_number(tok)
+    if x is None:
+      return None
+    out.append(x)
+  return out
+
+
+def game24_partial_value(traj) -> float:
+  """Game of 24 ground truth of a partial episode: 1.0 if 24 is still
+  reachable from the true remaining numbers, else 0.0.
+
+  Reads the numbers from the last step's `info["numbers"]` (both protocols;
+  in `tot`, a step that went wrong, `info["consistent"] == False`, scores 0),
+  or from the puzzle before any step.
+  """
+  from armap_jax.envs import game24  # pylint: disable=g-import-not-at-top
+
+  if traj.success:
+    return 1.0
+  if not traj.steps:
+    try:
+      nums = [Fraction(n) for n in game24.puzzle_for(traj.task_id).split()]
+    except Exception:  # Unknown task id: no ground truth to give.
+      return 0.0
+    return float(game24.is_solvable(nums))
+  info = traj.steps[-1].info
+  if info.get("consistent") is False:
+    return 0.0
+  nums = _game24_numbers(info.get("numbers", ""))
+  if not nums:
+    return 0.0
+  if len(nums) == 1:
+    return float(nums[0] == 24)
+  return float(game24.is_solvable(nums))
+
+
+_WEBSHOP_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=8)
+def _webshop_world(data_dir: str | None, synthetic_seed: int):
+  from armap_jax.envs.webshop import WebShopWorld  # pylint: disable=g-import-not-at-top
+  if data_dir:
+    return WebShopWorld.from_dir(data_dir)
+  return WebShopWorld.synthetic(seed=synthetic_seed)
+
+
+def make_webshop(**kwargs: Any):
+  """A WebShop env; ``data_dir=PATH`` (the real files) or
+  ``synthetic_seed=S`` (the synthetic catalog) build the catalog once per
+  process, shared by every WebShop env made this way."""
+  from armap_jax.envs.webshop import WebShopEnv  # pylint: disable=g-import-not-at-top
+  if "world" not in kwargs and ("data_dir" in kwargs or
+                                "synthetic_seed" in kwargs):
+    data_dir = kwargs.pop("data_dir", None)
+    seed = int(kwargs.pop("synthetic_seed", 0))
+    with _WEBSHOP_LOCK:
+      kwargs["world"] = _webshop_world(data_dir, seed)
+  return WebShopEnv(**kwargs)
+
+
 def webshop_leak_texts(task_id: str) -> list[str]:
   """A WebShop goal: its instruction text (ids are bare numbers)."""
-  from armap_jax.envs import registry  # pylint: disable=g-import-not-at-top
-  env = registry.make_env("webshop", synthetic_seed=0)
+  env = SPECS["webshop"].make(synthetic_seed=0)
   try:
     return [env.task(task_id).instruction]
   finally:
@@ -131,7 +199,7 @@ SPECS: dict[str, EnvSpec] = {
         default_policy="game24-tiny", protocols=("tot", "env"), max_steps=6,
         editor="game24", backward=True,
         rm_view="armap_jax.data.rm_view:RMView",  # Its Game of 24 case.
-        partial_value="armap_jax.rewards.oracle:game24_partial_value",
+        partial_value="armap_jax.envs.spec:game24_partial_value",
         leak_texts_fn="armap_jax.envs.spec:game24_leak_texts"),
     "maze": EnvSpec(
         name="maze", env_class="armap_jax.envs.maze:MazeEnv",
@@ -148,6 +216,7 @@ SPECS: dict[str, EnvSpec] = {
         default_policy="random", max_steps=30, max_steps_kwarg="max_actions"),
     "webshop": EnvSpec(
         name="webshop", env_class="armap_jax.envs.webshop:WebShopEnv",
+        constructor="armap_jax.envs.spec:make_webshop",
         default_policy="random", max_steps=15,
         env_kwargs=(("synthetic_seed", 0),),
         leak_texts_fn="armap_jax.envs.spec:webshop_leak_texts"),

@@ -28,19 +28,9 @@ from armap_jax.envs import registry
 from armap_jax.pipeline import plan as plan_lib
 from armap_jax.pipeline import stages
 from armap_jax.pipeline.core import check_producer, read_json, write_json
+from armap_jax.report import tables
 
-ROW_NAMES = {
-    "greedy": "Greedy",
-    "sampling": "Sampling",
-    "reflexion-orm": "ARMAP-R (Reflexion + ORM)",
-    "bon-orm": "ARMAP-B (Best-of-N + ORM)",
-    "mcts-orm": "ARMAP-M (MCTS + ORM)",
-    "beam-prm": "AgentRM (beam + PRM)",
-    "reflexion-oracle": "Reflexion + oracle (upper bound)",
-    "bon-oracle": "Best-of-N + oracle (upper bound)",
-    "mcts-oracle": "MCTS + oracle (upper bound)",
-    "beam-oracle": "Beam + oracle (upper bound)",
-}
+ROW_NAMES = tables.ROW_NAMES  # The table's row names live with the tables.
 ENV_TITLES = {"game24": "Game of 24", "maze": "Maze", "webshop": "WebShop",
               "sciworld": "ScienceWorld", "household": "households",
               "babyai": "BabyAI"}
@@ -75,7 +65,8 @@ def evaluate(cfg, wd, policy, method: str, scorer_kind: str) -> dict[str, Any]:
     from armap_jax.rewards.load import NoScorer
     scorer, label = NoScorer(), method
   elif scorer_kind == "oracle":
-    scorer, label = stages.spec(cfg).oracle(), f"{method}-oracle"
+    from armap_jax.rewards.oracle import make_oracle
+    scorer, label = make_oracle(cfg.env.name), f"{method}-oracle"
   else:
     scorer = load_scorer(wd.path(stages.FILES[scorer_kind]), name=scorer_kind)
     label = f"{method}-{scorer_kind}"

@@ -31,6 +31,19 @@ import numpy as np
 from armap_jax.search import common
 from armap_jax.search.common import SearchResult
 
+# The main job's results labels -> its paper-style row names, in table order.
+ROW_NAMES = {
+    "greedy": "Greedy",
+    "sampling": "Sampling",
+    "reflexion-orm": "ARMAP-R (Reflexion + ORM)",
+    "bon-orm": "ARMAP-B (Best-of-N + ORM)",
+    "mcts-orm": "ARMAP-M (MCTS + ORM)",
+    "beam-prm": "AgentRM (beam + PRM)",
+    "reflexion-oracle": "Reflexion + oracle (upper bound)",
+    "bon-oracle": "Best-of-N + oracle (upper bound)",
+    "mcts-oracle": "MCTS + oracle (upper bound)",
+    "beam-oracle": "Beam + oracle (upper bound)",
+}
 RESULT_DIRS = ("results", os.path.join("eval", "results"))
 UPPER_BOUND = " [oracle: upper bound]"
 COLUMNS = ("method", "scorer", "tasks", "success %", "score", "oracle@N %",
@@ -110,7 +123,6 @@ def load_run(workdir: str) -> Run:
   names = {}
   if any(os.path.dirname(p).endswith(RESULT_DIRS[1]) for p in files.values()):
     # The pipeline's paper-style row names (ARMAP-B, AgentRM, ...).
-    from armap_jax.pipeline.evaluate import ROW_NAMES
     names = {k: v for k, v in ROW_NAMES.items() if k in results}
   return Run(os.path.abspath(workdir), results, config, rm_acc, metrics,
              names)

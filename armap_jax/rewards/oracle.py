@@ -14,10 +14,11 @@ it), or, without that key, when it has a nonzero reward or success flag.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from fractions import Fraction
 
 import numpy as np
 
+# Game of 24's ground truth of a partial episode lives with the env's hooks.
+from armap_jax.envs.spec import game24_partial_value  # noqa: F401
 from armap_jax.records import Trajectory
 
 PartialValue = Callable[[Trajectory], float]
@@ -70,46 +71,6 @@ class OracleScorer:
           vals.append(self._one(prefix))
       out.append(np.array(vals, np.float32))
     return out
-
-
-def _parse_numbers(text: str) -> list[Fraction] | None:
-  from armap_jax.envs.game24_math import parse_number  # Lazy: env module.
-  out = []
-  for tok in str(text).split():
-    x = parse_number(tok)
-    if x is None:
-      return None
-    out.append(x)
-  return out
-
-
-def game24_partial_value(traj: Trajectory) -> float:
-  """Game of 24 ground truth of a partial episode: 1.0 if 24 is still
-  reachable from the true remaining numbers, else 0.0.
-
-  Reads the numbers from the last step's `info["numbers"]` (both protocols;
-  in `tot`, a step that went wrong, `info["consistent"] == False`, scores 0),
-  or from the puzzle before any step.
-  """
-  from armap_jax.envs import game24  # Lazy: keep rewards importable alone.
-
-  if traj.success:
-    return 1.0
-  if not traj.steps:
-    try:
-      nums = [Fraction(n) for n in game24.puzzle_for(traj.task_id).split()]
-    except Exception:  # Unknown task id: no ground truth to give.
-      return 0.0
-    return float(game24.is_solvable(nums))
-  info = traj.steps[-1].info
-  if info.get("consistent") is False:
-    return 0.0
-  nums = _parse_numbers(info.get("numbers", ""))
-  if not nums:
-    return 0.0
-  if len(nums) == 1:
-    return float(nums[0] == 24)
-  return float(game24.is_solvable(nums))
 
 
 def make_oracle(env_name: str) -> OracleScorer:
