@@ -20,8 +20,8 @@ from flax import nnx
 
 from armap_jax.decoding import batching
 from armap_jax.decoding.state import (FINISH_REASON, LENGTH, PAD_ID, RUNNING,
-                                      STOP_STRING, STOP_TOKEN, Completion,
-                                      finish_codes, padded_ids)
+                                      STOP_STRING, STOP_TOKEN, BeamState,
+                                      Completion, finish_codes, padded_ids)
 from armap_jax.decoding.stops import trim_at_stop
 
 
@@ -44,8 +44,12 @@ def _beam(graphdef, state, cache, logits_rv, kv_valid_rs, prompt_len_r,
   max_new_bw = max_new_r.reshape(b, w)
   base_b = jnp.arange(b, dtype=jnp.int32)[:, None] * w
 
-  def step(carry, logits_rv, t):
-    tokens, logprobs, score, length, finish, stop_state = carry
+  def step(carry: BeamState, logits_rv, t):
+    """Extends every beam by token t; returns the new state, the parent row
+    of each new beam (to reorder the cache) and the new tokens."""
+    tokens, logprobs, score, length = (carry.tokens, carry.logprobs,
+                                       carry.score, carry.length)
+    finish, stop_state = carry.finish, carry.stop_state
     vocab = logits_rv.shape[-1]
     lp_bwv = jax.nn.log_softmax(logits_rv.astype(jnp.float32)).reshape(
         b, w, vocab)
@@ -77,21 +81,25 @@ def _beam(graphdef, state, cache, logits_rv, kv_valid_rs, prompt_len_r,
     finish = jnp.where(was_alive, code.reshape(b, w), take(finish))
     stop_state = nxt.reshape(b, w)
     rows = (base_b + parent_bw).reshape(-1)
-    return (tokens, logprobs, score, length, finish, stop_state), rows, new_tok
+    return BeamState(tokens=tokens, logprobs=logprobs, score=score,
+                     length=length, finish=finish,
+                     stop_state=stop_state), rows, new_tok
 
-  init = (jnp.full((b, w, n_buf), PAD_ID, jnp.int32),
-          jnp.zeros((b, w, n_buf), jnp.float32),
-          # Only beam 0 is live at first, so the W beams start distinct.
-          jnp.where(jnp.arange(w)[None] == 0, 0.0, -jnp.inf) * jnp.ones((b, 1)),
-          jnp.zeros((b, w), jnp.int32),
-          jnp.where(max_new_bw > 0, RUNNING, LENGTH).astype(jnp.int32),
-          jnp.zeros((b, w), jnp.int32))
+  init = BeamState(
+      tokens=jnp.full((b, w, n_buf), PAD_ID, jnp.int32),
+      logprobs=jnp.zeros((b, w, n_buf), jnp.float32),
+      # Only beam 0 is live at first, so the W beams start distinct.
+      score=jnp.where(jnp.arange(w)[None] == 0, 0.0, -jnp.inf) * jnp.ones(
+          (b, 1)),
+      length=jnp.zeros((b, w), jnp.int32),
+      finish=jnp.where(max_new_bw > 0, RUNNING, LENGTH).astype(jnp.int32),
+      stop_state=jnp.zeros((b, w), jnp.int32))
   carry, rows, new_tok = step(init, logits_rv, jnp.int32(0))
   cache = jax.tree.map(lambda c: c[:, rows], cache)
 
   def cond(loop):
     t, _, _, _, inner = loop
-    return (t < n_buf) & jnp.any(inner[4] == RUNNING)
+    return (t < n_buf) & jnp.any(inner.finish == RUNNING)
 
   def body(loop):
     t, cache, kv_valid, prev_tok, inner = loop
@@ -107,8 +115,9 @@ def _beam(graphdef, state, cache, logits_rv, kv_valid_rs, prompt_len_r,
 
   _, cache, _, _, carry = jax.lax.while_loop(
       cond, body, (jnp.int32(1), cache, kv_valid_rs, new_tok, carry))
-  tokens, logprobs, score, length, finish, _ = carry
-  final = _penalised(score, length, length_penalty)
+  tokens, logprobs, length, finish = (carry.tokens, carry.logprobs,
+                                      carry.length, carry.finish)
+  final = _penalised(carry.score, length, length_penalty)
   order = jnp.argsort(-final, axis=1)
   sort = lambda x: jnp.take_along_axis(
       x, order.reshape(order.shape + (1,) * (x.ndim - 2)), axis=1)

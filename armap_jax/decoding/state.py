@@ -55,10 +55,10 @@ class Completion:
 class DecodeRows:
   """Per-row inputs to the decode loop, fixed for the whole loop."""
 
-  keys: jax.Array          # [R] typed PRNG keys; step t samples with fold_in(key, t).
+  keys: jax.Array          # [R] typed PRNG keys (step t: fold_in(key, t)).
   knobs: SamplingArrays    # [R] temperature, top-k, top-p per row.
   max_new: jax.Array       # [R] int32 token budget; 0 marks a padding row.
-  prompt_len: jax.Array    # [R] int32 real prompt tokens (the next RoPE position).
+  prompt_len: jax.Array    # [R] int32 real prompt tokens (next RoPE position).
   kv_valid: jax.Array      # [R, S] bool: prompt slots holding real tokens.
 
 
@@ -71,11 +71,13 @@ class DecodeState:
   slot `S - N + t - 1`, then samples token t from the logits it returns.
   """
 
-  t: jax.Array             # [] int32: tokens emitted so far (the next buffer column).
-  cache: Any               # KV cache (`transformer.Cache`, stacked [L, R, ...] or
-                           # per layer); slots >= S - N fill one per step.
+  t: jax.Array             # [] int32: tokens emitted so far (next column).
+  cache: Any               # KV cache (`transformer.Cache`, stacked
+                           # [L, R, ...] or per layer); slots >= S - N
+                           # fill one per step.
   kv_valid: jax.Array      # [R, S] bool: cache slots attention may read.
-  tokens: jax.Array        # [R, N] int32 emitted tokens; PAD_ID after a row ends.
+  tokens: jax.Array        # [R, N] int32 emitted tokens; PAD_ID after a
+                           # row ends.
   logprobs: jax.Array      # [R, N] float32 log-prob of each emitted token
                            # (temperature 1, untruncated); 0 after a row ends.
   finish: jax.Array        # [R] int32 finish code (RUNNING while generating).
@@ -83,6 +85,23 @@ class DecodeState:
                            # (`stops.StopTables`; 0 = no partial match).
   count: jax.Array         # [R] int32 tokens emitted per row (incl. the final
                            # EOS / stop token).
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class BeamState:
+  """The per-beam carry of beam search's `lax.while_loop` (B prompts, W
+  beams each; rows are prompt-major, R = B * W)."""
+
+  tokens: jax.Array        # [B, W, N] int32 the beam's tokens; PAD_ID
+                           # after it ends.
+  logprobs: jax.Array      # [B, W, N] float32 log-prob of each of its tokens.
+  score: jax.Array         # [B, W] float32 sum of its token log-probs; -inf for
+                           # beams not yet live (only beam 0 starts).
+  length: jax.Array        # [B, W] int32 tokens generated (frozen once
+                           # finished).
+  finish: jax.Array        # [B, W] int32 finish code (RUNNING while searching).
+  stop_state: jax.Array    # [B, W] int32 stop-string automaton state.
 
 
 def finish_codes(tok_r, t, max_new_r, eos_e, stop_ids_e, stop_state_r,

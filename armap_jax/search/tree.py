@@ -35,7 +35,7 @@ ARMAP_GAMMA = 0.9
 RULES = ("uct", "puct")
 
 ROOT_INDEX = 0          # The root's node id in every tree.
-NO_NODE = -1            # Empty child slot; the root's (and unused slots') parent.
+NO_NODE = -1            # Empty child slot; parent of the root and unused slots.
 NO_ACTION = -1          # `action` of the root and of unused slots.
 UNVISITED_VALUE = -np.inf  # `value_max` before any return was backed up.
 
