@@ -32,6 +32,7 @@ from armap_jax.models.config import ConfigError, ModelConfig
 from armap_jax.models.keymap import CheckpointError
 from armap_jax.models.tokenizer import ensure_pad_token, load_tokenizer
 from armap_jax.models.transformer import Transformer
+from armap_jax.runtime import hostmem
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -170,6 +171,23 @@ def _shipped_policy_path(name: str) -> str | None:
 def load_pretrained(path_or_name: str, dtype=jnp.float32,
                     mesh: jax.sharding.Mesh | None = None, *, param_dtype=None,
                     rules=shd.DEFAULT_RULES):
+  """Loads a model by name or path. Returns (model, tokenizer, config).
+
+  A model larger than `hostmem.SMALL_MODEL_BYTES` turns the launcher's malloc
+  tuning off (`hostmem.fit_to_model`): it makes such a process's memory grow.
+  See `_load_pretrained` for the arguments.
+  """
+  out = _load_pretrained(path_or_name, dtype, mesh, param_dtype=param_dtype,
+                         rules=rules)
+  hostmem.fit_to_model(sum(
+      int(x.size) * x.dtype.itemsize
+      for x in params_lib.get_params(out[0]).values()))
+  return out
+
+
+def _load_pretrained(path_or_name: str, dtype=jnp.float32,
+                     mesh: jax.sharding.Mesh | None = None, *,
+                     param_dtype=None, rules=shd.DEFAULT_RULES):
   """Loads a model by name or path. Returns (model, tokenizer, config).
 
   Args:

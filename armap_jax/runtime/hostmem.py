@@ -14,8 +14,14 @@ mapped pages:
 - `M_ARENA_MAX = 1`: worker threads share the main heap (a per-thread arena's
   heap is capped at 64 MB and would fall back to mmap).
 
-The trade-off is that the process keeps its peak heap size until it exits,
-which is what a training or decoding job does anyway. Call `tune_malloc()`
+The trade-off is that freed memory is never returned: with buffers of many
+sizes (length buckets, evaluation batches, a large model's multi-GB step
+temporaries) the heap grows past the live working set and never shrinks.
+Measured on the README's LoRA step over SmolLM2-135M: peak RSS 6.02 GiB with
+the settings, 3.73 GiB without, at the same speed (docs/performance.md,
+"Memory"). So the settings are undone (`fit_to_model`) as soon as a model of
+more than `SMALL_MODEL_BYTES` of parameters is loaded: they are kept only for
+the small models where they were measured to help. Call `tune_malloc()`
 early in a launcher, before JAX (or torch) starts its worker threads (all
 of ours do); it is a no-op where glibc's `mallopt` is not available (macOS,
 musl) and when the environment sets ARMAP_JAX_TUNE_MALLOC=0.
@@ -38,6 +44,13 @@ M_ARENA_MAX = -8
 # mallopt takes an int: trim only when over 2 GiB of the heap's top is free.
 _TRIM_THRESHOLD = 2**31 - 1
 _applied: bool | None = None
+_mallopt = None
+
+# Parameters above this size: glibc's own (trimming, mmap) allocator policy.
+SMALL_MODEL_BYTES = 64 << 20
+# glibc defaults (malloc.c: DEFAULT_MMAP_MAX, DEFAULT_TRIM_THRESHOLD).
+_DEFAULT_MMAP_MAX = 65536
+_DEFAULT_TRIM_THRESHOLD = 128 * 1024
 
 
 def tune_malloc() -> bool:
@@ -60,6 +73,8 @@ def tune_malloc() -> bool:
     return False
   mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
   mallopt.restype = ctypes.c_int
+  global _mallopt
+  _mallopt = mallopt
   # mallopt returns 1 on success.
   ok = all(mallopt(param, value) == 1 for param, value in (
       (M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, _TRIM_THRESHOLD)))
@@ -71,3 +86,26 @@ def tune_malloc() -> bool:
                     "tuned")
   _applied = ok
   return ok
+
+
+def fit_to_model(param_bytes: int) -> bool:
+  """Undoes `tune_malloc` when a model of more than `SMALL_MODEL_BYTES` of
+  parameters is loaded (see the module docstring): large blocks are mmapped
+  and the heap is trimmed again, so memory follows the working set. True if
+  the settings were undone. (One arena stays: it only matters for speed.)"""
+  global _applied
+  if not _applied or _mallopt is None or param_bytes <= SMALL_MODEL_BYTES:
+    return False
+  ok = all(_mallopt(param, value) == 1 for param, value in (
+      (M_MMAP_MAX, _DEFAULT_MMAP_MAX),
+      (M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)))
+  _applied = False
+  logging.info("hostmem: %.0f MiB of parameters; glibc malloc returns freed "
+               "memory again (mmap, trimming)", param_bytes / 2**20)
+  return ok
+
+
+def is_tuned() -> bool:
+  """Whether the `tune_malloc` settings are in effect."""
+  return bool(_applied)
+
