@@ -34,12 +34,34 @@ from armap_jax.training.losses import token_logprobs
 AGGREGATIONS = ("last", "min", "mean")
 
 
-def _log_ratio(graphdef, params, ref_params, tokens_bt):
+# Bytes of f32 logits (and their log-softmax) alive at once when scoring:
+# [B, T, V] over a 49k vocabulary is ~1.6 GB per array at B=16, T=512, so
+# rows are scored in groups that fit.
+LOGITS_BUDGET_BYTES = 256 << 20
+
+
+def _log_ratio_rows(graphdef, params, ref_params, tokens_bt):
   inp, tgt = tokens_bt[:, :-1], tokens_bt[:, 1:]
   pos = jnp.broadcast_to(jnp.arange(inp.shape[1], dtype=jnp.int32), inp.shape)
   lp = token_logprobs(nnx.merge(graphdef, params)(inp, pos)[0], tgt)
   lr = token_logprobs(nnx.merge(graphdef, ref_params)(inp, pos)[0], tgt)
   return lp - lr  # [B, T-1]: entry t scores token t+1.
+
+
+def _log_ratio(graphdef, params, ref_params, tokens_bt):
+  """`_log_ratio_rows` over groups of rows whose logits fit
+  `LOGITS_BUDGET_BYTES` (one group: the whole batch at once)."""
+  b, t = tokens_bt.shape
+  vocab = nnx.merge(graphdef, params).config.vocab_size
+  rows = max(1, LOGITS_BUDGET_BYTES // (2 * 4 * t * vocab))
+  while b % rows:
+    rows -= 1
+  if rows >= b:
+    return _log_ratio_rows(graphdef, params, ref_params, tokens_bt)
+  groups = tokens_bt.reshape(b // rows, rows, t)
+  out = jax.lax.map(
+      lambda g: _log_ratio_rows(graphdef, params, ref_params, g), groups)
+  return out.reshape(b, t - 1)
 
 
 _log_ratio_jit = jax.jit(_log_ratio, static_argnums=0)
