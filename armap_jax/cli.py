@@ -20,8 +20,10 @@ from armap_jax.runtime import launch
 
 
 def _default_config_path() -> str:
-  import importlib.resources
-  return str(importlib.resources.files("armap_jax") / "configs" / "armap.py")
+  """The packaged main-job config file, next to this module."""
+  import os
+  return os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
+                      "armap.py")
 
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory (resumable; "

@@ -18,6 +18,7 @@ from ml_collections import config_flags
 
 from armap_jax.agent import factory
 from armap_jax.agent.rollout import load_trajectories
+from armap_jax.configs import sections
 from armap_jax.data import synthesize, tree_values
 from armap_jax.envs import registry
 from armap_jax.runtime import launch
@@ -54,11 +55,11 @@ def main(argv):
     d = dict(cfg.synthesis)
     d["editor"] = d["editor"] or spec.editor or "valid"
     if d["backward"] and not spec.backward:
-      raise ValueError(f"config.synthesis.backward={d['backward']}: env "
+      raise sections.ConfigValueError(f"config.synthesis.backward={d['backward']}: env "
                        f"{spec.name!r} has no backward task generator (set 0)")
     scfg = synthesize.SynthesisConfig(**d)
     if not trajs and scfg.backward <= 0:
-      raise ValueError("nothing to synthesise from: set --config.trajectories "
+      raise sections.ConfigValueError("nothing to synthesise from: set --config.trajectories "
                        "or --config.synthesis.backward")
     pairs = synthesize.synthesize(trajs, registry.env_factory(cfg.env), scfg,
                                   llm=_llm(cfg))

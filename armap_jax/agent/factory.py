@@ -27,6 +27,10 @@ from typing import Any
 
 from armap_jax.agent import prompts
 
+class PolicyConfigError(ValueError):
+  """The policy section names a policy that cannot run here (field, value)."""
+
+
 # The file `training.policy_pretrain` writes beside a trace-trained policy.
 _TRACE_MARKER = "pretrain_info.json"
 FORMATS = ("auto", "trace", "env")
@@ -37,7 +41,7 @@ def _openai_policy(openai: Mapping[str, Any], fmt):
   key_env = openai.get("api_key_env") or ""
   api_key = os.environ.get(key_env) if key_env else None
   if key_env and not api_key:
-    raise ValueError(f"config.policy.openai.api_key_env: environment variable "
+    raise PolicyConfigError(f"config.policy.openai.api_key_env: environment variable "
                      f"{key_env!r} is not set")
   return OpenAIPolicy(
       openai["base_url"], openai["model"], fmt=fmt,
@@ -71,14 +75,14 @@ def prompt_format(policy_cfg, env_cfg):
   """The prompt format a model policy reads (see the module docstring)."""
   want = policy_cfg.get("format", "auto")
   if want not in FORMATS:
-    raise ValueError(f"config.policy.format: expected one of {FORMATS}, got "
+    raise PolicyConfigError(f"config.policy.format: expected one of {FORMATS}, got "
                      f"{want!r}")
   trace = (want == "trace" or (want == "auto" and policy_cfg.name not in
                                ("openai",) and is_trace_policy(
                                    policy_cfg.name)))
   if trace or policy_cfg.name == "tiny-random":
     if not env_cfg.name.startswith("game24") or env_cfg.protocol != "tot":
-      raise ValueError(
+      raise PolicyConfigError(
           f"config.policy.name={policy_cfg.name!r} writes Game of 24 step "
           f"traces: it needs config.env.name='game24' and "
           f"config.env.protocol='tot' (got {env_cfg.name!r}, "
@@ -123,7 +127,7 @@ def make_policy(policy_cfg, env_cfg):
                         noise=float(policy_cfg.noise))
   if name in ("solver", "solver-noisy"):
     if not env_cfg.name.startswith("game24"):
-      raise ValueError(f"config.policy.name={name!r} needs config.env.name="
+      raise PolicyConfigError(f"config.policy.name={name!r} needs config.env.name="
                        f"'game24', got {env_cfg.name!r}")
     from armap_jax.agent import simple_policies as sp
     return sp.Game24SolverPolicy(protocol=env_cfg.protocol,

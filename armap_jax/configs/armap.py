@@ -41,7 +41,7 @@ def _parse(flavour: str) -> tuple[str, bool]:
   quick = "quick" in parts
   names = [p for p in parts if p not in ("quick", "default")]
   if len(names) > 1:
-    raise ValueError(f"get_config: flavour {flavour!r} names more than one "
+    raise sections.ConfigValueError(f"get_config: flavour {flavour!r} names more than one "
                      f"env: {names}")
   return (names[0] if names else "game24"), quick
 
@@ -61,7 +61,7 @@ def get_config(flavour: str = "default") -> ml_collections.ConfigDict:
   try:
     spec = registry.get_spec(env_name)
   except KeyError as e:
-    raise ValueError(f"get_config: flavour {flavour!r}: {e.args[0]}") from None
+    raise sections.ConfigValueError(f"get_config: flavour {flavour!r}: {e.args[0]}") from None
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.env = sections.env(spec.name)

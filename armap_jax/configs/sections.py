@@ -15,6 +15,10 @@ from typing import Any
 import ml_collections
 
 
+class ConfigValueError(ValueError):
+  """A config field holds a value the job cannot use (names field and value)."""
+
+
 def env(name: str = "game24", protocol: str | None = None,
         max_steps: int | None = None) -> ml_collections.ConfigDict:
   """The environment: registry name, protocol, per-episode action cap and
@@ -23,7 +27,7 @@ def env(name: str = "game24", protocol: str | None = None,
   spec = registry.get_spec(name)
   protocol = protocol or spec.protocols[0]
   if protocol not in spec.protocols:
-    raise ValueError(f"config.env.protocol: env {spec.name!r} has protocols "
+    raise ConfigValueError(f"config.env.protocol: env {spec.name!r} has protocols "
                      f"{list(spec.protocols)}, got {protocol!r}")
   return ml_collections.ConfigDict({
       "name": spec.name,

@@ -39,6 +39,7 @@ __all__ = ["run", "Workdir", "stages", "honesty"]
 
 def run(cfg, workdir: str) -> str:
   """Runs (or resumes) every stage; returns the summary.md text."""
+  ms = eval_lib.methods(cfg)  # A bad method list fails before any stage.
   wd = Workdir(workdir)
   check_producer(wd.root, "run", {"env": cfg.env.name,
                                   "protocol": cfg.env.protocol,
@@ -75,7 +76,6 @@ def run(cfg, workdir: str) -> str:
   wd.stage("rm_eval", rm_eval)
   wd.stage("honesty", lambda: {"files_scanned": honesty.assert_no_test_leak(
       wd.root, cfg.env.name)})
-  ms = eval_lib.methods(cfg)
   if "bon" in ms and "sampling" in ms:  # Sampling reuses Best-of-N's draws.
     ms.remove("bon")
     ms.insert(ms.index("sampling"), "bon")

@@ -52,7 +52,8 @@ def methods(cfg) -> list[str]:
   ms = [m.strip() for m in cfg.eval.methods.split(",") if m.strip()]
   bad = [m for m in ms if m not in ("greedy", "sampling", *SCORER_OF)]
   if bad:
-    raise ValueError(f"config.eval.methods: unknown {bad}; expected greedy, "
+    from armap_jax.configs.sections import ConfigValueError
+    raise ConfigValueError(f"config.eval.methods: unknown {bad}; expected greedy, "
                      f"sampling, reflexion, bon, mcts, beam")
   return ms
 

@@ -122,6 +122,10 @@ def plan(cfg, *, method: str | None = None, budget: Budget | None = None,
   from armap_jax.envs import registry
   from armap_jax.search import factory
   method = method or cfg.method
+  if method not in common.METHODS:
+    from armap_jax.configs.sections import ConfigValueError
+    raise ConfigValueError(f"config.method: unknown search method {method!r}; "
+                           f"expected one of {list(common.METHODS)}")
   label = label or run_label(cfg, method)
   os.makedirs(cfg.workdir, exist_ok=True)
   with open(os.path.join(cfg.workdir, f"config_{label}.json"), "w",
@@ -183,7 +187,8 @@ def sweep_budget(budget: Budget, method: str, n: int) -> Budget:
     return dataclasses.replace(budget, width=n)
   if method == "mcts":
     return dataclasses.replace(budget, rollouts=n)
-  raise ValueError(f"config.sweep.methods: method {method!r} has no budget "
+  from armap_jax.configs.sections import ConfigValueError
+  raise ConfigValueError(f"config.sweep.methods: method {method!r} has no budget "
                    f"knob (use bon, sampling, dvts, beam or mcts)")
 
 

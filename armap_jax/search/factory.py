@@ -34,7 +34,8 @@ assert set(SEARCHERS) == set(METHODS)
 def make_searcher(search_cfg, method: str):
   """The searcher `method` with the knobs of `search_cfg` (None: defaults)."""
   if method not in SEARCHERS:
-    raise ValueError(f"config.method: unknown search method {method!r}; "
+    from armap_jax.configs.sections import ConfigValueError
+    raise ConfigValueError(f"config.method: unknown search method {method!r}; "
                      f"expected one of {list(METHODS)}")
   if search_cfg is None:
     from armap_jax.configs import sections
@@ -71,6 +72,7 @@ def make_budget(budget_cfg, **overrides) -> Budget:
   d.update(overrides)
   unknown = sorted(set(d) - {f.name for f in dataclasses.fields(Budget)})
   if unknown:
-    raise ValueError(f"config.budget: unknown fields {unknown}")
+    from armap_jax.configs.sections import ConfigValueError
+    raise ConfigValueError(f"config.budget: unknown fields {unknown}")
   return Budget(**{k: (int(v) if k != "stop_at_score" and v is not None
                        else v) for k, v in d.items()})

@@ -34,3 +34,27 @@ def test_collect_refuses_another_policy(tmp_path):
   assert out.read_text() == before
   rc, err = _collect(tmp_path, "--config.policy.name=solver")  # Resumes.
   assert rc == 0 and out.read_text() == before, err[-3000:]
+
+
+def test_config_mistakes_are_one_line(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  cases = [
+      (["plan.py", f"--config.workdir={tmp_path}/p", "--config.method=bogus"],
+       "config.method: unknown search method 'bogus'"),
+      (["collect.py", f"--config.workdir={tmp_path}/c",
+        "--config.env.name=maze", "--config.env.protocol=default"],
+       "config.policy.name='solver' needs config.env.name='game24'"),
+      (["synthesize.py", f"--config.workdir={tmp_path}/s",
+        "--config.env.name=maze", "--config.env.protocol=default"],
+       "env 'maze' has no backward task generator"),
+  ]
+  for args, needle in cases:
+    p = subprocess.run([sys.executable, os.path.join(_ROOT, "experiments",
+                                                     args[0])] + args[1:],
+                       cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=300)
+    lines = [l for l in p.stderr.splitlines() if l.startswith("error:")]
+    assert p.returncode == 2 and len(lines) == 1, (args, p.stderr[-2000:])
+    assert needle in lines[0] and "Traceback" not in p.stderr, lines
+  assert not os.path.exists(tmp_path / "p" / "producers.json")
