@@ -21,6 +21,7 @@ from armap_jax.agent.rollout import load_trajectories
 from armap_jax.configs import sections
 from armap_jax.data import synthesize, tree_values
 from armap_jax.envs import registry
+from armap_jax.pipeline.core import PRODUCERS_FILE
 from armap_jax.runtime import launch
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -32,6 +33,24 @@ def _llm(cfg):
   if not cfg.llm.name:
     return None
   return factory.make_policy(cfg.llm, cfg.env)
+
+
+def _check_trajectories_producer(cfg, paths):
+  """Refuses trajectories collected on another env or protocol (collect.py
+  records its producer beside its output)."""
+  for path in paths:
+    rec = os.path.join(os.path.dirname(os.path.abspath(path)),
+                       PRODUCERS_FILE)
+    if not os.path.exists(rec):
+      continue
+    with open(rec, encoding="utf-8") as f:
+      made = json.load(f).get(os.path.basename(path))
+    for field, key in (("env", "name"), ("protocol", "protocol")):
+      if made and made.get(field) != cfg.env[key]:
+        raise sections.ConfigValueError(
+            f"config.trajectories: {path} was collected with {field}="
+            f"{made.get(field)!r} ({rec}); this config has config.env."
+            f"{key}={cfg.env[key]!r}")
 
 
 def main(argv):
@@ -49,6 +68,7 @@ def main(argv):
     logging.info("%s exists; skipping pair synthesis (overwrite=False)", out)
   else:
     paths = [p for p in cfg.trajectories.split(",") if p]
+    _check_trajectories_producer(cfg, paths)
     trajs = load_trajectories(paths) if paths else []
     synthesize.check_no_test_tasks(trajs, ",".join(paths) or "trajectories")
     spec = registry.get_spec(cfg.env.name)

@@ -58,3 +58,24 @@ def test_config_mistakes_are_one_line(tmp_path):
     assert p.returncode == 2 and len(lines) == 1, (args, p.stderr[-2000:])
     assert needle in lines[0] and "Traceback" not in p.stderr, lines
   assert not os.path.exists(tmp_path / "p" / "producers.json")
+
+
+def test_synthesize_refuses_trajectories_of_another_protocol(tmp_path):
+  rc, err = _collect(tmp_path, "--config.policy.name=solver")
+  assert rc == 0, err[-3000:]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  base = [sys.executable, os.path.join(_ROOT, "experiments", "synthesize.py"),
+          f"--config.trajectories={tmp_path}/trajectories.jsonl",
+          "--config.synthesis.backward=0"]
+  p = subprocess.run(base + [f"--config.workdir={tmp_path}/env",
+                             "--config.env.protocol=env"], cwd=tmp_path,
+                     env=env, capture_output=True, text=True, timeout=300)
+  lines = [l for l in p.stderr.splitlines() if l.startswith("error:")]
+  assert p.returncode == 2 and len(lines) == 1, p.stderr[-2000:]
+  assert "protocol='tot'" in lines[0] and "protocol='env'" in lines[0]
+  p = subprocess.run(base + [f"--config.workdir={tmp_path}/tot"],
+                     cwd=tmp_path, env=env, capture_output=True, text=True,
+                     timeout=300)
+  assert p.returncode == 0, p.stderr[-2000:]
+  assert (tmp_path / "tot" / "pairs.jsonl").exists()
