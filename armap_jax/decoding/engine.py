@@ -47,12 +47,6 @@ from armap_jax.runtime import xla_options
 # Jitted pieces.
 
 
-# The prefill's matmuls have thousands of rows (prompt tokens x batch), where
-# XLA's Eigen GEMM beats YNNPACK on CPU; the decode step keeps YNNPACK (see
-# `armap_jax.runtime.xla_options`).
-_PREFILL_CPU_GEMM = "eigen"
-
-
 class _PrefillJit:
   """`jax.jit(_prefill_impl)` per default backend (compiled lazily, so that
   importing this module does not initialise a backend)."""
@@ -66,8 +60,9 @@ class _PrefillJit:
       self._jits[backend] = jax.jit(
           _prefill_impl, static_argnums=(0,),
           static_argnames=("cache_len", "unstack"),
-          compiler_options=xla_options.cpu_gemm_options(
-              backend, _PREFILL_CPU_GEMM))
+          # Thousands of GEMM rows (prompt tokens x batch): the CPU
+          # choices of `xla_options.PREFILL`; the decode step keeps XLA's.
+          compiler_options=xla_options.PREFILL.compiler_options(backend))
     return self._jits[backend]
 
   def __call__(self, *args, cache_len, unstack=False):

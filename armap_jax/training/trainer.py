@@ -77,12 +77,6 @@ class TrainConfig:
   value_loss: str = "mse"  # "mse" | "bce"
   beta: float = 0.05  # Implicit PRM.
   nan_policy: str = "raise"  # "raise" | "skip"
-  # GEMM library of the jitted steps on the CPU backend ("eigen" | "ynnpack";
-  # see `armap_jax.runtime.xla_options`; ignored elsewhere).
-  cpu_gemm: str = "eigen"
-  # With cpu_gemm="eigen": reductions (softmax, norms) as YNNPACK fusions
-  # (`xla_options.cpu_gemm_options(ynn_reductions=...)`).
-  cpu_ynn_reduce: bool = True
 
   def __post_init__(self):
     if self.kind not in ("pair", "value", "implicit"):
@@ -92,9 +86,6 @@ class TrainConfig:
       raise ValueError(f"TrainConfig.schedule={self.schedule!r}")
     if self.nan_policy not in ("raise", "skip"):
       raise ValueError(f"TrainConfig.nan_policy={self.nan_policy!r}")
-    if self.cpu_gemm not in xla_options.CPU_GEMMS:
-      raise ValueError(f"TrainConfig.cpu_gemm={self.cpu_gemm!r}: expected "
-                       f"one of {xla_options.CPU_GEMMS}")
     if self.batch_size % self.grad_accum:
       raise ValueError(f"batch_size {self.batch_size} is not divisible by "
                        f"grad_accum {self.grad_accum}")
@@ -188,9 +179,12 @@ class Trainer:
   """Builds and holds the jitted steps for one model graph on one mesh."""
 
   def __init__(self, cfg: TrainConfig, model: nnx.Module,
-               mesh: jax.sharding.Mesh, rules=shd.DEFAULT_RULES):
-    """`model` gives the graph and parameter layout (its values are not kept)."""
+               mesh: jax.sharding.Mesh, rules=shd.DEFAULT_RULES, *,
+               cpu: xla_options.CpuOptions = xla_options.TRAIN):
+    """`model` gives the graph and parameter layout (its values are not
+    kept); `cpu`: XLA CPU compiler choices of the jitted steps."""
     self.cfg = cfg
+    self.cpu = cpu
     self.mesh = mesh
     self.rules = rules
     self.tx = make_optimizer(cfg)
@@ -431,9 +425,7 @@ class Trainer:
     return rest, state["frozen"]
 
   def _compiler_options(self):
-    return xla_options.cpu_gemm_options(self.mesh.devices.flat[0].platform,
-                                        self.cfg.cpu_gemm,
-                                        self.cfg.cpu_ynn_reduce)
+    return self.cpu.compiler_options(self.mesh.devices.flat[0].platform)
 
   def train_step(self, state: State, batch) -> tuple[State, dict]:
     """One optimizer step (jitted, sharded, state donated; LoRA base weights

@@ -6,6 +6,7 @@ import pytest
 from flax import nnx
 
 from armap_jax import sharding as shd
+from armap_jax.runtime import xla_options
 from armap_jax.training import checkpoint as ckpt_lib
 from armap_jax.training import loop as loop_lib
 from armap_jax.training import trainer as T
@@ -96,16 +97,15 @@ def test_kill_and_resume_matches_uninterrupted(setup, mesh222, tmp_path):
 
 def test_cpu_gemm_choice_changes_speed_not_results(setup):
   tok, tds = setup
-  with pytest.raises(ValueError, match="cpu_gemm='mkl'"):
-    T.TrainConfig(batch_size=8, cpu_gemm="mkl")
+  with pytest.raises(ValueError, match="CpuOptions.gemm='mkl'"):
+    xla_options.CpuOptions(gemm="mkl")
   one = shd.make_mesh(shd.MeshConfig(data=1), jax.devices()[:1])
   out = {}
   for gemm, ynn_reduce in (("eigen", True), ("eigen", False),
                            ("ynnpack", True)):
     model = H.tiny_rm(tok)
-    tr = T.Trainer(T.TrainConfig(batch_size=8, lr=3e-3, warmup_steps=1,
-                                 cpu_gemm=gemm, cpu_ynn_reduce=ynn_reduce),
-                   model, one)
+    tr = T.Trainer(T.TrainConfig(batch_size=8, lr=3e-3, warmup_steps=1),
+                   model, one, cpu=xla_options.CpuOptions(gemm, ynn_reduce))
     st = tr.init_state(model)
     it = H.pair_iter(tds, 8)
     for _ in range(2):
