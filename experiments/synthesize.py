@@ -75,12 +75,14 @@ def main(argv):
     d = dict(cfg.synthesis)
     d["editor"] = d["editor"] or spec.editor or "valid"
     if d["backward"] and not spec.backward:
-      raise sections.ConfigValueError(f"config.synthesis.backward={d['backward']}: env "
-                       f"{spec.name!r} has no backward task generator (set 0)")
+      raise sections.ConfigValueError(
+          f"config.synthesis.backward={d['backward']}: env {spec.name!r} "
+          f"has no backward task generator (set 0)")
     scfg = synthesize.SynthesisConfig(**d)
     if not trajs and scfg.backward <= 0:
-      raise sections.ConfigValueError("nothing to synthesise from: set --config.trajectories "
-                       "or --config.synthesis.backward")
+      raise sections.ConfigValueError(
+          "nothing to synthesise from: set --config.trajectories or "
+          "--config.synthesis.backward")
     pairs = synthesize.synthesize(trajs, registry.env_factory(cfg.env), scfg,
                                   llm=_llm(cfg))
     synthesize.write_pairs(out, pairs)

@@ -6,7 +6,7 @@
 * ``random``: a uniformly random valid action (any env that lists them);
 * ``expert``: the env's own expert (`env.expert()`: maze, household, babyai)
   with `noise` random valid moves;
-* ``solver`` / ``solver-noisy``: the Game of 24 solver with `noise` random moves;
+* ``solver`` / ``solver-noisy``: the Game of 24 solver, `noise` random moves;
 * ``tiny-random``: an untrained tiny LM over the trace tokenizer (tests);
 * ``openai``: any OpenAI-compatible endpoint (`policy_cfg.openai`);
 * a shipped checkpoint (`models.registry`, e.g. ``game24-tiny``) or a
@@ -41,8 +41,8 @@ def _openai_policy(openai: Mapping[str, Any], fmt):
   key_env = openai.get("api_key_env") or ""
   api_key = os.environ.get(key_env) if key_env else None
   if key_env and not api_key:
-    raise PolicyConfigError(f"config.policy.openai.api_key_env: environment variable "
-                     f"{key_env!r} is not set")
+    raise PolicyConfigError(f"config.policy.openai.api_key_env: environment "
+                            f"variable {key_env!r} is not set")
   return OpenAIPolicy(
       openai["base_url"], openai["model"], fmt=fmt,
       route=openai.get("route", "chat"), api_key=api_key,
@@ -75,8 +75,8 @@ def prompt_format(policy_cfg, env_cfg):
   """The prompt format a model policy reads (see the module docstring)."""
   want = policy_cfg.get("format", "auto")
   if want not in FORMATS:
-    raise PolicyConfigError(f"config.policy.format: expected one of {FORMATS}, got "
-                     f"{want!r}")
+    raise PolicyConfigError(f"config.policy.format: expected one of "
+                            f"{FORMATS}, got {want!r}")
   trace = (want == "trace" or (want == "auto" and policy_cfg.name not in
                                ("openai",) and is_trace_policy(
                                    policy_cfg.name)))
@@ -127,8 +127,9 @@ def make_policy(policy_cfg, env_cfg):
                         noise=float(policy_cfg.noise))
   if name in ("solver", "solver-noisy"):
     if not env_cfg.name.startswith("game24"):
-      raise PolicyConfigError(f"config.policy.name={name!r} needs config.env.name="
-                       f"'game24', got {env_cfg.name!r}")
+      raise PolicyConfigError(f"config.policy.name={name!r} needs "
+                              f"config.env.name='game24', got "
+                              f"{env_cfg.name!r}")
     from armap_jax.agent import simple_policies as sp
     return sp.Game24SolverPolicy(protocol=env_cfg.protocol,
                                  noise=float(policy_cfg.noise))

@@ -41,8 +41,8 @@ def _parse(flavour: str) -> tuple[str, bool]:
   quick = "quick" in parts
   names = [p for p in parts if p not in ("quick", "default")]
   if len(names) > 1:
-    raise sections.ConfigValueError(f"get_config: flavour {flavour!r} names more than one "
-                     f"env: {names}")
+    raise sections.ConfigValueError(
+        f"get_config: flavour {flavour!r} names more than one env: {names}")
   return (names[0] if names else "game24"), quick
 
 
@@ -61,7 +61,8 @@ def get_config(flavour: str = "default") -> ml_collections.ConfigDict:
   try:
     spec = registry.get_spec(env_name)
   except KeyError as e:
-    raise sections.ConfigValueError(f"get_config: flavour {flavour!r}: {e.args[0]}") from None
+    raise sections.ConfigValueError(
+        f"get_config: flavour {flavour!r}: {e.args[0]}") from None
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.env = sections.env(spec.name)

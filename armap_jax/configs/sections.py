@@ -27,8 +27,9 @@ def env(name: str = "game24", protocol: str | None = None,
   spec = registry.get_spec(name)
   protocol = protocol or spec.protocols[0]
   if protocol not in spec.protocols:
-    raise ConfigValueError(f"config.env.protocol: env {spec.name!r} has protocols "
-                     f"{list(spec.protocols)}, got {protocol!r}")
+    raise ConfigValueError(f"config.env.protocol: env {spec.name!r} has "
+                           f"protocols {list(spec.protocols)}, got "
+                           f"{protocol!r}")
   return ml_collections.ConfigDict({
       "name": spec.name,
       # Game of 24: "tot" (the policy writes the arithmetic) or "env" (the env

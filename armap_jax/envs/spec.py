@@ -47,7 +47,8 @@ class EnvSpec:
 
   name: str
   env_class: str  # "module:Class" of the env (imported lazily).
-  constructor: str | None = None  # "module:function" building it, if not the class.
+  # "module:function" that builds it, where that is not the class itself.
+  constructor: str | None = None
   default_policy: str = "random"
   protocols: tuple[str, ...] = ("default",)
   max_steps: int = 30
@@ -109,7 +110,7 @@ class EnvSpec:
 def game24_leak_texts(task_id: str) -> list[str]:
   """A Game of 24 puzzle as the env, the prompts and custom ids state it, in
   every order of its numbers (a puzzle is the same in any order)."""
-  from armap_jax.envs import game24  # pylint: disable=g-import-not-at-top
+  from armap_jax.envs import game24
   nums = game24.puzzle_for(task_id).split()
   out = [task_id]
   for perm in sorted(set(itertools.permutations(nums))):
@@ -120,7 +121,7 @@ def game24_leak_texts(task_id: str) -> list[str]:
 
 
 def _game24_numbers(text: str) -> list[Fraction] | None:
-  from armap_jax.envs.game24_math import parse_number  # pylint: disable=g-import-not-at-top
+  from armap_jax.envs.game24_math import parse_number
   out = []
   for tok in str(text).split():
     x = parse_number(tok)
@@ -138,7 +139,7 @@ def game24_partial_value(traj) -> float:
   in `tot`, a step that went wrong, `info["consistent"] == False`, scores 0),
   or from the puzzle before any step.
   """
-  from armap_jax.envs import game24  # pylint: disable=g-import-not-at-top
+  from armap_jax.envs import game24
 
   if traj.success:
     return 1.0
@@ -164,7 +165,7 @@ _WEBSHOP_LOCK = threading.Lock()
 
 @functools.lru_cache(maxsize=8)
 def _webshop_world(data_dir: str | None, synthetic_seed: int):
-  from armap_jax.envs.webshop import WebShopWorld  # pylint: disable=g-import-not-at-top
+  from armap_jax.envs.webshop import WebShopWorld
   if data_dir:
     return WebShopWorld.from_dir(data_dir)
   return WebShopWorld.synthetic(seed=synthetic_seed)
@@ -174,7 +175,7 @@ def make_webshop(**kwargs: Any):
   """A WebShop env; ``data_dir=PATH`` (the real files) or
   ``synthetic_seed=S`` (the synthetic catalog) build the catalog once per
   process, shared by every WebShop env made this way."""
-  from armap_jax.envs.webshop import WebShopEnv  # pylint: disable=g-import-not-at-top
+  from armap_jax.envs.webshop import WebShopEnv
   if "world" not in kwargs and ("data_dir" in kwargs or
                                 "synthetic_seed" in kwargs):
     data_dir = kwargs.pop("data_dir", None)

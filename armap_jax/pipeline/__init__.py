@@ -1,4 +1,4 @@
-"""ARMAP end to end on any env with an `EnvSpec`, in one resumable work directory.
+"""ARMAP end to end on any env with an `EnvSpec`, in one resumable workdir.
 
     from armap_jax.configs.armap import get_config
     from armap_jax import pipeline

@@ -53,8 +53,8 @@ def methods(cfg) -> list[str]:
   bad = [m for m in ms if m not in ("greedy", "sampling", *SCORER_OF)]
   if bad:
     from armap_jax.configs.sections import ConfigValueError
-    raise ConfigValueError(f"config.eval.methods: unknown {bad}; expected greedy, "
-                     f"sampling, reflexion, bon, mcts, beam")
+    raise ConfigValueError(f"config.eval.methods: unknown {bad}; expected "
+                           f"greedy, sampling, reflexion, bon, mcts, beam")
   return ms
 
 
@@ -212,7 +212,8 @@ def write_report(cfg, wd, extra: dict[str, Any]) -> str:
       "",
       f"Policy `{cfg.policy.name}`, protocol `{cfg.env.protocol}`; "
       f"{rows[0]['tasks'] if rows else 0} test tasks (the env's fixed test "
-      f"split of {n_test}{first}). Success is the env's ground truth of the chosen trajectory "
+      f"split of {n_test}{first}). Success is the env's ground truth of the "
+      "chosen trajectory "
       "(Sampling: mean over its N samples, the same draws ARMAP-B ranks); "
       "oracle@N is the share of tasks "
       "where any candidate the method produced was correct. Tokens and env "

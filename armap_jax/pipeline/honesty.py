@@ -1,4 +1,4 @@
-"""No held-out (test) task in any training artefact: a scan of the work directory.
+"""No test task in any training artefact: a scan of the work directory.
 
 The env's `EnvSpec.leak_texts(task_id)` says how a held-out task can show up
 in text (its id; for Game of 24 also its numbers in any order as the env and

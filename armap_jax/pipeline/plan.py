@@ -188,8 +188,8 @@ def sweep_budget(budget: Budget, method: str, n: int) -> Budget:
   if method == "mcts":
     return dataclasses.replace(budget, rollouts=n)
   from armap_jax.configs.sections import ConfigValueError
-  raise ConfigValueError(f"config.sweep.methods: method {method!r} has no budget "
-                   f"knob (use bon, sampling, dvts, beam or mcts)")
+  raise ConfigValueError(f"config.sweep.methods: method {method!r} has no "
+                         f"budget knob (use bon, sampling, dvts, beam or mcts)")
 
 
 def sweep(cfg, progress: bool = True) -> list[dict[str, Any]]:
@@ -243,7 +243,8 @@ def sweep(cfg, progress: bool = True) -> list[dict[str, Any]]:
             encoding="utf-8") as f:
     json.dump({"scorer": scorer_name(cfg.scorer), "scorer_is_oracle": oracle,
                "rows": rows}, f, indent=1)
-  lines = ["| method | N | success % | policy tokens / task | env steps / task |",
+  lines = ["| method | N | success % | policy tokens / task | "
+           "env steps / task |",
            "|---|---|---|---|---|"]
   for r in rows:
     lines.append(f"| {r['method']} | {r['n']} | {100 * r['success']:.1f} | "

@@ -66,9 +66,9 @@ class MaxTokens:
     self._m = int(max_new_tokens)
     self.name = getattr(policy, "name", type(policy).__name__)
 
-  def propose(self, histories, n, sampling):  # pylint: disable=redefined-outer-name
+  def propose(self, histories, n, samp):
     return self._p.propose(histories, n, dataclasses.replace(
-        sampling, max_new_tokens=min(sampling.max_new_tokens, self._m)))
+        samp, max_new_tokens=min(samp.max_new_tokens, self._m)))
 
   def __getattr__(self, k):
     return getattr(self._p, k)

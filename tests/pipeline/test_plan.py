@@ -56,7 +56,8 @@ def test_rerun_with_another_producer_is_refused(tmp_path):
   path = plan.results_path(str(tmp_path), "bon-oracle")
   before = open(path).read()
   cfg.policy.name = "solver"
-  with pytest.raises(ProducerMismatch, match="policy='random'.*policy='solver'"):
+  with pytest.raises(ProducerMismatch,
+                     match="policy='random'.*policy='solver'"):
     plan.plan(cfg, progress=False)
   cfg.policy.name = "random"
   cfg.scorer.kind, cfg.scorer.source = "oracle", "/elsewhere"
