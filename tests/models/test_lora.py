@@ -168,6 +168,7 @@ def test_checkpoint_round_trip(tok, tmp_path, save, eight_devices):
   ck.write_side_files({"model": lm.config.to_dict(),
                        "reward_model": {"kind": "pair",
                                         "format": {"max_length": 64},
+                                        "view": {"env": "", "protocol": ""},
                                         "lora": lm.lora_config.to_dict()}},
                       tokenizer=tok)
   st = tr.init_state(lm)
@@ -208,7 +209,7 @@ def test_checkpoint_round_trip(tok, tmp_path, save, eight_devices):
                              **model_tol(plain.config, x.shape[1], want))
 
   # The evaluation loader (best/ checkpoint) works unchanged.
-  model, tok2, fcfg, info = orm.load_run(str(tmp_path), which="best")
+  model, tok2, fcfg, info, _ = orm.load_run(str(tmp_path), which="best")
   assert isinstance(fcfg, F.FormatConfig) and info["kind"] == "pair"
   assert np.all(np.isfinite(np.asarray(model(x))))
 
