@@ -12,6 +12,7 @@ from armap_jax.training import loop as loop_lib
 from armap_jax.training import trainer as T
 
 import rm_helpers as H
+from f32_tolerance import model_tol
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,12 @@ def test_mesh222_step_equals_single_device(setup, mesh222):
       # Parameters really are sharded over fsdp and tensor.
       spec = st["params"]["backbone"]["layers"]["q_proj"].sharding.spec
       assert "fsdp" in str(spec) and "tensor" in str(spec)
-  np.testing.assert_allclose(out["one"][0], out["222"][0], atol=1e-5)
+  # Sharded sums run in another order: the losses differ by the model's
+  # chained f32 sums (64-token pairs); each of the 3 Adam steps moves a
+  # parameter by <= lr = 3e-3 times its gradient's relative error (~1e-4).
+  np.testing.assert_allclose(out["one"][0], out["222"][0],
+                             **model_tol(H.tiny_model_config(tok), 64,
+                                         out["one"][0]))
   assert _diff(out["one"][1], out["222"][1]) < 1e-5
 
 
