@@ -48,7 +48,7 @@ _TINY_PRETRAIN = (
 _TINY_RM = ("--config.train.steps=2", "--config.train.batch_size=4",
             "--config.train.eval_every=2", "--config.data.max_length=128")
 _TINY_MAIN = ("--config.collect.num_tasks=4", "--config.tree.num_tasks=1",
-              "--config.orm.steps=2", "--config.prm.steps=2",
+              "--config.orm.train.steps=2", "--config.prm.train.steps=2",
               "--config.eval.num_test=2", "--config.budget.n=2")
 _TINY_PLAN = ("--config.limit=2", "--config.budget.n=2", "--quiet")
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from armap_jax.configs import rm as rm_config
 from armap_jax.configs import sections
 
 # Per-env changes to the defaults below (everything else is shared).
@@ -29,7 +30,7 @@ _ENV_DEFAULTS = {
         "policy.noise": 0.3,  # The expert's share of random moves.
         "collect.num_tasks": 40, "collect.temperature": 1.0,
         "synth.backward": 0, "tree.num_tasks": 8,
-        "orm.max_length": 512, "prm.max_length": 512,
+        "orm.data.max_length": 512, "prm.data.max_length": 512,
         "search.temperature": 1.0, "eval.num_test": 20,
     },
 }
@@ -100,17 +101,13 @@ def get_config(flavour: str = "default") -> ml_collections.ConfigDict:
       # Also the collected episodes' prefix trees (Monte-Carlo step values).
       "from_collect": True,
   })
-  # Reward models: a small Llama over the trace tokenizer, from scratch (or
-  # init="policy": the LM policy's backbone; 4x the FLOPs at its size).
-  rm = {
-      "hidden_size": 64, "num_layers": 2, "num_heads": 4,
-      "intermediate_size": 192, "max_length": 256,
-      "init": "scratch",
-      "steps": 200, "batch_size": 16, "lr": 1e-3, "warmup_steps": 20,
-      "eval_every": 100, "min_bucket": 0,
-  }
-  c.orm = ml_collections.ConfigDict(dict(rm))
-  c.prm = ml_collections.ConfigDict(dict(rm, steps=150))
+  # Reward models: the `training.run` schema itself (`configs.rm.rm`): a
+  # small Llama from scratch over the trace tokenizer (model.pretrained =
+  # "policy": the LM policy's backbone instead; 4x the FLOPs at its size).
+  # The stage fills in workdir, data files, view and seed.
+  c.orm = rm_config.rm("orm", "game24")
+  c.prm = rm_config.rm("prm", "game24")
+  c.prm.train.steps = 150
   # Evaluation searches: the searcher knobs and sizes of every method.
   c.search = sections.search(temperature=0.5)  # See collect.temperature.
   c.search.seed = c.get_ref("seed")
@@ -131,10 +128,10 @@ def get_config(flavour: str = "default") -> ml_collections.ConfigDict:
     c.synth.edits_per_positive = 1
     c.tree.num_tasks = 8
     c.tree.rollouts = 8
-    c.orm.steps = 60
-    c.orm.eval_every = 30
-    c.prm.steps = 40
-    c.prm.eval_every = 20
+    c.orm.train.steps = 60
+    c.orm.train.eval_every = 30
+    c.prm.train.steps = 40
+    c.prm.train.eval_every = 20
     c.eval.num_test = 20
     c.budget.n = 8
     c.budget.rollouts = 6

@@ -117,35 +117,25 @@ def rm(kind: str = "orm", flavour: str = "default"
   return c
 
 
-def from_stage_section(section, kind: str, *, seed: int, workdir: str,
-                       train: str, heldout: str = "", view=None,
-                       init_from: str | None = None
-                      ) -> ml_collections.ConfigDict:
-  """The `rm(kind, "game24")` config of one of the main job's RM stages from
-  its `orm` / `prm` section (hidden_size, num_layers, num_heads,
-  intermediate_size, max_length, steps, batch_size, lr, warmup_steps,
-  eval_every, min_bucket). `heldout` is used when it exists and is not
-  empty; `view` is an `RMView` or its dict; `init_from` a policy directory
-  whose backbone (and tokenizer) the RM starts from."""
+def for_stage(section, *, seed: int, workdir: str, train: str,
+              heldout: str = "", view=None, policy_dir: str | None = None
+             ) -> ml_collections.ConfigDict:
+  """A copy of the main job's `orm` / `prm` section (an `rm(...)` config)
+  with the run's own values filled in: its work directory, data files (the
+  held-out file only when it exists and is not empty), the reward-model view
+  (an `RMView` or its dict) and the seed. `model.pretrained = "policy"`
+  starts from the LM policy's backbone (`policy_dir`; from scratch when the
+  policy is not a model directory)."""
   import os
-  s = section
-  c = rm(kind, "game24")
+  c = ml_collections.ConfigDict(section.to_dict())
   c.workdir = workdir
   c.seed = int(seed)
-  c.model.overrides = game24_overrides(
-      int(s.hidden_size), int(s.num_layers), int(s.num_heads),
-      int(s.intermediate_size), int(s.max_length))
-  c.model.pretrained = init_from or ""
   c.data.train = train
   c.data.eval = (heldout if heldout and os.path.exists(heldout)
                  and os.path.getsize(heldout) else "")
-  c.data.max_length = int(s.max_length)
-  c.data.min_bucket = int(s.get("min_bucket", 0))
   if view is not None:
     d = view.to_dict() if hasattr(view, "to_dict") else dict(view)
     c.view.env, c.view.protocol = d["env"], d.get("protocol", "")
-  steps = int(s.steps)
-  c.train.update(steps=steps, batch_size=int(s.batch_size), lr=float(s.lr),
-                 warmup_steps=min(int(s.warmup_steps), steps // 2),
-                 eval_every=int(s.eval_every), log_every=max(1, steps // 10))
+  if c.model.pretrained == "policy":
+    c.model.pretrained = policy_dir or ""
   return c

@@ -230,11 +230,8 @@ def tree_values(cfg, wd, policy) -> dict[str, Any]:
 # Train
 
 
-def rm_init_dir(cfg) -> str | None:
-  """The policy directory to initialise the RM backbone from (or None)."""
-  spec = cfg.orm
-  if spec.init != "policy":
-    return None
+def policy_model_dir(cfg) -> str | None:
+  """The LM policy's model directory (for `model.pretrained = "policy"`)."""
   from armap_jax.agent import factory
   path = factory.model_dir(cfg.policy.name)
   if path and os.path.exists(os.path.join(path, "config.json")):
@@ -253,9 +250,10 @@ def train(cfg, wd, kind: str) -> dict[str, Any]:
     tr, ho = FILES["rm_pairs_train"], FILES["rm_pairs_heldout"]
   else:
     tr, ho = FILES["rm_values_train"], FILES["rm_values_heldout"]
-  from armap_jax.configs.rm import from_stage_section
+  from armap_jax.configs.rm import for_stage
   from armap_jax.training.run import train_from_config
-  rc = from_stage_section(cfg[kind], kind, seed=cfg.seed, workdir=out,
-                          train=wd.path(tr), heldout=wd.path(ho),
-                          view=rm_view(cfg), init_from=rm_init_dir(cfg))
+  pdir = (policy_model_dir(cfg) if cfg[kind].model.pretrained == "policy"
+          else None)
+  rc = for_stage(cfg[kind], seed=cfg.seed, workdir=out, train=wd.path(tr),
+                 heldout=wd.path(ho), view=rm_view(cfg), policy_dir=pdir)
   return {"last_train_metrics": train_from_config(rc)}

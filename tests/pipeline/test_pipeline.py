@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from armap_jax import pipeline
+from armap_jax.configs import rm as rm_config
 from armap_jax.configs.armap import get_config
 from armap_jax.envs import game24
 from armap_jax.pipeline import honesty, stages
@@ -32,10 +33,9 @@ def tiny_config(policy="solver-noisy"):
   c.tree.rollouts = 3
   c.tree.children = 2
   for k in ("orm", "prm"):
-    c[k].update(dict(hidden_size=16, num_layers=1, num_heads=2,
-                     intermediate_size=32, steps=3, eval_every=0,
-                     batch_size=4, max_length=256, min_bucket=256,
-                     init="scratch"))
+    c[k].model.overrides = rm_config.game24_overrides(16, 1, 2, 32, 256)
+    c[k].data.update(max_length=256, min_bucket=256)
+    c[k].train.update(steps=3, eval_every=0, batch_size=4)
   c.eval.num_test = 3
   c.budget.update(n=2, rollouts=2, children=2, width=2, expansions=2,
                   max_attempts=2)

@@ -1,5 +1,5 @@
 """One reward-model format: an ORM and a PRM trained through the main job's
-code path (`configs.rm.from_stage_section` -> `training.run.train_from_config`,
+code path (`configs.rm.for_stage` -> `training.run.train_from_config`,
 what `pipeline.stages.train` calls) give identical scores in process
 (`rewards.load_scorer`), through `experiments/plan.py`'s scorer factory
 (`pipeline.plan.build_scorer`) and through the model server's `/v1/rewards`;
@@ -59,12 +59,13 @@ def _records(n: int):
   return pairs, values
 
 
-def _section(steps: int) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({
-      "hidden_size": 32, "num_layers": 1, "num_heads": 2,
-      "intermediate_size": 64, "max_length": 128, "steps": steps,
-      "batch_size": 8, "lr": 1e-3, "warmup_steps": 2, "eval_every": 100,
-      "min_bucket": 0})
+def _section(kind: str, steps: int) -> ml_collections.ConfigDict:
+  """The main job's `orm` / `prm` section, shrunk."""
+  c = rm_cfg.rm(kind, "game24")
+  c.model.overrides = rm_cfg.game24_overrides(32, 1, 2, 64, 128)
+  c.data.max_length = 128
+  c.train.update(steps=steps, batch_size=8, warmup_steps=2)
+  return c
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +77,9 @@ def runs(tmp_path_factory):
   for kind, recs in (("orm", pairs), ("prm", values)):
     data = root / f"{kind}.jsonl"
     records.append_jsonl(data, recs)
-    c = rm_cfg.from_stage_section(_section(3), kind, seed=0,
-                                  workdir=str(root / kind), train=str(data),
-                                  heldout=str(root / "missing.jsonl"),
-                                  view=view)
+    c = rm_cfg.for_stage(_section(kind, 3), seed=0,
+                         workdir=str(root / kind), train=str(data),
+                         heldout=str(root / "missing.jsonl"), view=view)
     run_lib.train_from_config(c)
     out[kind] = str(root / kind)
   return out
