@@ -4,8 +4,11 @@ r"""Synthesise reward-model data from trajectories (ARMAP step 2, AgentRM values
       --config=experiments/configs/synthesize_game24.py \
       --config.trajectories=/tmp/armap_jax/collect_game24/trajectories.jsonl
 
-Writes <workdir>/pairs.jsonl (PreferencePair, `source` = strategy) and, with
---config.trees, <workdir>/step_values.jsonl (StepValue). Outputs are written
+Writes <workdir>/pairs.jsonl (PreferencePair, `source` = strategy) and
+<workdir>/step_values.jsonl (AgentRM StepValue records: Monte-Carlo values of
+the collected episodes' prefix trees, merged with --config.trees: search-tree
+JSONL or MCTS results of `plan.py` steered by the env's reward on train
+tasks). Outputs are written
 atomically; an existing output is kept unless --config.overwrite=True.
 """
 
@@ -18,6 +21,7 @@ from ml_collections import config_flags
 
 from armap_jax.agent import factory
 from armap_jax.agent.rollout import load_trajectories
+from armap_jax.records import Trajectory
 from armap_jax.configs import sections
 from armap_jax.data import synthesize, tree_values
 from armap_jax.envs import registry
@@ -63,14 +67,14 @@ def main(argv):
     f.write(cfg.to_json_best_effort(indent=2))
   summary = {}
 
+  paths = [p for p in cfg.trajectories.split(",") if p]
+  _check_trajectories_producer(cfg, paths)
+  trajs = load_trajectories(paths) if paths else []
+  synthesize.check_no_test_tasks(trajs, ",".join(paths) or "trajectories")
   out = cfg.out or os.path.join(cfg.workdir, "pairs.jsonl")
   if os.path.exists(out) and not cfg.overwrite:
     logging.info("%s exists; skipping pair synthesis (overwrite=False)", out)
   else:
-    paths = [p for p in cfg.trajectories.split(",") if p]
-    _check_trajectories_producer(cfg, paths)
-    trajs = load_trajectories(paths) if paths else []
-    synthesize.check_no_test_tasks(trajs, ",".join(paths) or "trajectories")
     spec = registry.get_spec(cfg.env.name)
     d = dict(cfg.synthesis)
     d["editor"] = d["editor"] or spec.editor or "valid"
@@ -90,15 +94,29 @@ def main(argv):
     summary["trajectories"] = len(trajs)
     logging.info("wrote %d pairs to %s: %s", len(pairs), out, summary["pairs"])
 
-  if cfg.trees:
+  tree_paths = [p for p in cfg.trees.split(",") if p]
+  if tree_paths or (trajs and cfg.tree.from_trajectories):
     sv_out = cfg.step_values_out or os.path.join(cfg.workdir,
                                                  "step_values.jsonl")
     if os.path.exists(sv_out) and not cfg.overwrite:
       logging.info("%s exists; skipping step values", sv_out)
     else:
       trees = []
-      for p in cfg.trees.split(","):
+      for p in tree_paths:
         trees.extend(tree_values.read_trees(p))
+      synthesize.check_no_test_tasks(
+          [Trajectory(task_id=t.task_id, env=t.env, instruction=t.instruction,
+                      steps=())
+           for t in trees], ",".join(tree_paths))
+      if cfg.tree.from_trajectories:
+        # Each task's collected episodes form a prefix tree whose node values
+        # are Monte-Carlo returns (merged with the search trees' estimates of
+        # the same prefixes), as the main job's `tree.from_collect` does.
+        by_task = collections.defaultdict(list)
+        for t in trajs:
+          by_task[t.task_id].append(t)
+        trees += [tree_values.tree_from_trajectories(
+            ts, {"method": "collect"}) for ts in by_task.values()]
       tmp = sv_out + ".tmp"
       if os.path.exists(tmp):
         os.remove(tmp)

@@ -35,6 +35,8 @@ import numpy as np
 from armap_jax import records
 
 TREE_KIND = "search_tree"
+# `search.common.RESULT_KIND` (data/ sits below search/ and reads its JSONL).
+RESULT_KIND = "search_result"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,10 +152,23 @@ def write_trees(path: str | os.PathLike, trees: Iterable[SearchTree]) -> int:
 
 
 def read_trees(path: str | os.PathLike) -> list[SearchTree]:
-  """Reads a JSONL file of trees (bad lines raise naming file and line)."""
+  """Reads a JSONL file of trees (bad lines raise naming file and line).
+
+  Lines may also be `search_result` records with a tree dump (what
+  `experiments/plan.py --config.method=mcts` writes) when the search was
+  steered by the env's reward (`scorer_is_oracle`): its node values are then
+  returns, as AgentRM's step values need. Results steered by a learned
+  scorer are refused (their values are that scorer's guesses).
+  """
   path = os.fspath(path)
-  return [tree_from_dict(d, f"{path}:{i}")
-          for i, d in enumerate(records.iter_jsonl_dicts(path), start=1)]
+  out = []
+  for i, d in enumerate(records.iter_jsonl_dicts(path), start=1):
+    where = f"{path}:{i}"
+    if isinstance(d, Mapping) and d.get("kind") == RESULT_KIND:
+      out.append(tree_from_result_dict(d, where))
+    else:
+      out.append(tree_from_dict(d, where))
+  return out
 
 
 def tree_from_arrays(*, task_id: str, env: str, instruction: str,
@@ -341,18 +356,47 @@ def trees_to_step_values(trees: Iterable[SearchTree], out_path: str | os.PathLik
 
 
 def tree_from_search_result(result) -> SearchTree:
-  """A `SearchTree` from a `search.common.SearchResult` with a `tree` dump.
+  """A `SearchTree` from a `search.common.SearchResult` with a `tree` dump
+  (see `tree_from_result_dict`)."""
+  return _tree_from_dump(result.tree, task_id=result.task_id, env=result.env,
+                         instruction=result.chosen.instruction,
+                         method=result.method, scorer=result.scorer,
+                         where=f"search result {result.task_id}")
 
-  Uses each node's `value_sum` when the dump has it; otherwise `q * visits`
-  (exact for mean-Q searches such as PUCT; for ARMAP-M's UCT, `q` is the
-  max return, so the result is an optimistic estimate and is marked so in
-  `meta["value_from"]`).
-  """
-  if not result.tree:
-    raise ValueError(f"search result for {result.task_id} has no tree")
+
+def tree_from_result_dict(d: Mapping[str, Any], where: str) -> SearchTree:
+  """A `SearchTree` from a `search_result` JSONL object with a tree dump,
+  steered by the env's reward (`scorer_is_oracle`); errors name `where`."""
+  for key in ("task_id", "env", "tree", "chosen"):
+    if key not in d:
+      raise records.RecordError(f"{where}: search_result has no field {key!r}")
+  if not d.get("scorer_is_oracle"):
+    raise records.RecordError(
+        f"{where}: search_result of task {d['task_id']!r} was steered by "
+        f"scorer {d.get('scorer')!r}, not the env's reward; its node values "
+        f"are not returns (plan with --config.scorer.kind=oracle on train "
+        f"tasks to make step values)")
+  chosen = d["chosen"]
+  instruction = chosen.get("instruction", "") if isinstance(chosen, Mapping) \
+      else ""
+  return _tree_from_dump(d["tree"], task_id=d["task_id"], env=d["env"],
+                         instruction=instruction, method=d.get("method", ""),
+                         scorer=d.get("scorer", ""), where=where)
+
+
+def _tree_from_dump(tree: Sequence[Mapping[str, Any]], *, task_id: str,
+                    env: str, instruction: str, method: str, scorer: str,
+                    where: str) -> SearchTree:
+  """Uses each node's `value_sum` when the dump has it; otherwise
+  `q * visits` (exact for mean-Q searches such as PUCT; for ARMAP-M's UCT,
+  `q` is the max return, so the result is an optimistic estimate and is
+  marked so in `meta["value_from"]`)."""
+  if not tree:
+    raise ValueError(f"{where}: the search result has no tree (only MCTS "
+                     f"results carry one)")
   nodes = []
   value_from = "value_sum"
-  for n in result.tree:
+  for n in tree:
     visits = int(n.get("visits") or 0)
     if n.get("value_sum") is not None:
       vs = float(n["value_sum"])
@@ -369,9 +413,8 @@ def tree_from_search_result(result) -> SearchTree:
         "reward": float(n.get("reward") or 0.0),
         "terminal": bool(n.get("terminal", False)),
     })
-  instruction = result.chosen.instruction
   return tree_from_dict({
-      "task_id": result.task_id, "env": result.env, "instruction": instruction,
+      "task_id": task_id, "env": env, "instruction": instruction,
       "nodes": nodes,
-      "meta": {"method": result.method, "scorer": result.scorer,
-               "value_from": value_from}}, f"search result {result.task_id}")
+      "meta": {"method": method, "scorer": scorer,
+               "value_from": value_from}}, where)

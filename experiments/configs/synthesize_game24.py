@@ -5,8 +5,8 @@
       --config.trajectories=/tmp/armap_jax/collect_game24/trajectories.jsonl
 
 Writes <workdir>/pairs.jsonl (PreferencePair records; `source` says which
-strategy made each) and, when `trees` is set, <workdir>/step_values.jsonl
-(AgentRM StepValue records from search trees). A stage whose output exists is
+strategy made each) and <workdir>/step_values.jsonl (AgentRM StepValue
+records from the collected episodes' prefix trees and from `trees`). A stage whose output exists is
 skipped unless --config.overwrite=True. Trajectories of test tasks are
 refused.
 """
@@ -40,11 +40,14 @@ def get_config():
   # Instruction refinement LLM (synthesis.refinement): a policy section;
   # name "" = none, else "openai" or a model (`agent.factory.make_policy`).
   c.llm = sections.policy("")
-  # AgentRM step values from search trees (JSONL of `search_tree` objects).
+  # AgentRM step values: the collected episodes' prefix trees
+  # (tree.from_trajectories) and search trees (comma-separated JSONL of
+  # `search_tree` objects, or `plan.py` MCTS results steered by the oracle).
   c.trees = ""
   c.step_values_out = ""  # Default: <workdir>/step_values.jsonl.
   c.tree = ml_collections.ConfigDict({
       "min_visits": 1,
       "estimate": "mean",
+      "from_trajectories": True,
   })
   return c

@@ -79,3 +79,64 @@ def test_synthesize_refuses_trajectories_of_another_protocol(tmp_path):
                      timeout=300)
   assert p.returncode == 0, p.stderr[-2000:]
   assert (tmp_path / "tot" / "pairs.jsonl").exists()
+
+
+def test_synthesize_writes_prm_step_values_from_collected_episodes(tmp_path):
+  """Issue 28.3: the README's collect -> synthesize -> train_rm.py:prm chain
+  has PRM data: synthesize writes step_values.jsonl from the collected
+  episodes' prefix trees (Monte-Carlo returns)."""
+  from armap_jax import records
+  rc, err = _collect(tmp_path, "--config.policy.name=solver-noisy",
+                     "--config.rollout.attempts=3")
+  assert rc == 0, err[-3000:]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  p = subprocess.run(
+      [sys.executable, os.path.join(_ROOT, "experiments", "synthesize.py"),
+       f"--config.trajectories={tmp_path}/trajectories.jsonl",
+       "--config.synthesis.backward=0", f"--config.workdir={tmp_path}/s"],
+      cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+  assert p.returncode == 0, p.stderr[-2000:]
+  svs = records.read_jsonl(tmp_path / "s" / "step_values.jsonl",
+                           records.StepValue)
+  trajs = records.read_jsonl(tmp_path / "trajectories.jsonl",
+                             records.Trajectory)
+  assert svs and {s.task_id for s in svs} == {t.task_id for t in trajs}
+  # Each first-step prefix's value is the success rate of the episodes
+  # through it.
+  for sv in (s for s in svs if len(s.steps) == 1):
+    through = [t for t in trajs if t.task_id == sv.task_id and t.steps
+               and t.steps[0].action == sv.steps[0].action]
+    want = sum(1.0 if t.success else max(0.0, min(1.0, t.reward))
+               for t in through) / len(through)
+    assert abs(sv.value - want) < 1e-9 and sv.visits == len(through)
+
+
+def test_read_trees_takes_oracle_mcts_results_and_refuses_learned_ones(
+    tmp_path):
+  import json
+
+  import pytest
+  from search_helpers import env_factory, random_policy
+
+  from armap_jax import records
+  from armap_jax.data import tree_values as tv
+  from armap_jax.rewards.oracle import make_oracle
+  from armap_jax.search import Budget, MCTS
+  from armap_jax.search.common import write_results
+
+  res = MCTS(rule="puct", gamma=1.0).run(
+      env_factory().task_ids("train")[:2], random_policy(), make_oracle("game24"),
+      env_factory, Budget(max_steps=4, rollouts=4, children=2))
+  path = tmp_path / "mcts.jsonl"
+  write_results(str(path), res)
+  trees = tv.read_trees(path)
+  assert [t.task_id for t in trees] == [r.task_id for r in res]
+  assert all(len(t.nodes) == len(r.tree) for t, r in zip(trees, res))
+  lines = path.read_text().splitlines()
+  d = json.loads(lines[0])
+  d["scorer_is_oracle"], d["scorer"] = False, "orm"
+  bad = tmp_path / "learned.jsonl"
+  bad.write_text(json.dumps(d) + "\n")
+  with pytest.raises(records.RecordError, match=r"learned.jsonl:1: .*orm"):
+    tv.read_trees(bad)
