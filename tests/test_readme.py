@@ -98,11 +98,7 @@ OVERRIDES: dict[str, Override] = {
 # strict xfail, so the entry must be removed (and the test then passes) once
 # they are fixed.
 # Keyed by a substring of the command.
-KNOWN_BROKEN = {
-    "rm_game24.py:prm": "issue 28.3: no README command writes the PRM's "
-                        "step_values.jsonl",
-    "--config.scorer.kind=prm": "issue 28.3: needs the PRM run above",
-}
+KNOWN_BROKEN: dict[str, str] = {}
 
 # Variants that are slow although their command's entry is not (substrings):
 # later pretraining stages, SmolLM2-sized LoRA runs on the tiny backbone
@@ -170,6 +166,8 @@ def _concrete(cmd: str, ov: Override, work: str, port: int) -> list[str]:
     cmd += f" --config.workdir={{W}}/rm_{name}"
     if not kind:
       cmd += " --config.data.train={W}/synth/pairs.jsonl"
+    elif kind.group(1) == "prm":
+      cmd += " --config.data.train={W}/synth/step_values.jsonl"
     elif kind.group(1) == "implicit":
       cmd += " --config.data.train={W}/collect/trajectories.jsonl"
   argv = shlex.split(cmd) + [a for a in ov.args]
