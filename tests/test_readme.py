@@ -1,6 +1,7 @@
 """The README is tested: every shell command and Python block in README.md
-runs, as a user types it plus size overrides (small limits, steps, tiny
-models where a flag selects the model) from `OVERRIDES` below. A README
+and docs/usage.md (the README's "more" page) runs, as a user types it plus
+size overrides (small limits, steps, tiny models where a flag selects the
+model) from `OVERRIDES` below. A README
 command without an entry in `OVERRIDES` fails `test_every_command_is_covered`,
 so the README cannot drift from the code unnoticed.
 
@@ -28,6 +29,9 @@ import readme_commands as R
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
+# The documents a user follows, in reading order: the README links to
+# docs/usage.md for every launcher, so its commands are tested the same way.
+USER_DOCS = (README, os.path.join(ROOT, "docs", "usage.md"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,8 +131,12 @@ def _scorer_source(cmd: str) -> str:
 
 
 def readme_text() -> str:
-  with open(README, encoding="utf-8") as f:
-    return f.read()
+  """README.md and docs/usage.md, in the order a reader follows them."""
+  parts = []
+  for path in USER_DOCS:
+    with open(path, encoding="utf-8") as f:
+      parts.append(f.read())
+  return "\n\n".join(parts)
 
 
 def readme_runs() -> list[str]:
