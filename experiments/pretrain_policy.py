@@ -90,4 +90,6 @@ def _evaluate_only(c) -> None:
 
 
 if __name__ == "__main__":
-  launch.run_main(main)
+  # Provenance beside the weights; never into an evaluated model's directory.
+  launch.run_main(main, workdir=lambda: None if _CONFIG.value.eval.only else
+                  _CONFIG.value.out_dir)

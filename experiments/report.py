@@ -9,6 +9,8 @@ PNG plots and trees/<task>.html (self-contained, open from disk) into
 --out (default <workdir>/report).
 """
 
+import os
+
 from absl import app, flags, logging
 
 from armap_jax import report
@@ -41,4 +43,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  launch.run_main(main)
+  # The report command's provenance goes with the report it writes.
+  launch.run_main(main, workdir=lambda: (
+      _OUT.value or os.path.join(_WORKDIR.value, "report"))
+                  if os.path.isdir(_WORKDIR.value) else None)

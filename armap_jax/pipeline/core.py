@@ -19,6 +19,8 @@ from typing import Any
 
 from absl import logging
 
+from armap_jax.runtime import provenance
+
 TIMINGS_FILE = "timings.json"
 
 
@@ -28,6 +30,8 @@ class Workdir:
   def __init__(self, root: str):
     self.root = os.path.abspath(root)
     os.makedirs(os.path.join(self.root, "stages"), exist_ok=True)
+    # What runs in it: commit, packages, argv, machine, devices.
+    provenance.write_provenance(self.root, start_backend=True)
     self.ran: list[str] = []  # Stages run (not skipped) by this process.
     self.skipped: list[str] = []
 

@@ -29,6 +29,7 @@ from armap_jax.pipeline import plan as plan_lib
 from armap_jax.pipeline import stages
 from armap_jax.pipeline.core import check_producer, read_json, write_json
 from armap_jax.report import tables
+from armap_jax.runtime import provenance
 
 ROW_NAMES = tables.ROW_NAMES  # The table's row names live with the tables.
 ENV_TITLES = {"game24": "Game of 24", "maze": "Maze", "webshop": "WebShop",
@@ -272,6 +273,7 @@ def write_report(cfg, wd, extra: dict[str, Any]) -> str:
     for n, d in by_n.items():
       vals = list(d.values())
       lines.append(f"| {n} | {vals[0]:.1f} | {vals[1]:.1f} | {vals[2]:.1f} |")
+  lines += [""] + provenance.summary_lines(wd.root)
   text = "\n".join(lines) + "\n"
   with open(wd.path("summary.md"), "w", encoding="utf-8") as f:
     f.write(text)

@@ -13,6 +13,7 @@ from absl import logging
 
 from armap_jax.report import diagnostics as diag
 from armap_jax.report import plots, tables, tree_html
+from armap_jax.runtime import provenance
 
 
 @dataclasses.dataclass
@@ -169,6 +170,7 @@ def build_report(workdir: str, out_dir: str | None = None,
                                  default=str), "```", "", "</details>", ""]
   if not run.config:
     md += ["(no config file found in the work directory)", ""]
+  md += provenance.summary_lines(run.workdir)  # The run's, not the report's.
   versions = tables.package_versions()
   md += ["## Package versions", "", "| package | version |", "|---|---|"]
   md += [f"| {k} | {tables.escape_md(v)} |" for k, v in versions.items()]

@@ -13,7 +13,12 @@ that they all behave the same way for a user:
   on error (`peak resident memory: ...` on stderr, so stdout stays the
   command's output);
 - `default_config(__file__, "x.py")` makes a launcher's default `--config`
-  path independent of the directory the command is run from.
+  path independent of the directory the command is run from;
+- the command's provenance (git commit, packages, argv, machine, devices) is
+  written to ``<work directory>/provenance.json`` before `main` runs and
+  completed when it ends (`runtime.provenance`). The work directory is the
+  config's `workdir` field or the `--workdir` flag; a launcher whose output
+  goes elsewhere passes `workdir=` (a callable, or None for no directory).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import traceback
 from typing import Any, Callable, Sequence
 
 from absl import app, flags
+
+from armap_jax.runtime import provenance
 
 _TRACEBACK = flags.DEFINE_bool(
     "traceback", False, "On an error, print the full Python traceback instead "
@@ -186,9 +193,30 @@ def _fail(message: str, exc: BaseException | None) -> None:
   raise SystemExit(USER_ERROR_EXIT)
 
 
-def _guarded(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
+def auto_workdir() -> str | None:
+  """The work directory a launcher writes: a config flag's `workdir` field,
+  else the `--workdir` flag (None when neither is set)."""
+  from ml_collections import ConfigDict
+  for name, flag in flags.FLAGS._flags().items():  # pylint: disable=protected-access
+    v = flag.value
+    if name == flag.name and isinstance(v, ConfigDict):
+      wd = v.get("workdir")
+      if isinstance(wd, str) and wd:
+        return wd
+  f = flags.FLAGS._flags().get("workdir")  # pylint: disable=protected-access
+  if f is not None and isinstance(f.value, str) and f.value:
+    return f.value
+  return None
+
+
+def _guarded(main: Callable[[list[str]], Any],
+             workdir: Callable[[], str | None] | None
+             ) -> Callable[[list[str]], Any]:
   def wrapped(argv):
     try:
+      wd = workdir() if workdir is not None else None
+      if wd:
+        provenance.write_provenance(wd)
       return main(argv)
     except SystemExit:
       raise
@@ -207,14 +235,25 @@ def _guarded(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
 
 
 def run_main(main: Callable[[list[str]], Any],
-             argv: list[str] | None = None) -> None:
-  """`absl.app.run(main)` with one-line user errors (exit 2) and the peak
-  resident memory printed at the end. Never returns (exits the process)."""
+             argv: list[str] | None = None, *,
+             workdir: Callable[[], str | None] | None = auto_workdir) -> None:
+  """`absl.app.run(main)` with one-line user errors (exit 2), the command's
+  provenance in its work directory (`workdir()` after flag parsing; None:
+  none) and the peak resident memory printed at the end. Never returns
+  (exits the process)."""
   if argv is not None:
     sys.argv = list(argv)  # Config flags read their overrides from sys.argv.
+  status = "error"
   try:
-    app.run(_guarded(main), argv=sys.argv, flags_parser=_parse_flags)
+    app.run(_guarded(main, workdir), argv=sys.argv, flags_parser=_parse_flags)
+  except SystemExit as e:
+    status = "ok" if e.code in (0, None) else f"exit {e.code}"
+    raise
+  except BaseException as e:
+    status = f"error: {type(e).__name__}"
+    raise
   finally:
+    provenance.finish(status)
     sys.stdout.flush()
     sys.stderr.write(peak_memory_line() + "\n")
     sys.stderr.flush()
