@@ -94,11 +94,12 @@ class RemoteEnv:
     except ValueError:
       data = None
     if r.status_code != 200:
-      msg = data.get("error") if isinstance(data, dict) else r.text[:500]
+      msg = _error_message(data) if isinstance(data, dict) else r.text[:500]
       raise RemoteEnvError(f"{method} {url} -> HTTP {r.status_code}: {msg}",
                            status=r.status_code)
     if isinstance(data, dict) and "error" in data and len(data) == 1:
-      raise RemoteEnvError(f"{method} {url}: {data['error']}")  # AgentGym style
+      # AgentGym's servers answer errors with 200 and {"error": message}.
+      raise RemoteEnvError(f"{method} {url}: {_error_message(data)}")
     return data
 
   def _create(self, retries: int) -> int:
@@ -231,6 +232,14 @@ class RemoteEnv:
         raise
     finally:
       self._http.close()
+
+
+def _error_message(data: dict) -> str:
+  """The message of {"error": {"message": ...}} (ours) or {"error": text}."""
+  err = data.get("error")
+  if isinstance(err, dict):
+    return str(err.get("message", err))[:2000]
+  return str(err)[:2000]
 
 
 def _int(task_id: str) -> int:

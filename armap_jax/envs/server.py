@@ -30,6 +30,11 @@ agentenv-webshop's routes (`/create` -> int, `/reset {env_idx, session_id}`,
 `/agentgym/alfworld/...` agentenv-alfworld's (`/create` -> {id}, `/reset {id,
 game, world_type}`, `/step {id, action}` -> {observation, reward, done,
 available_actions}, `/observation`, `/available_actions`, `/detail`, `/close`).
+Which env kind each prefix serves: `ServerConfig.agentgym` ({"webshop": kind,
+"alfworld": kind}; CLI `--agentgym_webshop`, `--agentgym_alfworld`); by
+default the route's own env ("webshop"; "household" for alfworld) when it is
+served, else the only env when just one is served, else the route answers 404
+saying which flag picks one (never another benchmark's tasks in silence).
 An integer game/session index n maps to task id str(n) when that is a task id,
 else to the n-th of task_ids("train") + ("dev") + ("test").
 
@@ -37,9 +42,12 @@ Safety: binds 127.0.0.1 by default; at most `max_envs` live envs (503 beyond);
 envs idle for `ttl_s` are closed by a reaper; every env call runs on a worker
 thread and answers 504 if it takes longer than `request_timeout_s` (the server
 keeps serving; the env is marked unusable until reset/restore, since its state
-is unknown); one request at a time per env (409 if busy). Errors are JSON
-{"error": message} with 400/404/409/503/504 status codes (500 when the env
-itself raised something other than EnvError; the server keeps running).
+is unknown); one request at a time per env (409 if busy). Request bodies are
+capped (`max_body_bytes`: 413; nesting `max_json_depth`: 400; NaN and
+infinities: 400) and must arrive within `body_timeout_s` (408). Every error,
+unknown routes included, is JSON {"error": {"message", "type", "code",
+"param"}} with status 400/404/405/408/409/413/503/504 (500 when the env itself
+raised something other than EnvError; the server keeps running).
 """
 
 from __future__ import annotations
@@ -63,7 +71,8 @@ from starlette.routing import Route
 
 from armap_jax.envs import server_routes
 from armap_jax.envs.base import SPLITS, Env, EnvError
-from armap_jax.envs.server_http import HTTPError, Slot
+from armap_jax.envs.server_http import (BodyLimits, HTTPError, ServerConfigError,
+                                        Slot)
 
 EnvFactory = Callable[[], Env]
 
@@ -79,7 +88,15 @@ class ServerConfig:
   queue_timeout_s: float = 60.0  # waiting for a free worker thread
   max_workers: int = 32
   max_snapshots_per_env: int = 4096
-  agentgym_env: str | None = None  # env kind behind /agentgym/*; default: first
+  # Env kind behind each AgentGym prefix ({"webshop": ..., "alfworld": ...});
+  # a prefix left out serves its own env, or the only one (module docstring).
+  agentgym: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  max_body_bytes: int = 1 << 20
+  max_json_depth: int = 32
+  body_timeout_s: float = 30.0  # The whole request body must arrive by then.
+  # Names of the env each AgentGym prefix serves when it is among the kinds.
+  AGENTGYM_NATIVE = {"webshop": ("webshop",),
+                     "alfworld": ("household", "alfworld")}
 
 
 def _make(factory: EnvFactory, kind: str) -> Env:
@@ -103,6 +120,16 @@ class EnvServer:
       raise ValueError("EnvServer needs at least one env factory")
     self.factories = dict(factories)
     self.config = config
+    self.body_limits = BodyLimits(config.max_body_bytes, config.max_json_depth,
+                                  config.body_timeout_s)
+    for route, kind in config.agentgym.items():
+      if route not in ServerConfig.AGENTGYM_NATIVE:
+        raise ServerConfigError(f"ServerConfig.agentgym: unknown AgentGym route "
+                         f"{route!r}; expected one of "
+                         f"{sorted(ServerConfig.AGENTGYM_NATIVE)}")
+      if kind not in self.factories:
+        raise ServerConfigError(f"ServerConfig.agentgym[{route!r}] = {kind!r} is not "
+                         f"served here; served: {sorted(self.factories)}")
     self._slots: dict[int, Slot] = {}
     self._ids = itertools.count()
     self._snap_ids = itertools.count()
@@ -112,7 +139,9 @@ class EnvServer:
     self._pool = concurrent.futures.ThreadPoolExecutor(
         max_workers=config.max_workers, thread_name_prefix="env")
     self._sem: asyncio.Semaphore | None = None
-    self.app = Starlette(routes=self._routes(), lifespan=self._lifespan)
+    self.app = Starlette(routes=self._routes(), lifespan=self._lifespan,
+                         exception_handlers=server_routes.EXCEPTION_HANDLERS)
+    self.app.state.body_limits = self.body_limits
 
   # -- plumbing ----------------------------------------------------------------
   @contextlib.asynccontextmanager
@@ -181,7 +210,7 @@ class EnvServer:
   def _slot(self, env_id: Any) -> Slot:
     try:
       slot = self._slots.get(int(env_id))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
       raise HTTPError(400, f"env id must be an int, got {env_id!r}") from None
     if slot is None:
       raise HTTPError(404, f"no live env {env_id} (closed, reaped or never made)")
@@ -217,11 +246,26 @@ class EnvServer:
 
   # -- operations (shared by all route shapes) -----------------------------------
   def _kind(self, kind: str | None) -> str:
-    kind = kind or self.config.agentgym_env or next(iter(self.factories))
+    kind = kind or next(iter(self.factories))
     if kind not in self.factories:
       raise HTTPError(400, f"unknown env {kind!r}; this server has "
-                           f"{sorted(self.factories)}")
+                           f"{sorted(self.factories)}", param="env")
     return kind
+
+  def agentgym_kind(self, route: str) -> str:
+    """The env kind behind `/agentgym/<route>` (see the module docstring)."""
+    kind = self.config.agentgym.get(route)
+    if kind is not None:
+      return kind
+    for name in ServerConfig.AGENTGYM_NATIVE[route]:
+      if name in self.factories:
+        return name
+    if len(self.factories) == 1:
+      return next(iter(self.factories))
+    raise HTTPError(404, f"/agentgym/{route}: this server serves "
+                         f"{sorted(self.factories)} and none is {route}'s "
+                         f"env; pick one with --agentgym_{route}=NAME "
+                         f"(ServerConfig.agentgym)")
 
   async def create(self, kind: str | None) -> Slot:
     kind = self._kind(kind)
@@ -264,9 +308,11 @@ class EnvServer:
     return self._tasks_cache[key]
 
   async def task_for_index(self, slot: Slot, n: Any) -> str:
+    if isinstance(n, bool) or not isinstance(n, (int, str)):
+      raise HTTPError(400, f"game/session index must be an int, got {n!r}")
     try:
       n = int(n)
-    except (TypeError, ValueError):
+    except ValueError:
       raise HTTPError(400, f"game/session index must be an int, got {n!r}") from None
     ids = []
     for s in ("train", "dev", "test"):
@@ -343,7 +389,7 @@ class EnvServer:
   def run(self) -> None:
     """Serves until interrupted (blocking)."""
     uvicorn.run(self.app, host=self.config.host, port=self.config.port,
-                log_level="warning")
+                log_level="warning", timeout_keep_alive=30)
 
 
 class ServerThread:
@@ -407,9 +453,13 @@ def _main(argv: list[str]) -> None:
   for name, factory in factories.items():  # build shared data before serving
     factory().close()
     logging.info("env %s ready", name)
+  agentgym = {r: getattr(f, f"agentgym_{r}") for r in ("webshop", "alfworld")
+              if getattr(f, f"agentgym_{r}")}
   cfg = ServerConfig(host=f.host, port=f.port, max_envs=f.max_envs,
                      ttl_s=f.ttl_s, request_timeout_s=f.request_timeout_s,
-                     max_workers=f.max_workers)
+                     max_workers=f.max_workers, agentgym=agentgym,
+                     max_body_bytes=f.max_body_bytes,
+                     body_timeout_s=f.body_timeout_s)
   logging.info("serving %s on http://%s:%d", sorted(factories), f.host, f.port)
   EnvServer(factories, cfg).run()
 
@@ -424,5 +474,13 @@ if __name__ == "__main__":
   flags.DEFINE_float("ttl_s", 900.0, "Idle seconds before an env is reaped.")
   flags.DEFINE_float("request_timeout_s", 60.0, "Per-request env call timeout.")
   flags.DEFINE_integer("max_workers", 32, "Worker threads for env calls.")
+  flags.DEFINE_string("agentgym_webshop", None, "Env kind behind "
+                      "/agentgym/webshop (default: webshop, or the only env).")
+  flags.DEFINE_string("agentgym_alfworld", None, "Env kind behind "
+                      "/agentgym/alfworld (default: household, or the only "
+                      "env).")
+  flags.DEFINE_integer("max_body_bytes", 1 << 20, "Largest request body.")
+  flags.DEFINE_float("body_timeout_s", 30.0, "Seconds a request body may "
+                     "take to arrive.")
   from armap_jax.runtime import launch  # pylint: disable=g-import-not-at-top
   launch.run_main(_main)

@@ -10,11 +10,14 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from absl import logging
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from armap_jax.envs.server_http import HTTPError, Slot, json_error, read_json
+from armap_jax.envs import server_http
+from armap_jax.envs.server_http import HTTPError, Slot, json_error
 
 Handler = Callable[[Request], Awaitable[Any]]
 
@@ -26,19 +29,38 @@ def _endpoint(fn: Handler) -> Callable[[Request], Awaitable[Response]]:
       out = await fn(request)
     except HTTPError as e:
       return json_error(e)
+    except Exception as e:  # pylint: disable=broad-except
+      logging.exception("%s %s failed", request.method, request.url.path)
+      return json_error(HTTPError(500, f"{type(e).__name__}: {e}"))
     return out if isinstance(out, Response) else JSONResponse(out)
   return wrapped
 
 
+async def _starlette_error(request: Request, exc: HTTPException) -> Response:
+  """Unknown routes and methods: the same JSON error body as the rest."""
+  msg = (f"no route {request.method} {request.url.path}" if exc.status_code
+         in (404, 405) else str(exc.detail))
+  return json_error(HTTPError(exc.status_code, msg))
+
+
+EXCEPTION_HANDLERS = {HTTPException: _starlette_error}
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+  """The body as a JSON object, within the server's `BodyLimits`."""
+  return await server_http.read_json(request,
+                                     request.app.state.body_limits)
+
+
 def _need(body: dict[str, Any], key: str) -> Any:
   if key not in body:
-    raise HTTPError(400, f"request body is missing field {key!r}")
+    raise HTTPError(400, f"request body is missing field {key!r}", param=key)
   return body[key]
 
 
 def _query(request: Request, key: str) -> str:
   if key not in request.query_params:
-    raise HTTPError(400, f"missing query parameter {key!r}")
+    raise HTTPError(400, f"missing query parameter {key!r}", param=key)
   return request.query_params[key]
 
 
@@ -143,7 +165,7 @@ def agentgym_webshop_routes(srv, prefix: str) -> list[Route]:
 
   @_endpoint
   async def create(request):
-    return (await srv.create(None)).env_id
+    return (await srv.create(srv.agentgym_kind("webshop"))).env_id
 
   @_endpoint
   async def reset(request):
@@ -205,7 +227,7 @@ def agentgym_alfworld_routes(srv, prefix: str) -> list[Route]:
 
   @_endpoint
   async def create(request):
-    return {"id": (await srv.create(None)).env_id}
+    return {"id": (await srv.create(srv.agentgym_kind("alfworld"))).env_id}
 
   @_endpoint
   async def reset(request):

@@ -232,11 +232,11 @@ def test_live_env_bound_and_bad_requests():
     r = requests.post(url + "/envs", data=b"{not json", timeout=10)
     assert r.status_code == 400 and "error" in r.json()
     r = requests.post(url + "/envs", json={"env": "nope"}, timeout=10)
-    assert r.status_code == 400 and "nope" in r.json()["error"]
+    assert r.status_code == 400 and "nope" in r.json()["error"]["message"]
     r = requests.post(url + "/envs/12345/step", json={"action": "x"}, timeout=10)
     assert r.status_code == 404
     r = requests.post(url + f"/envs/{envs[1].env_id}/step", json={}, timeout=10)
-    assert r.status_code == 400 and "action" in r.json()["error"]
+    assert r.status_code == 400 and "action" in r.json()["error"]["message"]
     r = requests.post(url + f"/envs/{envs[1].env_id}/step", json={"action": "x"},
                       timeout=10)
     assert r.status_code == 409  # step before reset -> the env's EnvError
