@@ -37,15 +37,30 @@ FORMATS = ("auto", "trace", "env")
 
 
 def _openai_policy(openai: Mapping[str, Any], fmt):
+  """`OpenAIPolicy` from `config.policy.openai` (`configs.sections.openai`)."""
   from armap_jax.agent.openai_policy import OpenAIPolicy
+  base_url = str(openai.get("base_url") or "")
+  if not base_url.startswith(("http://", "https://")):
+    raise PolicyConfigError(f"config.policy.openai.base_url: expected an "
+                            f"http(s):// URL such as "
+                            f"http://127.0.0.1:8000/v1, got {base_url!r}")
+  route = openai.get("route", "chat")
+  if route not in ("chat", "completions"):
+    raise PolicyConfigError(f"config.policy.openai.route: expected 'chat' or "
+                            f"'completions', got {route!r}")
+  for field, lo in (("max_concurrency", 1), ("timeout_s", 1e-3),
+                    ("max_retries", 0)):
+    if float(openai.get(field, lo)) < lo:
+      raise PolicyConfigError(f"config.policy.openai.{field} must be >= "
+                              f"{lo}, got {openai.get(field)!r}")
   key_env = openai.get("api_key_env") or ""
   api_key = os.environ.get(key_env) if key_env else None
   if key_env and not api_key:
     raise PolicyConfigError(f"config.policy.openai.api_key_env: environment "
                             f"variable {key_env!r} is not set")
   return OpenAIPolicy(
-      openai["base_url"], openai["model"], fmt=fmt,
-      route=openai.get("route", "chat"), api_key=api_key,
+      base_url, str(openai.get("model") or ""), fmt=fmt, route=route,
+      api_key=api_key,
       max_concurrency=int(openai.get("max_concurrency", 8)),
       timeout_s=float(openai.get("timeout_s", 120.0)),
       max_retries=int(openai.get("max_retries", 4)))
@@ -71,6 +86,18 @@ def is_trace_policy(name: str) -> bool:
   return bool(path) and os.path.exists(os.path.join(path, _TRACE_MARKER))
 
 
+def trace_format_name(name: str) -> str:
+  """The trace format a trace-trained model reads: its pretrain_info.json's
+  ``format`` (WebShop policies write "webshop-trace"), else Game of 24's."""
+  import json
+  path = model_dir(name)
+  info = os.path.join(path, _TRACE_MARKER) if path else ""
+  if info and os.path.exists(info):
+    with open(info, encoding="utf-8") as f:
+      return json.load(f).get("format", "game24-trace")
+  return "game24-trace"
+
+
 def prompt_format(policy_cfg, env_cfg):
   """The prompt format a model policy reads (see the module docstring)."""
   want = policy_cfg.get("format", "auto")
@@ -80,6 +107,13 @@ def prompt_format(policy_cfg, env_cfg):
   trace = (want == "trace" or (want == "auto" and policy_cfg.name not in
                                ("openai",) and is_trace_policy(
                                    policy_cfg.name)))
+  if trace and trace_format_name(policy_cfg.name) == "webshop-trace":
+    if env_cfg.name != "webshop":
+      raise PolicyConfigError(
+          f"config.policy.name={policy_cfg.name!r} reads WebShop pages: it "
+          f"needs config.env.name='webshop' (got {env_cfg.name!r})")
+    from armap_jax.agent.webshop_trace import WebShopTraceFormat
+    return WebShopTraceFormat()
   if trace or policy_cfg.name == "tiny-random":
     if not env_cfg.name.startswith("game24") or env_cfg.protocol != "tot":
       raise PolicyConfigError(
@@ -149,7 +183,7 @@ def make_policy(policy_cfg, env_cfg):
         f"another policy)")
   model, tok, _ = load_pretrained(path or name)
   chat = int(policy_cfg.get("chat", -1))
-  if getattr(fmt, "name", "") == "game24-trace":
+  if getattr(fmt, "name", "") in ("game24-trace", "webshop-trace"):
     chat = 0  # Trace checkpoints read plain text.
   return LocalPolicy(model, tok, fmt=fmt,
                      chat=None if chat < 0 else bool(chat),

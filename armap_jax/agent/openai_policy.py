@@ -8,7 +8,19 @@ so a server that trickles bytes cannot hang the run). Connection errors,
 timeouts, 408/409/429 and 5xx answers are retried with exponential backoff and
 jitter (honouring a numeric `Retry-After`); after the last attempt a
 `PolicyError` says which URL failed, how often and why. Other 4xx answers fail
-at once. Token counts come from the response's `usage`.
+at once. Token counts come from the response's `usage` and go into `usage`
+(`agent.usage.TokenUsage`) and each `Proposal`, as with `LocalPolicy`.
+
+Seeds: request i of a call (history i) sends a seed derived from
+(`sampling.seed`, i), so repeated histories in one call (several attempts at
+one task) get independent samples, and a rerun gets the same ones.
+
+Context: when the server says the prompt does not fit its context (HTTP 400,
+code `context_length_exceeded` or an "maximum context length" message), the
+prompt is cut from the front, like `LocalPolicy` keeps the last `context -
+max_tokens` tokens: the share kept is computed from the token counts the error
+states (ours, vLLM's and OpenAI's wordings), and the request is sent again (at
+most 3 cuts).
 
 The HTTP client is `requests`: it is already in our environment (no new
 dependency), it is mature and well kept, and its blocking API fits a thread
@@ -19,8 +31,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import json
 import random
+import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -49,12 +63,91 @@ class _Retryable(Exception):
     self.retry_after = retry_after
 
 
+class ContextOverflow(PolicyError):
+  """The server refused a prompt longer than its context; `prompt_tokens` and
+  `context` are what its message states (None where it states nothing)."""
+
+  def __init__(self, msg: str, prompt_tokens: int | None,
+               context: int | None):
+    super().__init__(msg)
+    self.prompt_tokens, self.context = prompt_tokens, context
+
+
+_OVERFLOW = re.compile(r"context[_ ]length|maximum context|context window|"
+                       r"tokens; the context is|reduce the length",
+                       re.IGNORECASE)
+# (prompt tokens, context) as servers word them: ours ("prompt[0] is 356
+# tokens; the context is 256"), vLLM / OpenAI ("maximum context length is
+# 2048 tokens. However, you requested 2100 tokens (2000 in the messages, 100
+# in the completion)" / "your messages resulted in 9000 tokens").
+_CONTEXT_RE = (re.compile(r"context (?:length )?is (\d+)", re.IGNORECASE),
+               re.compile(r"maximum context length is (\d+)", re.IGNORECASE))
+_PROMPT_RE = (re.compile(r"is (\d+) tokens;", re.IGNORECASE),
+              re.compile(r"\((\d+) in the (?:messages|prompt)", re.IGNORECASE),
+              re.compile(r"resulted in (\d+) tokens", re.IGNORECASE),
+              re.compile(r"has (\d+) input tokens", re.IGNORECASE))
+
+
+def _first_int(patterns, text: str) -> int | None:
+  for p in patterns:
+    m = p.search(text)
+    if m:
+      return int(m.group(1))
+  return None
+
+
+def context_overflow(status: int, content: bytes) -> ContextOverflow | None:
+  """A `ContextOverflow` when an error answer says the prompt is too long."""
+  if status not in (400, 413, 422):
+    return None
+  text = content[:4000].decode("utf-8", "replace")
+  try:
+    err = json.loads(text).get("error")
+  except (ValueError, AttributeError):
+    err = None
+  code = err.get("code") if isinstance(err, dict) else None
+  msg = (err.get("message") if isinstance(err, dict) else err) or text
+  msg = str(msg)
+  if code != "context_length_exceeded" and not _OVERFLOW.search(msg):
+    return None
+  return ContextOverflow(msg[:500], _first_int(_PROMPT_RE, msg),
+                         _first_int(_CONTEXT_RE, msg))
+
+
+def derive_seed(seed: int, *parts: int) -> int:
+  """A 31-bit seed for request `parts` (history index, round) of a call."""
+  h = hashlib.blake2b(repr((int(seed),) + parts).encode(), digest_size=4)
+  return int.from_bytes(h.digest(), "little") & 0x7FFFFFFF
+
+
+def cut_prompt(prompt: str | Sequence[Message], keep: float
+               ) -> str | list[Message]:
+  """The last `keep` share (0..1) of a prompt's characters; chat messages are
+  cut from the front (earliest messages first; roles kept)."""
+  if isinstance(prompt, str):
+    return prompt[len(prompt) - int(len(prompt) * keep):]
+  msgs = [dict(m) for m in prompt]
+  total = sum(len(m.get("content") or "") for m in msgs)
+  drop = total - int(total * keep)
+  out = []
+  for k, m in enumerate(msgs):
+    c = m.get("content") or ""
+    if drop >= len(c) and k < len(msgs) - 1:
+      drop -= len(c)
+      continue
+    m["content"] = c[min(drop, len(c)):]
+    drop = 0
+    out.append(m)
+  return out
+
+
 class OpenAIPolicy:
   """`Policy` over an OpenAI-compatible `/v1/chat/completions` or `/v1/completions`.
 
   Args:
     base_url: the API root, e.g. "http://127.0.0.1:8000/v1".
-    model: the model name sent in each request.
+    model: the model name sent in each request; "" asks the server's
+      `/models` and takes the one language model it serves.
     fmt: the prompt format (default: `prompts.get_format(env)` per history).
     route: "chat" (messages, the server applies its chat template) or
       "completions" (plain text prompt from `fmt.text`).
@@ -85,18 +178,18 @@ class OpenAIPolicy:
       raise ValueError(f"OpenAIPolicy.max_concurrency must be >= 1, got "
                        f"{max_concurrency}")
     self.base_url = base_url.rstrip("/")
-    self.model = model
-    self.fmt = fmt
-    self.route = route
     self.api_key = api_key
     self.timeout_s = float(timeout_s)
     self.connect_timeout_s = float(min(connect_timeout_s, timeout_s))
+    self.model = model or self._only_model()
+    self.fmt = fmt
+    self.route = route
     self.max_retries = int(max_retries)
     self.backoff_s = float(backoff_s)
     self.backoff_max_s = float(backoff_max_s)
     self.logprobs = bool(logprobs)
     self.extra_body = dict(extra_body or {})
-    self.name = name or f"openai:{model}"
+    self.name = name or f"openai:{self.model}"
     self.usage = TokenUsage()
     self._pool = concurrent.futures.ThreadPoolExecutor(
         max_workers=max_concurrency, thread_name_prefix="openai-policy")
@@ -113,6 +206,35 @@ class OpenAIPolicy:
   def __exit__(self, *exc) -> None:
     self.close()
 
+  def _headers(self) -> dict[str, str]:
+    headers = {"Content-Type": "application/json",
+               "Accept-Encoding": "identity"}
+    if self.api_key:
+      headers["Authorization"] = f"Bearer {self.api_key}"
+    return headers
+
+  def _only_model(self) -> str:
+    """The one language model `GET /models` lists (reward models skipped)."""
+    url = self.base_url + "/models"
+    try:
+      r = requests.get(url, headers=self._headers(),
+                       timeout=(self.connect_timeout_s, self.timeout_s))
+      data = r.json() if r.status_code == 200 else None
+    except (requests.RequestException, ValueError) as e:
+      raise PolicyError(f"no model name given and GET {url} failed: "
+                        f"{type(e).__name__}: {e}") from e
+    rows = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+      raise PolicyError(f"no model name given and GET {url} answered HTTP "
+                        f"{r.status_code} without a model list; set "
+                        f"config.policy.openai.model")
+    ids = [m["id"] for m in rows if isinstance(m, dict) and isinstance(
+        m.get("id"), str) and m.get("type") != "reward"]
+    if len(ids) != 1:
+      raise PolicyError(f"no model name given and {url} serves {ids}; set "
+                        f"config.policy.openai.model to one of them")
+    return ids[0]
+
   def _session(self) -> requests.Session:
     s = getattr(self._local, "session", None)
     if s is None:
@@ -122,10 +244,7 @@ class OpenAIPolicy:
 
   def _post_once(self, url: str, body: Mapping[str, Any],
                  require: str = "choices") -> dict[str, Any]:
-    headers = {"Content-Type": "application/json",
-               "Accept-Encoding": "identity"}
-    if self.api_key:
-      headers["Authorization"] = f"Bearer {self.api_key}"
+    headers = self._headers()
     deadline = time.monotonic() + self.timeout_s
     try:
       r = self._session().post(
@@ -167,6 +286,9 @@ class OpenAIPolicy:
           retry_after = None
       raise _Retryable(f"HTTP {r.status_code}: {snippet}", retry_after)
     if r.status_code != 200:
+      overflow = context_overflow(r.status_code, content)
+      if overflow is not None:
+        raise overflow
       raise PolicyError(f"POST {url} answered HTTP {r.status_code} (not "
                         f"retried): {snippet}")
     try:
@@ -247,21 +369,34 @@ class OpenAIPolicy:
     return text, lp, str(c.get("finish_reason") or "")
 
   def _complete(self, prompt: str | Sequence[Message], n: int,
-                sampling: Sampling, stop: Sequence[str]) -> list[TextCompletion]:
-    """n completions for one prompt (re-asking if a server returns fewer)."""
+                sampling: Sampling, stop: Sequence[str], index: int = 0,
+                what: str = "prompt") -> list[TextCompletion]:
+    """n completions for prompt `index` of a call (re-asking if a server
+    returns fewer; cutting the prompt if it overflows the context)."""
     out: list[TextCompletion] = []
     prompt_tokens = 0
-    for round_ in range(4):
+    cuts = 0
+    round_ = 0
+    while round_ < 4:
       want = n - len(out)
       if want <= 0:
         break
-      s = sampling if round_ == 0 else dataclasses.replace(
-          sampling, seed=sampling.seed + 7919 * round_)
+      s = dataclasses.replace(sampling, seed=derive_seed(sampling.seed, index,
+                                                         round_))
       path, body = self._body(prompt, want, s, stop)
-      data = self._post(path, body)
+      try:
+        data = self._post(path, body)
+      except ContextOverflow as e:
+        cuts += 1
+        if cuts > 3:
+          raise PolicyError(f"{self.base_url}: {what} still overflows the "
+                            f"context after 3 cuts: {e}") from e
+        prompt = self._cut(prompt, e, sampling.max_new_tokens, what)
+        continue
+      round_ += 1
       usage = data.get("usage") if isinstance(data.get("usage"), Mapping) else {}
-      pt = int(usage.get("prompt_tokens") or 0)
-      ct = int(usage.get("completion_tokens") or 0)
+      pt = _count(usage.get("prompt_tokens"))
+      ct = _count(usage.get("completion_tokens"))
       self.usage.add(prompt_tokens=pt, completion_tokens=ct, requests=1)
       prompt_tokens = prompt_tokens or pt
       choices = [c for c in data["choices"] if isinstance(c, Mapping)]
@@ -285,6 +420,24 @@ class OpenAIPolicy:
                             c.logprob, c.finish_reason) for c in out]
     return out
 
+  @staticmethod
+  def _cut(prompt, e: ContextOverflow, max_new_tokens: int, what: str):
+    """The prompt cut from the front so that it fits (see the docstring)."""
+    keep = 0.5  # The server said nothing usable: halve.
+    if e.prompt_tokens and e.context:
+      room = e.context - max(1, max_new_tokens)
+      if room <= 0:
+        raise PolicyError(f"max_new_tokens={max_new_tokens} leaves no room "
+                          f"for a prompt in a context of {e.context} tokens")
+      # Characters per token vary along a text: aim 10% under.
+      keep = min(0.95, 0.9 * room / e.prompt_tokens)
+    size = (len(prompt) if isinstance(prompt, str)
+            else sum(len(m.get("content") or "") for m in prompt))
+    logging.warning("%s is too long for the server's context (%s); keeping "
+                    "its last %d of %d characters", what, e, int(size * keep),
+                    size)
+    return cut_prompt(prompt, keep)
+
   def _map(self, fn, items: Sequence[Any]) -> list[Any]:
     futures = [self._pool.submit(fn, x) for x in items]
     try:
@@ -301,17 +454,21 @@ class OpenAIPolicy:
                     stop: Sequence[str] = ()) -> list[list[TextCompletion]]:
     """`n` raw completions per prompt (text or chat messages)."""
     self.usage.add(calls=1)
-    return self._map(lambda p: self._complete(p, n, sampling, stop), prompts)
+    return self._map(lambda ip: self._complete(ip[1], n, sampling, stop,
+                                               ip[0], f"prompt[{ip[0]}]"),
+                     list(enumerate(prompts)))
 
   def propose(self, histories: Sequence[History], n: int,
               sampling: Sampling) -> list[list[Proposal]]:
     """`n` parsed candidate actions per history (see `Policy`)."""
     self.usage.add(calls=1)
 
-    def one(h: History) -> list[Proposal]:
+    def one(ih: tuple[int, History]) -> list[Proposal]:
+      i, h = ih
       fmt = self.fmt or prompts_lib.get_format(h.env)
       prompt = fmt.messages(h) if self.route == "chat" else fmt.text(h)
-      comps = self._complete(prompt, n, sampling, fmt.stop)
+      comps = self._complete(prompt, n, sampling, fmt.stop, i,
+                             f"the prompt for {h.task_id}")
       props = []
       for c in comps:
         pa = fmt.parse(c.text)
@@ -322,7 +479,14 @@ class OpenAIPolicy:
                               logprob=c.logprob))
       return props
 
-    return self._map(one, histories)
+    return self._map(one, list(enumerate(histories)))
+
+
+def _count(x: Any) -> int:
+  """A token count from a response's `usage` (junk counts as 0)."""
+  if isinstance(x, bool) or not isinstance(x, (int, float)):
+    return 0
+  return int(x) if x == x and 0 <= x < 1 << 40 else 0
 
 
 class RemoteScorer:
@@ -338,7 +502,8 @@ class RemoteScorer:
 
   def __init__(self, base_url: str, model: str | None = None, *,
                batch_size: int = 64, name: str | None = None, **http_kwargs):
-    self._http = OpenAIPolicy(base_url, model or "", max_concurrency=1,
+    # The transport only (its model name is never sent: bodies name `model`).
+    self._http = OpenAIPolicy(base_url, model or "rewards", max_concurrency=1,
                               **http_kwargs)
     self.model = model
     self.batch_size = batch_size

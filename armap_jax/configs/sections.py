@@ -41,15 +41,18 @@ def env(name: str = "game24", protocol: str | None = None,
 
 
 def openai() -> ml_collections.ConfigDict:
-  """Settings of an OpenAI-compatible endpoint (policy "openai")."""
+  """Settings of an OpenAI-compatible endpoint (policy "openai"; see
+  `agent.openai_policy.OpenAIPolicy` and docs/serving.md)."""
   return ml_collections.ConfigDict({
-      "base_url": "http://127.0.0.1:8000/v1",
-      "model": "local",
-      "route": "chat",  # "chat" or "completions".
+      "base_url": "http://127.0.0.1:8000/v1",  # The API root (ends in /v1).
+      "model": "",  # "" = the one language model the server lists at /models.
+      # "chat" (the server applies its chat template to the env's messages)
+      # or "completions" (the plain-text prompt; trace checkpoints need it).
+      "route": "chat",
       "api_key_env": "",  # Name of an environment variable holding a key.
-      "max_concurrency": 8,
-      "timeout_s": 120.0,
-      "max_retries": 4,
+      "max_concurrency": 8,  # Requests in flight.
+      "timeout_s": 120.0,  # Deadline of one request.
+      "max_retries": 4,  # On 408/409/429/5xx, timeouts, dropped connections.
   })
 
 

@@ -35,12 +35,21 @@ class Stub:
   def __init__(self, behave):
     self.hits = 0
     self.bodies = []
+    self.models = {"object": "list", "data": []}
     stub = self
 
     class Handler(http.server.BaseHTTPRequestHandler):
 
       def log_message(self, *a):
         pass
+
+      def do_GET(self):
+        data = json.dumps(stub.models).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
       def do_POST(self):
         length = int(self.headers.get("Content-Length", 0))
@@ -225,3 +234,74 @@ def test_bounded_concurrency(stub_factory):
     out = pol.propose(HIST * 12, 1, S)
   assert len(out) == 12 and s.hits == 12
   assert active[1] <= 3
+
+
+def test_repeated_histories_get_distinct_seeds(stub_factory):
+  s = stub_factory(lambda k, p, b: (200, _ok_body(b["n"]), 0, 0))
+  with _policy(s.url) as pol:
+    pol.propose(HIST * 4, 2, S)
+    pol.propose(HIST * 4, 2, S)
+  seeds = [b["seed"] for _, b in s.bodies]
+  assert len(set(seeds[:4])) == 4  # One per history of a call ...
+  assert sorted(seeds[:4]) == sorted(seeds[4:])  # ... and the same on a rerun.
+  assert all(0 <= x < 2**31 for x in seeds)
+
+
+def _overflow_stub(limit, message):
+  """Refuses prompts longer than `limit` characters the way servers do."""
+
+  def behave(k, p, b):
+    text = b.get("prompt") or "".join(m["content"] for m in b["messages"])
+    if len(text) > limit:
+      toks = len(text) // 2
+      return 400, {"error": {"message": message.format(toks=toks, ctx=limit // 2,
+                                                        mt=b["max_tokens"]),
+                             "type": "invalid_request_error", "code": None}}, 0, 0
+    return 200, _ok_body(b["n"], chat="messages" in b), 0, 0
+  return behave
+
+
+@pytest.mark.parametrize("route,message", [
+    ("completions", "prompt[0] is {toks} tokens; the context is {ctx}"),
+    ("chat", "This model's maximum context length is {ctx} tokens. However, "
+             "you requested {toks} tokens ({toks} in the messages, {mt} in "
+             "the completion)."),
+    ("chat", "Please reduce the length of the messages."),  # No numbers.
+])
+def test_context_overflow_cuts_the_prompt_from_the_front(stub_factory, route,
+                                                         message):
+  s = stub_factory(_overflow_stub(120, message))
+  with _policy(s.url, route=route) as pol:
+    out = pol.propose(HIST, 2, S)
+  assert len(out[0]) == 2
+  sent = [b.get("prompt") or b["messages"] for _, b in s.bodies]
+  first, last = sent[0], sent[-1]
+  assert len(sent) >= 2
+  if route == "completions":
+    assert len(last) <= 120 and first.endswith(last)  # The end is kept.
+    assert last.endswith("Input: 1 1 4 6\nSteps:\n")
+  else:
+    assert sum(len(m["content"]) for m in last) <= 120
+    assert first[-1]["content"].endswith(last[-1]["content"])
+    assert last[-1]["role"] == "user"
+    assert "Input: 1 1 4 6" in last[-1]["content"]
+
+
+def test_context_overflow_without_room_is_reported(stub_factory):
+  s = stub_factory(_overflow_stub(
+      0, "prompt[0] is {toks} tokens; the context is 10"))
+  with _policy(s.url, route="completions") as pol:
+    with pytest.raises(PolicyError, match="leaves no room"):
+      pol.propose(HIST, 1, S)
+
+
+def test_model_name_from_the_server(stub_factory):
+  s = stub_factory(lambda k, p, b: (200, _ok_body(b["n"]), 0, 0))
+  s.models["data"] = [{"id": "judge", "type": "reward"}, {"id": "tiny-lm"}]
+  with OpenAIPolicy(s.url, "", fmt=Game24Format()) as pol:
+    assert pol.model == "tiny-lm" and pol.name == "openai:tiny-lm"
+    pol.propose(HIST, 1, S)
+  assert s.bodies[0][1]["model"] == "tiny-lm"
+  s.models["data"].append({"id": "other"})
+  with pytest.raises(PolicyError, match="config.policy.openai.model"):
+    OpenAIPolicy(s.url, "", fmt=Game24Format())
