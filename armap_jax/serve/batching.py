@@ -33,7 +33,9 @@ class Batcher:
 
   `run(key, payloads) -> results` runs on one worker thread (so the model is
   used by one call at a time); each submitter gets its own result or the
-  exception. `stats` counts calls and items.
+  exception. A submission whose awaiting task was cancelled (its client went
+  away) before its batch starts is dropped, never run. `stats` counts calls,
+  items and dropped ("cancelled") submissions.
   """
 
   def __init__(self, run: Callable[[Any, list[Any]], list[Any]], *,
@@ -45,7 +47,7 @@ class Batcher:
     self._pending: list[_Item] = []
     self._gate = threading.Event()
     self._gate.set()
-    self.stats = {"calls": 0, "items": 0}
+    self.stats = {"calls": 0, "items": 0, "cancelled": 0}
     self._thread = threading.Thread(target=self._worker, name=name, daemon=True)
     self._thread.start()
 
@@ -111,6 +113,11 @@ class Batcher:
           stopping = True
           break
         self._pending.append(item)
+      live = [it for it in self._pending if not it.future.cancelled()]
+      self.stats["cancelled"] += len(self._pending) - len(live)
+      self._pending = live
+      if not live:
+        continue
       key = self._pending[0].key
       group, rest, rows = [], [], 0
       for it in self._pending:

@@ -7,11 +7,13 @@ it into a 4xx answer with an OpenAI-style error body.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from starlette.responses import JSONResponse
 
 from armap_jax import records
+from armap_jax.envs.server_http import BodyLimits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,30 +21,38 @@ class ServerLimits:
   """Request caps and batching knobs."""
 
   max_body_bytes: int = 4 << 20
+  max_json_depth: int = 32  # Nesting of a request body.
+  body_timeout_s: float = 30.0  # The whole request body must arrive by then.
   max_n: int = 16
-  max_tokens: int = 1024
+  max_tokens: int = 1024  # Cap on max_tokens (experiments/serve.py --max_tokens).
   default_max_tokens: int = 256
   max_prompts: int = 64  # Prompts in one /v1/completions request.
   max_trajectories: int = 256
   batch_window_s: float = 0.005
   max_batch_rows: int = 128  # Decode rows (prompts x n) in one call.
 
+  @property
+  def body(self) -> BodyLimits:
+    return BodyLimits(self.max_body_bytes, self.max_json_depth,
+                      self.body_timeout_s)
+
 
 class BadRequest(Exception):
   """Bad client input: becomes a 4xx answer naming `param`."""
 
   def __init__(self, message: str, param: str | None = None, status: int = 400,
-               code: str | None = None):
+               code: str | None = None, kind: str = "invalid_request_error"):
     super().__init__(message)
     self.param = param
     self.status = status
     self.code = code
+    self.kind = kind
 
 
 def error_response(e: BadRequest) -> JSONResponse:
   """OpenAI-style error body."""
   return JSONResponse(
-      {"error": {"message": str(e), "type": "invalid_request_error",
+      {"error": {"message": str(e), "type": e.kind,
                  "param": e.param, "code": e.code}}, status_code=e.status)
 
 
@@ -55,6 +65,8 @@ def _get(body: dict, name: str, kinds, default=None, *, lo=None, hi=None):
     raise BadRequest(f"'{name}' must be a {kinds}, got {v!r}", name)
   if not isinstance(v, kinds):
     raise BadRequest(f"'{name}' has the wrong type: {type(v).__name__}", name)
+  if isinstance(v, float) and not math.isfinite(v):
+    raise BadRequest(f"'{name}' must be a finite number, got {v!r}", name)
   if lo is not None and v < lo:
     raise BadRequest(f"'{name}' must be >= {lo}, got {v!r}", name)
   if hi is not None and v > hi:
@@ -74,6 +86,8 @@ class Knobs:
   stop: tuple[str, ...]
   seed: int
   logprobs: int | None
+  stream: bool = False
+  include_usage: bool = False  # stream_options.include_usage.
 
 
 _seed_counter = iter(range(1 << 62))
@@ -81,15 +95,25 @@ _seed_counter = iter(range(1 << 62))
 
 def parse_knobs(body: dict, limits: ServerLimits, *, chat: bool) -> Knobs:
   """Generation settings from a (chat) completion request body."""
-  if body.get("stream"):
-    raise BadRequest("'stream' is not supported", "stream")
+  stream = _get(body, "stream", bool, False)
+  opts = body.get("stream_options")
+  if opts is not None and not isinstance(opts, dict):
+    raise BadRequest("'stream_options' must be an object", "stream_options")
+  include_usage = _get(opts or {}, "include_usage", bool, False)
+  if opts and not stream:
+    raise BadRequest("'stream_options' is only allowed with 'stream': true",
+                     "stream_options")
   if body.get("echo"):
     raise BadRequest("'echo' is not supported", "echo")
   n = _get(body, "n", int, 1, lo=1, hi=limits.max_n)
   default_mt = limits.default_max_tokens if chat else 16
   mt = body.get("max_completion_tokens", body.get("max_tokens"))
-  mt = _get({"max_tokens": mt}, "max_tokens", int, default_mt, lo=1,
-            hi=limits.max_tokens)
+  mt = _get({"max_tokens": mt}, "max_tokens", int, default_mt, lo=1)
+  if mt > limits.max_tokens:
+    raise BadRequest(f"'max_tokens' is {mt}; this server caps it at "
+                     f"{limits.max_tokens} (start it with a larger "
+                     f"--max_tokens, or ask for fewer)", "max_tokens",
+                     code="max_tokens_exceeded")
   temperature = float(_get(body, "temperature", (int, float), 1.0, lo=0, hi=10))
   top_p = float(_get(body, "top_p", (int, float), 1.0, lo=0, hi=1))
   if top_p <= 0:
@@ -120,7 +144,7 @@ def parse_knobs(body: dict, limits: ServerLimits, *, chat: bool) -> Knobs:
     logprobs = _get(body, "logprobs", int, None, lo=0, hi=5)
   return Knobs(n=n, max_tokens=mt, temperature=temperature, top_p=top_p,
                 top_k=max(0, top_k), stop=stop, seed=int(seed) % (1 << 31),
-                logprobs=logprobs)
+                logprobs=logprobs, stream=stream, include_usage=include_usage)
 
 
 def parse_messages(body: dict) -> list[dict[str, str]]:

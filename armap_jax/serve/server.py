@@ -2,7 +2,7 @@
 
 Endpoints:
 
-* ``GET  /v1/models``
+* ``GET  /v1/models``, ``GET /v1/models/{id}``
 * ``POST /v1/completions``       (prompt: text, list of texts, or token ids)
 * ``POST /v1/chat/completions``  (messages; the tokenizer's chat template)
 * ``POST /v1/rewards``           (trajectories -> scores from a `Scorer`)
@@ -11,9 +11,24 @@ Endpoints:
 Supported request fields: ``model``, ``n``, ``temperature``, ``top_p``,
 ``top_k`` (extension), ``max_tokens``, ``stop`` (string or up to 4 strings),
 ``seed``, ``logprobs`` (completions: an int; chat: a bool, with
-``top_logprobs``). Log-probs are those of the sampled tokens; the decoder does
-not compute alternatives, so each ``top_logprobs`` entry holds the sampled
-token only. ``stream`` and ``echo`` are refused with a 400.
+``top_logprobs``), ``stream`` with ``stream_options.include_usage``. Log-probs
+are those of the sampled tokens; the decoder does not compute alternatives, so
+each ``top_logprobs`` entry holds the sampled token only. They cover the
+tokens of the returned text: a stop string (left out of the text, as OpenAI
+does) and a final EOS are left out of them too. ``echo`` is refused with a
+400.
+
+Streaming (``"stream": true``) answers server-sent events in OpenAI's chunk
+format: for chat a first delta with the role, then one content delta per
+token, then a chunk with each choice's ``finish_reason``, then (with
+``stream_options.include_usage``) a chunk with empty ``choices`` and the
+``usage``, then ``data: [DONE]``. The decoder runs a whole batch in one jitted
+loop, so the events of a request are sent when its batch finishes, not token
+by token as they are sampled.
+
+A request whose client goes away while it waits for its batch is dropped
+before the batch runs (no decode for it); a batch already running finishes
+(the jitted loop cannot be interrupted) and the answer is discarded.
 
 Concurrent requests are batched: handlers put their prompts on a queue; one
 worker thread waits a few milliseconds for more requests with the same
@@ -24,13 +39,16 @@ Reward requests are batched the same way into one `Scorer.score` call.
 
 Built on Starlette (routing, requests) and Uvicorn (the ASGI server). The
 batching queue is in `serve.batching`, request validation in `serve.requests`. Binds to
-127.0.0.1 unless told otherwise; request bodies, prompt counts, `n` and
-`max_tokens` are capped; bad input gets a 400 with an OpenAI-style error body
-that names the field.
+127.0.0.1 unless told otherwise; request bodies (size, nesting, the time they
+take to arrive), prompt counts, `n` and `max_tokens` are capped; numbers must
+be finite; bad input gets a 4xx with an OpenAI-style error body
+``{"error": {"message", "type", "param", "code"}}`` that names the field, and
+so does every other error (unknown routes: 404, a bug: 500).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -40,12 +58,14 @@ from typing import Any
 
 from absl import logging
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from armap_jax import records
 from armap_jax.agent.local_policy import encode_chat, encode_text
+from armap_jax.envs.server_http import HTTPError, parse_json, read_body
 from armap_jax.serve.batching import Batcher
 from armap_jax.serve.requests import (BadRequest, ServerLimits, error_response,
                                       Knobs, parse_knobs, parse_messages,
@@ -54,6 +74,10 @@ from armap_jax.serve.requests import (BadRequest, ServerLimits, error_response,
 __all__ = ["ModelServer", "ServerThread", "parse_trajectory", "serve"]
 
 FINISH = {"eos": "stop", "stop": "stop", "length": "length"}
+
+
+class ClientGone(Exception):
+  """The client closed the connection before its answer was ready."""
 
 
 # ----------------------------------------------------------------------------
@@ -94,10 +118,11 @@ class ModelServer:
     self.app = Starlette(routes=[
         Route("/health", self._health, methods=["GET"]),
         Route("/v1/models", self._models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", self._model, methods=["GET"]),
         Route("/v1/completions", self._completions, methods=["POST"]),
         Route("/v1/chat/completions", self._chat, methods=["POST"]),
         Route("/v1/rewards", self._rewards, methods=["POST"]),
-    ])
+    ], exception_handlers={HTTPException: self._route_error})
 
   def close(self) -> None:
     for b in (self.gen_batcher, self.score_batcher):
@@ -150,28 +175,21 @@ class ModelServer:
   # -- handlers -------------------------------------------------------------
 
   async def _json(self, request: Request) -> dict:
-    cl = request.headers.get("content-length")
-    if cl is not None:
-      try:
-        if int(cl) > self.limits.max_body_bytes:
-          raise BadRequest(f"request body is {cl} bytes; the limit is "
-                           f"{self.limits.max_body_bytes}", status=413)
-      except ValueError as e:
-        raise BadRequest("bad Content-Length header") from e
-    chunks, size = [], 0
-    async for chunk in request.stream():
-      size += len(chunk)
-      if size > self.limits.max_body_bytes:
-        raise BadRequest(f"request body exceeds {self.limits.max_body_bytes} "
-                         f"bytes", status=413)
-      chunks.append(chunk)
     try:
-      body = json.loads(b"".join(chunks))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-      raise BadRequest(f"request body is not valid JSON: {e}") from e
+      body = parse_json(await read_body(request, self.limits.body),
+                        self.limits.max_json_depth)
+    except HTTPError as e:
+      raise BadRequest(e.message, e.param, status=e.status) from None
     if not isinstance(body, dict):
       raise BadRequest("request body must be a JSON object")
     return body
+
+  async def _route_error(self, request: Request, exc: HTTPException
+                         ) -> Response:
+    """Unknown routes and methods: the OpenAI-style error body too."""
+    msg = (f"no route {request.method} {request.url.path}" if exc.status_code
+           in (404, 405) else str(exc.detail))
+    return error_response(BadRequest(msg, status=exc.status_code))
 
   def _check_model(self, body: dict, served: str, what: str) -> None:
     m = body.get("model")
@@ -184,17 +202,32 @@ class ModelServer:
     del request
     return JSONResponse({"status": "ok"})
 
-  async def _models(self, request: Request) -> JSONResponse:
-    del request
+  def _model_cards(self) -> list[dict[str, Any]]:
     data = []
     now = int(time.time())
     if self.decoder is not None:
       data.append({"id": self.model_name, "object": "model", "created": now,
-                   "owned_by": "armap-jax"})
+                   "owned_by": "armap-jax",
+                   "context_length": self.decoder.context,
+                   "max_tokens": self.limits.max_tokens})
     if self.scorer is not None:
       data.append({"id": self.scorer_name, "object": "model", "created": now,
                    "owned_by": "armap-jax", "type": "reward"})
-    return JSONResponse({"object": "list", "data": data})
+    return data
+
+  async def _models(self, request: Request) -> JSONResponse:
+    del request
+    return JSONResponse({"object": "list", "data": self._model_cards()})
+
+  async def _model(self, request: Request) -> JSONResponse:
+    want = request.path_params["model_id"]
+    for card in self._model_cards():
+      if card["id"] == want:
+        return JSONResponse(card)
+    return error_response(BadRequest(
+        f"model {want!r} is not served here (served: "
+        f"{[c['id'] for c in self._model_cards()]})", "model", status=404,
+        code="model_not_found"))
 
   def _prompts(self, body: dict) -> list[list[int]]:
     p = body.get("prompt")
@@ -233,12 +266,14 @@ class ModelServer:
                        f"{self.decoder.context}", "prompt",
                        code="context_length_exceeded")
 
-  async def _generate(self, ids: list[list[int]], k: Knobs):
+  async def _generate(self, request: Request, ids: list[list[int]],
+                      k: Knobs):
     if k.n * len(ids) > self.limits.max_batch_rows:
       raise BadRequest(f"n x prompts = {k.n * len(ids)} exceeds "
                        f"{self.limits.max_batch_rows}", "n")
     key = (k.n, k.max_tokens, k.stop)
-    return await self.gen_batcher.submit(key, k.n * len(ids), (ids, k))
+    return await _unless_gone(request, self.gen_batcher.submit(
+        key, k.n * len(ids), (ids, k)))
 
   def _usage(self, ids, comps) -> dict[str, int]:
     pt = sum(len(p) for p in ids)
@@ -246,44 +281,105 @@ class ModelServer:
     return {"prompt_tokens": pt, "completion_tokens": ct,
             "total_tokens": pt + ct}
 
-  def _token_strs(self, c) -> list[str]:
-    return [self.tokenizer.decode([t]) for t in c.token_ids]
+  def _pieces(self, c) -> tuple[list[str], list[float]]:
+    """The tokens of `c.text` as text pieces, and their log-probs.
 
-  async def _handle(self, request: Request, fn) -> JSONResponse:
+    The pieces join to exactly `c.text`. A final EOS / stop token, and the
+    tokens of a stop string (which the text leaves out), are not among them;
+    a token that straddles the end of the text keeps only its part in it. A
+    piece's log-prob sums the tokens that made it (the bytes of one
+    character, or a special token inside the text, join the next piece).
+    """
+    text, ids, lps = c.text, list(c.token_ids), list(c.logprobs)
+    pieces, kept, done, acc = [], [], "", 0.0
+    for k in range(len(ids)):
+      if len(done) >= len(text):
+        break
+      now = self.tokenizer.decode(ids[:k + 1], skip_special_tokens=True)
+      acc += lps[k]
+      if text.startswith(now):
+        if now != done:
+          pieces.append(now[len(done):])
+          kept.append(acc)
+          done, acc = now, 0.0
+        continue
+      if now.startswith(text):  # This token straddles the stop string.
+        pieces.append(text[len(done):])
+        kept.append(acc)
+        done, acc = text, 0.0
+        break
+      if not now.endswith("\ufffd"):  # Not an unfinished character.
+        break
+    if done != text:  # Not a token-wise prefix (a tokenizer cleanup rule).
+      pieces.append(text[len(done):])
+      kept.append(acc)
+    return pieces, kept
+
+  async def _handle(self, request: Request, fn) -> Response:
     try:
       return await fn(await self._json(request))
     except BadRequest as e:
       return error_response(e)
+    except ClientGone:
+      return Response(status_code=499)  # Nobody reads it.
     except ValueError as e:  # Decoder validation (prompt too long, ...).
       return error_response(BadRequest(str(e)))
+    except Exception as e:  # pylint: disable=broad-except
+      logging.exception("%s %s failed", request.method, request.url.path)
+      return error_response(BadRequest(f"{type(e).__name__}: {e}",
+                                       status=500, kind="server_error"))
 
-  async def _completions(self, request: Request) -> JSONResponse:
+  def _stream(self, chunks) -> StreamingResponse:
+    def events():
+      for ch in chunks:
+        yield f"data: {json.dumps(ch)}\n\n"
+      yield "data: [DONE]\n\n"
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache"})
+
+  async def _completions(self, request: Request) -> Response:
     async def go(body):
       if self.decoder is None:
         raise BadRequest("no language model is served here", status=404)
       self._check_model(body, self.model_name, "model")
       k = parse_knobs(body, self.limits, chat=False)
       ids = self._prompts(body)
-      comps = await self._generate(ids, k)
-      choices = []
+      comps = await self._generate(request, ids, k)
+      head = {"id": "cmpl-" + uuid.uuid4().hex, "object": "text_completion",
+              "created": int(time.time()), "model": self.model_name}
+      choices, deltas = [], []
       for i, group in enumerate(comps):
         for j, c in enumerate(group):
+          index = i * k.n + j
+          pieces, lps = self._pieces(c)
           lp = None
           if k.logprobs is not None:
-            toks = self._token_strs(c)
-            lp = {"tokens": toks, "token_logprobs": list(c.logprobs),
-                  "top_logprobs": [{t: l} for t, l in zip(toks, c.logprobs)]
+            lp = {"tokens": pieces, "token_logprobs": lps,
+                  "top_logprobs": [{t: l} for t, l in zip(pieces, lps)]
                                   if k.logprobs > 0 else None,
                   "text_offset": None}
-          choices.append({"index": i * k.n + j, "text": c.text, "logprobs": lp,
-                          "finish_reason": FINISH.get(c.finish_reason, "stop")})
-      return JSONResponse({
-          "id": "cmpl-" + uuid.uuid4().hex, "object": "text_completion",
-          "created": int(time.time()), "model": self.model_name,
-          "choices": choices, "usage": self._usage(ids, comps)})
+          fr = FINISH.get(c.finish_reason, "stop")
+          choices.append({"index": index, "text": c.text, "logprobs": lp,
+                          "finish_reason": fr})
+          for t, l in zip(pieces, lps):
+            deltas.append({"index": index, "text": t, "finish_reason": None,
+                           "logprobs": None if k.logprobs is None else {
+                               "tokens": [t], "token_logprobs": [l],
+                               "top_logprobs": [{t: l}] if k.logprobs > 0
+                                               else None,
+                               "text_offset": None}})
+          deltas.append({"index": index, "text": "", "logprobs": None,
+                         "finish_reason": fr})
+      usage = self._usage(ids, comps)
+      if not k.stream:
+        return JSONResponse({**head, "choices": choices, "usage": usage})
+      chunks = [{**head, "choices": [d]} for d in deltas]
+      if k.include_usage:
+        chunks.append({**head, "choices": [], "usage": usage})
+      return self._stream(chunks)
     return await self._handle(request, go)
 
-  async def _chat(self, request: Request) -> JSONResponse:
+  async def _chat(self, request: Request) -> Response:
     async def go(body):
       if self.decoder is None:
         raise BadRequest("no language model is served here", status=404)
@@ -295,24 +391,42 @@ class ModelServer:
       except Exception as e:  # Template errors (e.g. role order).
         raise BadRequest(f"chat template failed: {e}", "messages") from e
       self._check_ids(ids[0], "messages")
-      comps = await self._generate(ids, k)
-      choices = []
+      comps = await self._generate(request, ids, k)
+      head = {"id": "chatcmpl-" + uuid.uuid4().hex,
+              "created": int(time.time()), "model": self.model_name}
+      choices, deltas = [], []
       for j, c in enumerate(comps[0]):
-        lp = None
-        if k.logprobs:
-          toks = self._token_strs(c)
-          lp = {"content": [{"token": t, "logprob": l,
-                             "bytes": list(t.encode("utf-8", "replace")),
-                             "top_logprobs": [{"token": t, "logprob": l}]}
-                            for t, l in zip(toks, c.logprobs)]}
+        pieces, lps = self._pieces(c)
+        entries = [{"token": t, "logprob": l,
+                    "bytes": list(t.encode("utf-8", "replace")),
+                    "top_logprobs": [{"token": t, "logprob": l,
+                                      "bytes": list(t.encode("utf-8",
+                                                             "replace"))}]}
+                   for t, l in zip(pieces, lps)]
+        fr = FINISH.get(c.finish_reason, "stop")
         choices.append({"index": j, "message": {"role": "assistant",
                                                 "content": c.text},
-                        "logprobs": lp,
-                        "finish_reason": FINISH.get(c.finish_reason, "stop")})
-      return JSONResponse({
-          "id": "chatcmpl-" + uuid.uuid4().hex, "object": "chat.completion",
-          "created": int(time.time()), "model": self.model_name,
-          "choices": choices, "usage": self._usage(ids, comps)})
+                        "logprobs": {"content": entries} if k.logprobs
+                                    else None,
+                        "finish_reason": fr})
+        deltas.append({"index": j, "delta": {"role": "assistant",
+                                             "content": ""},
+                       "logprobs": None, "finish_reason": None})
+        for t, e in zip(pieces, entries):
+          deltas.append({"index": j, "delta": {"content": t},
+                         "logprobs": {"content": [e]} if k.logprobs else None,
+                         "finish_reason": None})
+        deltas.append({"index": j, "delta": {}, "logprobs": None,
+                       "finish_reason": fr})
+      usage = self._usage(ids, comps)
+      if not k.stream:
+        return JSONResponse({**head, "object": "chat.completion",
+                             "choices": choices, "usage": usage})
+      head["object"] = "chat.completion.chunk"
+      chunks = [{**head, "choices": [d]} for d in deltas]
+      if k.include_usage:
+        chunks.append({**head, "choices": [], "usage": usage})
+      return self._stream(chunks)
     return await self._handle(request, go)
 
   async def _rewards(self, request: Request) -> JSONResponse:
@@ -330,8 +444,8 @@ class ModelServer:
       trajs = [parse_trajectory(t, f"trajectories[{i}]")
                for i, t in enumerate(raw)]
       want_steps = bool(body.get("step_scores", False))
-      scores, steps = await self.score_batcher.submit("score", len(trajs),
-                                                      (trajs, want_steps))
+      scores, steps = await _unless_gone(request, self.score_batcher.submit(
+          "score", len(trajs), (trajs, want_steps)))
       data = []
       for i, s in enumerate(scores):
         d = {"index": i, "score": s}
@@ -341,6 +455,23 @@ class ModelServer:
       return JSONResponse({"object": "list", "model": self.scorer_name,
                            "data": data})
     return await self._handle(request, go)
+
+
+async def _unless_gone(request: Request, work, poll_s: float = 0.05):
+  """Awaits `work`; cancels it (so a batcher drops it before its batch runs)
+  and raises `ClientGone` if the client disconnects first."""
+  task = asyncio.ensure_future(work)
+  try:
+    while True:
+      done, _ = await asyncio.wait({task}, timeout=poll_s)
+      if done:
+        return task.result()
+      if await request.is_disconnected():
+        task.cancel()
+        raise ClientGone()
+  except asyncio.CancelledError:
+    task.cancel()
+    raise
 
 
 # ----------------------------------------------------------------------------

@@ -6,6 +6,8 @@ call; bad input gets clean 4xx errors; /v1/rewards serves a Scorer.
 """
 
 import json
+import random
+import socket
 import threading
 import time
 
@@ -74,9 +76,18 @@ def test_openai_policy_matches_local_policy_greedy(stack, route):
   assert [g[0].completion_tokens for g in got] == [
       g[0].completion_tokens for g in want]
   assert remote.usage.completion_tokens == local.usage.completion_tokens
-  # Log-probs of the sampled tokens came back over HTTP.
-  np.testing.assert_allclose([g[0].logprob for g in got],
-                             [g[0].logprob for g in want], rtol=1e-4)
+  # Log-probs of the tokens of the returned text came back over HTTP: the
+  # stop string "\n" (one byte token, the last one) and a final EOS, left
+  # out of the text, are left out of them too.
+  fmt = local._fmt(hs[0])
+  comps = local.decoder.generate(
+      [local.prompt_ids(h, GREEDY.max_new_tokens) for h in hs],
+      max_new_tokens=GREEDY.max_new_tokens, temperature=0.0, stop=fmt.stop)
+  lp_text = []
+  for (c,) in comps:
+    lps = c.logprobs if c.finish_reason == "length" else c.logprobs[:-1]
+    lp_text.append(float(np.sum(lps, dtype=np.float64)))
+  np.testing.assert_allclose([g[0].logprob for g in got], lp_text, rtol=1e-4)
   assert all(g[0].logprob < 0 for g in got)
 
 
@@ -129,13 +140,55 @@ def test_sampling_seed_is_per_request_and_logprobs(stack):
   lp = a["choices"][0]["logprobs"]
   assert len(lp["token_logprobs"]) == len(lp["tokens"]) > 0
   assert all(x <= 0 for x in lp["token_logprobs"])
-  assert a["usage"]["completion_tokens"] == sum(
+  # usage counts the tokens generated; the log-prob pieces join to the text
+  # (a piece can hold several tokens: the bytes of one character).
+  assert a["usage"]["completion_tokens"] >= sum(
       len(c["logprobs"]["tokens"]) for c in a["choices"])
+  assert all("".join(c["logprobs"]["tokens"]) == c["text"]
+             for c in a["choices"])
+
+
+def test_stop_string_text_and_logprobs_agree(stack):
+  """With a stop string the returned tokens join to the returned text and
+  their log-probs are the first ones of the same greedy run without it."""
+  url = stack["url"] + "/v1/completions"
+  base = {"prompt": PROMPTS[0], "max_tokens": 16, "temperature": 0.0,
+          "logprobs": 1}
+  full = requests.post(url, json=base, timeout=120).json()["choices"][0]
+  text = full["text"]
+  toks, lps = full["logprobs"]["tokens"], full["logprobs"]["token_logprobs"]
+  assert "".join(toks) == text and len(toks) == len(lps)
+  # A stop string made of one piece after the first whose first occurrence
+  # starts at its boundary (not a replacement character: those do not
+  # survive the round trip as themselves).
+  k = next(k for k in range(1, len(toks))
+           if toks[k].strip() and "\ufffd" not in toks[k]
+           and text.index(toks[k]) == len("".join(toks[:k])))
+  stop = toks[k]
+  want = text[:text.index(stop)]
+  assert want == "".join(toks[:k])
+  got = requests.post(url, json={**base, "stop": stop},
+                      timeout=120).json()["choices"][0]
+  assert got["text"] == want and got["finish_reason"] == "stop"
+  g_toks = got["logprobs"]["tokens"]
+  assert "".join(g_toks) == want
+  n = len(g_toks)
+  np.testing.assert_allclose(got["logprobs"]["token_logprobs"], lps[:n],
+                             rtol=1e-5)
+  assert stop not in "".join(g_toks)
 
 
 def test_models_endpoint(stack):
   r = requests.get(stack["url"] + "/v1/models", timeout=30).json()
   assert {m["id"] for m in r["data"]} == {"tiny", "judge-rm"}
+  one = requests.get(stack["url"] + "/v1/models/tiny", timeout=30).json()
+  assert one["id"] == "tiny" and one["object"] == "model"
+  assert one["context_length"] == stack["server"].decoder.context
+  r = requests.get(stack["url"] + "/v1/models/gpt-9", timeout=30)
+  assert r.status_code == 404
+  assert r.json()["error"]["code"] == "model_not_found"
+  r = requests.get(stack["url"] + "/v1/nothing", timeout=30)
+  assert r.status_code == 404 and "no route" in r.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("payload,status,param", [
@@ -149,7 +202,12 @@ def test_models_endpoint(stack):
     ({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
     ({"prompt": 5}, 400, "prompt"),
     ({"prompt": [[1, 2], [99999]]}, 400, "prompt"),
-    ({"prompt": "x", "stream": True}, 400, "stream"),
+    ({"prompt": "x", "stream": "yes"}, 400, "stream"),
+    ({"prompt": "x", "top_p": float("nan")}, 400, "top_p"),
+    ({"prompt": "x", "temperature": float("inf")}, 400, "temperature"),
+    ({"prompt": "x", "max_tokens": 5000}, 400, "max_tokens"),
+    ({"prompt": "x", "stream_options": {"include_usage": True}}, 400,
+     "stream_options"),
     ({"prompt": "x", "model": "gpt-9"}, 404, "model"),
     ({"prompt": "x" * 300_000}, 413, None),
     ({"prompt": "x" * 5000}, 400, "prompt"),  # Longer than the context.
@@ -205,3 +263,154 @@ def test_rewards_endpoint_serves_the_scorer(stack):
                       timeout=60)
   assert bad.status_code == 400
   assert "trajectories[0]" in bad.json()["error"]["message"]
+
+
+def _client(stack):
+  openai = pytest.importorskip("openai")
+  return openai.OpenAI(base_url=stack["url"] + "/v1", api_key="unused",
+                       max_retries=0, timeout=120)
+
+
+def test_official_client_streams_chat_and_completions(stack):
+  """The `openai` package, as a chat front end uses it: stream=True runs to
+  its end, the deltas join to the non-streamed answer, usage comes last."""
+  client = _client(stack)
+  msgs = [{"role": "user", "content": "Input: 1 2 3 4"}]
+  kw = dict(model="tiny", max_tokens=12, temperature=0.0, seed=3)
+  whole = client.chat.completions.create(messages=msgs, **kw)
+  assert whole.choices[0].message.role == "assistant"
+  chunks = list(client.chat.completions.create(
+      messages=msgs, stream=True, stream_options={"include_usage": True},
+      **kw))
+  assert chunks[0].choices[0].delta.role == "assistant"
+  text = "".join(c.choices[0].delta.content or "" for c in chunks
+                 if c.choices)
+  assert text == whole.choices[0].message.content
+  finals = [c.choices[0].finish_reason for c in chunks if c.choices
+            and c.choices[0].finish_reason]
+  assert finals == [whole.choices[0].finish_reason]
+  assert all(c.object == "chat.completion.chunk" for c in chunks)
+  assert chunks[-1].choices == [] and chunks[-1].usage is not None
+  assert chunks[-1].usage.total_tokens == whole.usage.total_tokens
+  assert all(c.usage is None for c in chunks[:-1])
+  # Without include_usage: no usage chunk.
+  plain = list(client.chat.completions.create(messages=msgs, stream=True,
+                                              **kw))
+  assert all(c.choices for c in plain)
+  # Completions, two prompts x n=2: every choice index streams its text.
+  comp = client.completions.create(prompt=PROMPTS[:2], n=2, max_tokens=5,
+                                   temperature=0.0, model="tiny")
+  got = {}
+  for c in client.completions.create(prompt=PROMPTS[:2], n=2, max_tokens=5,
+                                     temperature=0.0, model="tiny",
+                                     stream=True):
+    for ch in c.choices:
+      got[ch.index] = got.get(ch.index, "") + ch.text
+  assert got == {ch.index: ch.text for ch in comp.choices}
+  # Errors reach the client as its typed exceptions, with our messages.
+  import openai
+  with pytest.raises(openai.BadRequestError, match="caps it at 1024"):
+    client.chat.completions.create(messages=msgs, model="tiny",
+                                   max_tokens=4096)
+  with pytest.raises(openai.NotFoundError):
+    client.models.retrieve("gpt-9")
+  assert client.models.retrieve("tiny").id == "tiny"
+
+
+def test_client_that_goes_away_is_not_decoded(stack):
+  b = stack["server"].gen_batcher
+  url = stack["url"] + "/v1/completions"
+  b.pause()
+  try:
+    calls0, cancelled0 = b.stats["calls"], b.stats["cancelled"]
+    with pytest.raises(requests.exceptions.ReadTimeout):
+      requests.post(url, json={"prompt": PROMPTS[0], "max_tokens": 5},
+                    timeout=(5, 0.5))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (
+        b._pending and all(it.future.cancelled() for it in b._pending)):
+      time.sleep(0.02)
+    assert b._pending and all(it.future.cancelled() for it in b._pending)
+  finally:
+    b.resume()
+  deadline = time.monotonic() + 20
+  while b.stats["cancelled"] == cancelled0 and time.monotonic() < deadline:
+    time.sleep(0.02)
+  assert b.stats["cancelled"] == cancelled0 + 1
+  assert b.stats["calls"] == calls0  # Nothing was decoded for it.
+
+
+def test_body_nesting_and_time_limits(stack):
+  url = stack["url"]
+  for body in (b"[" * 100 + b"]" * 100, b"[" * 5000 + b"]" * 5000,
+               b'{"prompt": "x", "stop": ' + b"[" * 40 + b"]" * 40 + b"}"):
+    r = requests.post(url + "/v1/completions", data=body, timeout=30)
+    assert r.status_code == 400 and "nested deeper" in r.json()["error"][
+        "message"], r.text
+  r = requests.post(url + "/v1/completions", data=b'{"prompt": "x", '
+                    b'"top_p": NaN}', timeout=30)
+  assert r.status_code == 400 and r.json()["error"]["param"] == "top_p"
+  server = serve.ModelServer(limits=serve.ServerLimits(body_timeout_s=0.3),
+                             scorer=stack["judge"], scorer_name="judge-rm")
+  try:
+    with serve.ServerThread(server.app) as th:
+      with socket.create_connection((th.host, th.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/rewards HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: 500\r\n\r\n{\"traj")
+        head = sock.recv(4096).decode("latin-1")
+      assert head.startswith("HTTP/1.1 408"), head
+      assert requests.get(th.url + "/health", timeout=10).json()["status"] == "ok"
+  finally:
+    server.close()
+
+
+def _junk(rng):
+  """A malformed or hostile request body (never a valid generation)."""
+  kind = rng.randrange(8)
+  if kind == 0:
+    return bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300)))
+  if kind == 1:
+    good = json.dumps({"prompt": "x", "messages": [{"role": "user",
+                                                     "content": "x"}]})
+    return good[:rng.randrange(1, len(good))].encode()
+  if kind == 2:
+    d = rng.randrange(30, 3000)
+    return b'{"prompt": ' + b"[" * d + b"]" * d + b"}"
+  if kind == 3:
+    return rng.choice([b"NaN", b'{"prompt": "x", "temperature": Infinity}',
+                       b'{"prompt": "x", "n": 1e999}', b'{"seed": 1' +
+                       b"0" * 5000 + b"}", b'{"prompt": "x", "top_k": -1e400}'])
+  bad = [None, True, -1, 10**30, 2.5, "", [], {}, [[]], [1.5], [-1],
+         [[True]], {"role": "user"}, [{"role": "wizard", "content": "x"}],
+         [{"role": "user", "content": 3}], "x" * 3000, "\x00"]
+  body = {k: rng.choice(bad) for k in rng.sample(
+      ["prompt", "messages", "trajectories", "n", "max_tokens", "stop",
+       "logprobs", "stream", "stream_options", "temperature", "model"],
+      rng.randrange(1, 5))}
+  for k in ("prompt", "messages", "trajectories"):
+    if k in body and body[k] in ("", "x" * 3000, "\x00"):
+      body[k] = None  # Keep every body invalid (no decode, no new program).
+  return json.dumps(body).encode()
+
+
+def test_fuzzed_bodies_never_crash_the_server(stack):
+  url = stack["url"]
+  rng = random.Random(0)
+  http = requests.Session()
+  seen = {}
+  for _ in range(250):
+    path = rng.choice(["/v1/completions", "/v1/chat/completions",
+                       "/v1/rewards"])
+    body = _junk(rng)
+    r = http.post(url + path, data=body, timeout=60,
+                  headers={"Content-Type": "application/json"})
+    seen[r.status_code] = seen.get(r.status_code, 0) + 1
+    assert 400 <= r.status_code < 500, (path, body[:200], r.text[:300])
+    err = r.json()["error"]
+    assert err["message"] and err["type"] == "invalid_request_error"
+  assert seen.get(400, 0) > 100, seen
+  # Still serving: a real generation and the models list.
+  r = http.post(url + "/v1/completions", json={
+      "prompt": PROMPTS[0], "max_tokens": 5, "temperature": 0.0}, timeout=120)
+  assert r.status_code == 200 and r.json()["choices"][0]["text"] is not None
+  assert http.get(url + "/v1/models", timeout=30).status_code == 200
