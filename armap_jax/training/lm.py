@@ -180,11 +180,16 @@ class LMBatches:
       epoch += 1
 
 
-def make_optimizer(cfg: LMConfig) -> optax.GradientTransformation:
-  """Global-norm clipping + AdamW on a warmup/cosine schedule."""
-  sched = optax.warmup_cosine_decay_schedule(
+def make_schedule(cfg: LMConfig) -> optax.Schedule:
+  """Linear warmup to `lr`, then cosine decay to `lr * end_lr_frac`."""
+  return optax.warmup_cosine_decay_schedule(
       0.0, cfg.lr, max(cfg.warmup_steps, 1), max(cfg.steps, cfg.warmup_steps + 1),
       end_value=cfg.lr * cfg.end_lr_frac)
+
+
+def make_optimizer(cfg: LMConfig) -> optax.GradientTransformation:
+  """Global-norm clipping + AdamW on a warmup/cosine schedule."""
+  sched = make_schedule(cfg)
   return optax.chain(
       optax.clip_by_global_norm(cfg.clip_norm),
       optax.adamw(sched, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay))
@@ -220,11 +225,14 @@ def _train_step(graphdef, rest, tx, state, tokens_bt, weights_bt):
 
 
 def train_lm(model, examples: Sequence[Example], cfg: LMConfig, *,
-             pad_id: int = 0) -> tuple[object, list[dict[str, float]]]:
+             pad_id: int = 0, scalars=None
+             ) -> tuple[object, list[dict[str, float]]]:
   """Trains `model` (an NNX causal LM) in place on `examples`.
 
   Returns (model, history) where history has one dict per logged step
-  (step, loss averaged since the last log, grad_norm, tokens/s).
+  (step, loss averaged since the last log, grad_norm, steps/s, lr, step
+  time and real tokens/s since the last log). `scalars`: a
+  `training.scalars.ScalarWriter` that gets each row as ``train/<name>``.
   """
   batches = iter(LMBatches(examples, cfg.batch_size, max_length=cfg.max_length,
                            min_bucket=cfg.min_bucket, seed=cfg.seed,
@@ -234,11 +242,14 @@ def train_lm(model, examples: Sequence[Example], cfg: LMConfig, *,
   state = {"params": params, "opt_state": tx.init(params)}
   step_fn = jax.jit(functools.partial(_train_step, graphdef, rest, tx),
                     donate_argnums=(0,))
+  sched = make_schedule(cfg)
   history = []
   t0 = time.time()
   pending = []  # Device losses since the last log.
+  t_last, s_last, tokens = t0, 0, 0  # Real (non-pad) tokens since the log.
   for step in range(1, cfg.steps + 1):
     batch = next(batches)
+    tokens += int(np.count_nonzero(batch["tokens"] != pad_id))
     state, metrics = step_fn(state, batch["tokens"], batch["weights"])
     pending.append(metrics["loss"])
     if step % cfg.log_every == 0 or step == cfg.steps or step == 1:
@@ -246,10 +257,17 @@ def train_lm(model, examples: Sequence[Example], cfg: LMConfig, *,
       pending = []
       now = time.time()
       rate = step / max(now - t0, 1e-9)
+      dt = max(now - t_last, 1e-9)
       row = {"step": step, "loss": float(np.mean(losses)),
              "grad_norm": float(metrics["grad_norm"]),
-             "steps_per_s": rate, "elapsed_s": now - t0}
+             "steps_per_s": rate, "elapsed_s": now - t0,
+             "lr": float(sched(step - 1)),
+             "step_time_s": dt / (step - s_last), "tokens_per_s": tokens / dt}
+      t_last, s_last, tokens = now, step, 0
       history.append(row)
+      if scalars is not None:
+        scalars.write(step, {f"train/{k}": v for k, v in row.items()
+                             if k != "step"})
       logging.info("lm step %d/%d loss %.4f grad_norm %.3f %.2f steps/s "
                    "elapsed %.0fs eta %.0fs", step, cfg.steps, row["loss"],
                    row["grad_norm"], rate, now - t0,

@@ -6,8 +6,9 @@ batch iterator's position), so an interrupted run and an uninterrupted one
 see the same batches and end with the same parameters.
 
 Metrics go to ``<dir>/metrics.jsonl`` (one JSON object a line, ``split`` =
-"train" or "eval"; lines after the last checkpoint may repeat after a resume)
-and to absl logging with step rates and ETA. A non-finite loss or gradient
+"train" or "eval"; lines after the last checkpoint may repeat after a resume),
+to TensorBoard event files in ``<dir>/tb`` (`training.scalars`) and to absl
+logging with step rates and ETA. A non-finite loss or gradient
 never changes the parameters (the step skips its update); with
 ``nan_policy="raise"`` the loop then waits for pending checkpoint writes and
 raises `NonFiniteLossError`, with "skip" it logs and continues.
@@ -27,6 +28,7 @@ import numpy as np
 from absl import logging
 
 from armap_jax.records import JsonlWriter
+from armap_jax.training import scalars
 from armap_jax.training.checkpoint import Checkpointer
 from armap_jax.training.trainer import State, Trainer
 
@@ -61,6 +63,9 @@ def fit(trainer: Trainer,
   lead = jax.process_index() == 0
   writer = JsonlWriter(os.path.join(ckpt.directory, "metrics.jsonl"),
                        fsync=False) if lead else None
+  # The same rows as TensorBoard scalars in <run>/tb (+ lr, tokens/s).
+  writer, train_iter = scalars.observe(ckpt.directory, trainer.cfg, writer,
+                                       train_iter, start)
   last: dict[str, Any] = {}
   pending = None  # (step, device metrics) of the previous step (lag-1 check).
   t0 = time.time()

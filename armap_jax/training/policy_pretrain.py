@@ -8,11 +8,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import time
 
 from absl import logging
+
+from armap_jax.training import scalars
 
 # ----------------------------------------------------------------------------
 # Pretraining recipe.
@@ -103,8 +107,11 @@ def pretrain(trace_cfg, model_cfg: PolicyModelConfig, lm_cfg,
                "params", len(examples), sum(len(e.ids) for e in examples),
                sum(int(e.loss.sum()) for e in examples), n_params)
   t1 = time.time()
-  model, history = lm.train_lm(model, examples, lm_cfg,
-                               pad_id=tokenizer.pad_token_id)
+  # Curves in <out_dir>/tb (TensorBoard) while it trains.
+  with (scalars.ScalarWriter(os.path.join(out_dir, scalars.TB_DIR))
+        if out_dir is not None else contextlib.nullcontext()) as tb:
+    model, history = lm.train_lm(model, examples, lm_cfg,
+                                 pad_id=tokenizer.pad_token_id, scalars=tb)
   t_train = time.time() - t1
   info = {
       "num_traces": len(traces),
