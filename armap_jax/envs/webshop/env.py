@@ -340,6 +340,42 @@ class WebShopEnv:
     return P.render(els, self.obs_mode, instr, selected,
                     is_index=s.page == "index")
 
+  # -- the expert (noisy-expert demonstrations, `ExpertPolicy`) --------------
+  def expert(self) -> list[str]:
+    """The expert's plan from the current state, from what the pages show:
+    search the goal's request (`goal_query`), open the first listed product
+    whose title names every goal attribute and whose price is within the
+    bound (else the next page), go back from a product that does not, choose
+    the goal's option values, buy. Knows the goal, not the target asin."""
+    s = self._state()
+    if s.done:
+      return []
+    g = self.goal
+    if s.page == "index":
+      return [f"search[{goal_query(g.instruction)}]"]
+    if s.page == "sub":
+      return [f"click[{P.PREV_PAGE}]"]
+    cat = self.world.catalog
+    if s.page == "results":
+      asins = self._page_asins()
+      for a in asins:
+        if _fits(cat.product(a), g):
+          return [f"click[{a}]"]
+      if len(s.results) > s.page_num * P.PRODUCT_WINDOW:
+        return [f"click[{P.NEXT_PAGE}]"]
+      return [f"click[{asins[0]}]"] if asins else [f"click[{P.BACK_TO_SEARCH}]"]
+    p = cat.product(s.asin)
+    if not _fits(p, g):
+      return [f"click[{P.PREV_PAGE}]"]
+    wanted = (list(g.goal_options.values()) if isinstance(g.goal_options, dict)
+              else list(g.goal_options))
+    acts = []
+    for name, vals in p.options.items():
+      v = next((w for w in wanted if w.lower() in vals), None)
+      if v is not None and s.options.get(name) != v.lower():
+        acts.append(f"click[{v}]")
+    return acts + [f"click[{P.BUY_NOW}]"]
+
   # -- snapshots -------------------------------------------------------------
   def snapshot(self) -> tuple[int, _State]:
     """An exact copy of the episode state (valid for envs on the same world)."""
@@ -357,6 +393,23 @@ class WebShopEnv:
 
   def close(self) -> None:
     self._s = None
+
+
+def goal_query(instruction: str) -> str:
+  """The search an instruction asks for: its request without "find me", the
+  option clause (", with ...") and the price clause."""
+  q = re.split(r",? with [a-z ]+: |,? and price lower than ", instruction.lower())[0]
+  q = re.sub(r"^\s*(find me|i need|i want to buy|i am looking for|"
+             r"i'm looking for)\s+", "", q)
+  return q.strip(" ,.")
+
+
+def _fits(p: C.Product, g: C.Goal) -> bool:
+  """Whether the title names every goal attribute and the price is within
+  the goal's bound (what a careful shopper checks on the results page)."""
+  title = p.title.lower()
+  return (all(a.lower() in title for a in g.attributes)
+          and (g.price_upper <= 0 or p.price <= g.price_upper))
 
 
 def expert_actions(world: WebShopWorld, task_id: str) -> list[str]:
@@ -378,3 +431,13 @@ def expert_actions(world: WebShopWorld, task_id: str) -> list[str]:
   acts += [f"click[{v}]" for v in wanted if v.lower() in all_values]
   acts.append(f"click[{P.BUY_NOW}]")
   return acts
+
+
+def purchase_price(traj) -> float:
+  """The price a trajectory paid: the price on its purchase step (the step
+  whose page is "done"), else 0 (nothing bought)."""
+  for s in reversed(traj.steps):
+    info = s.info or {}
+    if info.get("page") == "done" and info.get("price") is not None:
+      return float(info["price"])
+  return 0.0
