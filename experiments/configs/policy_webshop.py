@@ -1,0 +1,56 @@
+r"""Pretraining the default WebShop policy (``webshop-tiny``).
+
+  python experiments/pretrain_webshop_policy.py \
+      --config=experiments/configs/policy_webshop.py \
+      --config.out_dir=armap_jax/assets/webshop/webshop-tiny
+
+Demonstrations come from *train* goals only (`DemoConfig.split`; the
+launcher refuses another split). `eval.*` measures Greedy and Sampling on
+`eval.split` (``dev`` to calibrate; the main job reports test).
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.out_dir = "/tmp/armap_jax/policy_webshop"
+  c.seed = 0  # Model init.
+  c.demos = ml_collections.ConfigDict({
+      "episodes_per_goal": 6,
+      "noise": 0.2,  # Per-step share of mistakes in the demonstrations.
+      "max_steps": 10,
+      "seed": 0,
+      "split": "train",
+      "num_goals": 0,
+  })
+  c.model = ml_collections.ConfigDict({
+      "hidden_size": 128,
+      "num_layers": 3,
+      "num_heads": 4,
+      "num_kv_heads": 4,
+      "intermediate_size": 384,
+      "max_position_embeddings": 512,
+  })
+  c.train = ml_collections.ConfigDict({
+      "steps": 500,
+      "batch_size": 32,
+      "lr": 3e-3,
+      "warmup_steps": 30,
+      "end_lr_frac": 0.05,
+      "weight_decay": 0.01,
+      "clip_norm": 1.0,
+      "max_length": 384,
+      "min_bucket": 128,
+      "seed": 0,
+      "log_every": 25,
+  })
+  c.eval = ml_collections.ConfigDict({
+      "enabled": True,
+      "split": "dev",
+      "num_goals": 80,
+      "n": 4,  # Samples per goal.
+      "temperatures": "1.0",
+      "max_steps": 10,
+  })
+  return c
