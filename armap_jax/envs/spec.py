@@ -36,6 +36,11 @@ from fractions import Fraction
 from typing import Any
 
 
+def resolve(path: str) -> Any:
+  """The object a ``"module:attribute"`` spec field names."""
+  return _resolve(path)
+
+
 def _resolve(path: str) -> Any:
   module, attr = path.split(":")
   return getattr(importlib.import_module(module), attr)
@@ -61,6 +66,16 @@ class EnvSpec:
   partial_value: str | None = None
   # "module:function(task_id) -> list[str]"; None: the task id itself.
   leak_texts_fn: str | None = None
+  # "module:function(**env_kwargs) -> dict": where the env's data comes from
+  # and which parts are synthetic (recorded in every summary).
+  describe_fn: str | None = None
+  # "module:function(trajectories, env_factory, config) -> list[pair]": the
+  # env's own ARMAP reward-data recipe, added to the generic pairs.
+  recipe: str | None = None
+  # {name: "module:function(traj) -> float"}: costs the main job's `targets`
+  # stage can subtract from the reward (R - lambda * cost); "actions" (the
+  # number of actions) is always available.
+  costs: tuple[tuple[str, str], ...] = ()
 
   @property
   def module(self) -> str:
@@ -99,6 +114,11 @@ class EnvSpec:
     """The env's ground-truth value of a partial trajectory, or None (then
     the oracle scores a trajectory by its reward so far)."""
     return _resolve(self.partial_value) if self.partial_value else None
+
+  def describe(self, **env_kwargs: Any) -> dict | None:
+    """The env's description of its data (None where it has none)."""
+    return (_resolve(self.describe_fn)(**env_kwargs) if self.describe_fn
+            else None)
 
   def leak_texts(self, task_id: str) -> list[str]:
     """Strings of held-out task `task_id` no training artefact may contain."""
@@ -164,30 +184,42 @@ _WEBSHOP_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=8)
-def _webshop_world(data_dir: str | None, synthetic_seed: int):
+def _webshop_world(data_dir: str | None, synthetic_seed: int,
+                   catalog: str = ""):
   from armap_jax.envs.webshop import WebShopWorld
   if data_dir:
     return WebShopWorld.from_dir(data_dir)
+  if catalog == "grounded":
+    from armap_jax.envs.webshop import grounded
+    return WebShopWorld(grounded.grounded_catalog(seed=synthetic_seed))
+  if catalog not in ("", "synthetic"):
+    raise ValueError(f"config.env.kwargs.catalog: expected 'grounded' or "
+                     f"'synthetic', got {catalog!r}")
   return WebShopWorld.synthetic(seed=synthetic_seed)
 
 
 def make_webshop(**kwargs: Any):
-  """A WebShop env; ``data_dir=PATH`` (the real files) or
+  """A WebShop env; ``catalog="grounded"`` (the default of ``--env=webshop``:
+  WebShop's real products and goals, completed synthetically; see
+  `envs.webshop.grounded`), ``data_dir=PATH`` (WebShop's full files) or
   ``synthetic_seed=S`` (the synthetic catalog) build the catalog once per
   process, shared by every WebShop env made this way."""
   from armap_jax.envs.webshop import WebShopEnv
   if "world" not in kwargs and ("data_dir" in kwargs or
-                                "synthetic_seed" in kwargs):
+                                "synthetic_seed" in kwargs or
+                                "catalog" in kwargs):
     data_dir = kwargs.pop("data_dir", None)
     seed = int(kwargs.pop("synthetic_seed", 0))
+    catalog = str(kwargs.pop("catalog", "") or "")
     with _WEBSHOP_LOCK:
-      kwargs["world"] = _webshop_world(data_dir, seed)
+      kwargs["world"] = _webshop_world(data_dir, seed, catalog)
   return WebShopEnv(**kwargs)
 
 
 def webshop_leak_texts(task_id: str) -> list[str]:
-  """A WebShop goal: its instruction text (ids are bare numbers)."""
-  env = SPECS["webshop"].make(synthetic_seed=0)
+  """A WebShop goal (of the default grounded catalog): its instruction text
+  (ids are bare numbers)."""
+  env = SPECS["webshop"].factory()()
   try:
     return [env.task(task_id).instruction]
   finally:
@@ -218,7 +250,10 @@ SPECS: dict[str, EnvSpec] = {
     "webshop": EnvSpec(
         name="webshop", env_class="armap_jax.envs.webshop:WebShopEnv",
         constructor="armap_jax.envs.spec:make_webshop",
-        default_policy="random", max_steps=15,
-        env_kwargs=(("synthetic_seed", 0),),
+        default_policy="webshop-tiny", max_steps=10,
+        env_kwargs=(("catalog", "grounded"),), editor="valid",
+        describe_fn="armap_jax.envs.webshop.grounded:describe_env",
+        recipe="armap_jax.data.webshop_recipe:recipe_pairs",
+        costs=(("price", "armap_jax.envs.webshop.env:purchase_price"),),
         leak_texts_fn="armap_jax.envs.spec:webshop_leak_texts"),
 }

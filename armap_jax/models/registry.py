@@ -11,7 +11,9 @@ from __future__ import annotations
 import importlib.resources
 
 DEFAULT_POLICY = "game24-tiny"
-_ASSET_DIRS = {"game24-tiny": "assets/policies/game24-tiny"}
+_ASSET_DIRS = {"game24-tiny": "assets/policies/game24-tiny",
+               # WebShop (docs/webshop.md): reads `WebShopTraceFormat`.
+               "webshop-tiny": "assets/webshop/webshop-tiny"}
 
 
 def known_policies() -> list[str]:

@@ -133,6 +133,13 @@ def synthesize(cfg, wd) -> dict[str, Any]:
       max_pairs_per_task=cfg.synth.max_pairs_per_task,
       max_steps=cfg.env.max_steps, seed=cfg.seed)
   pairs = syn.synthesize(trajs, registry.env_factory(cfg.env), scfg)
+  if es.recipe and cfg.synth.get("recipe", True):
+    # The env's own ARMAP recipe (WebShop: refined instructions from what
+    # was bought), on the same train trajectories.
+    from armap_jax.envs.spec import resolve
+    pairs += resolve(es.recipe)(trajs, registry.env_factory(cfg.env), {
+        "edits_per_positive": cfg.synth.edits_per_positive,
+        "max_pairs_per_task": cfg.synth.max_pairs_per_task, "seed": cfg.seed})
   syn.write_pairs(wd.path(FILES["pairs"]), pairs)
   train, held = [], []
   view = rm_view(cfg)
