@@ -33,6 +33,19 @@ _ENV_DEFAULTS = {
         "orm.data.max_length": 512, "prm.data.max_length": 512,
         "search.temperature": 1.0, "eval.num_test": 20,
     },
+    # WebShop (docs/webshop.md): the shipped webshop-tiny policy on the
+    # grounded catalog (WebShop's real products and goals, completed
+    # synthetically); the sampling temperature is calibrated on dev.
+    "webshop": {
+        "collect.num_tasks": 60, "collect.samples": 4,
+        "collect.temperature": 1.0, "collect.num_envs": 64,
+        "synth.backward": 0, "tree.num_tasks": 8, "tree.rollouts": 6,
+        "orm.data.max_length": 768, "prm.data.max_length": 512,
+        "search.temperature": 1.0, "eval.num_test": 100,
+        "eval.methods": "greedy,sampling,reflexion,bon,mcts",
+        "eval.batch_tasks": 50,
+        "targets.enabled": True, "targets.costs": "price,actions",
+    },
 }
 _OTHER_ENV_DEFAULTS = dict(_ENV_DEFAULTS["maze"])
 
@@ -121,6 +134,15 @@ def get_config(flavour: str = "default") -> ml_collections.ConfigDict:
       "batch_tasks": 100,
       "scaling_ns": "1,2,4,8,16",
   })
+  # Customised reward targets at inference (pipeline/targets.py): ARMAP-B/M
+  # again with ORM - lambda * cost for each lambda (envs with costs).
+  c.targets = ml_collections.ConfigDict({
+      "enabled": False,
+      "costs": "actions",  # "actions" and the env's EnvSpec.costs.
+      "methods": "bon,mcts",
+      "lambdas_actions": "0.02,0.05,0.1",
+      "lambdas_price": "0.002,0.005,0.01",
+  })
   if quick:
     c.collect.num_tasks = 80
     c.collect.samples = 4
@@ -141,6 +163,8 @@ def get_config(flavour: str = "default") -> ml_collections.ConfigDict:
   for key, value in _ENV_DEFAULTS.get(spec.name, _OTHER_ENV_DEFAULTS).items():
     if quick and key in ("collect.num_tasks", "tree.num_tasks"):
       value = min(value, 16 if key.startswith("collect") else 4)
+    if quick and key == "eval.num_test":
+      value = min(value, 20)
     _set(c, key, value)
   if not spec.backward:
     c.synth.backward = 0

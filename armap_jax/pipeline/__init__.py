@@ -15,6 +15,7 @@ times in ``timings.json``):
   rm_eval     held-out pairwise accuracy (held-out *train* tasks)
   honesty     no test task in any training artefact (raises otherwise)
   eval_*      each method on the env's test tasks
+  targets     (where enabled) ARMAP-B/M with R - lambda * cost, several lambda
   report      summary.md, summary.json, scaling.png
 
 The env enters only through its `EnvSpec` (`envs.registry.get_spec`); the
@@ -86,6 +87,10 @@ def run(cfg, workdir: str) -> str:
       name = f"eval_{m}" + ("" if k == "none" else f"_{k}")
       wd.stage(name, lambda m=m, k=k: eval_lib.evaluate(cfg, wd, policy(), m,
                                                         k))
+  if cfg.get("targets") and cfg.targets.enabled:
+    # Customised reward targets (R - lambda * cost): real searches.
+    from armap_jax.pipeline import targets
+    wd.stage("targets", lambda: targets.run(cfg, wd, policy()))
   extra.update(eval_lib.load_extra(wd))
   text = ""
 

@@ -155,6 +155,8 @@ def _row(label: str, results) -> dict[str, Any]:
   s = common.summarize(results)
   return {"method": ROW_NAMES.get(label, label), "label": label,
           "tasks": s["tasks"], "success": 100.0 * s["success"],
+          "score": 100.0 * s["reward"],  # Mean reward x 100 (WebShop's).
+          "actions": float(np.mean([r.chosen.num_actions for r in results])),
           "oracle_at_n": 100.0 * s["oracle_success"],
           "policy_tokens": s["policy_tokens"],
           "scorer_tokens": s["scorer_tokens"], "env_steps": s["env_steps"],
@@ -222,12 +224,12 @@ def write_report(cfg, wd, extra: dict[str, Any]) -> str:
       "\"oracle (upper bound)\" are steered by the env's answer key: upper "
       "bounds, not methods.",
       "",
-      "| method | success % | oracle@N % | policy tokens | scorer tokens | "
-      "env steps | wall s |",
-      "|---|---|---|---|---|---|---|",
+      "| method | success % | score | oracle@N % | policy tokens | "
+      "scorer tokens | env steps | wall s |",
+      "|---|---|---|---|---|---|---|---|",
   ]
   for r in rows:
-    lines.append(f"| {r['method']} | {r['success']:.1f} | "
+    lines.append(f"| {r['method']} | {r['success']:.1f} | {r['score']:.1f} | "
                  f"{r['oracle_at_n']:.1f} | {r['policy_tokens']:.0f} | "
                  f"{r['scorer_tokens']:.0f} | {r['env_steps']:.1f} | "
                  f"{r['wall_s']:.0f} |")
@@ -273,13 +275,56 @@ def write_report(cfg, wd, extra: dict[str, Any]) -> str:
     for n, d in by_n.items():
       vals = list(d.values())
       lines.append(f"| {n} | {vals[0]:.1f} | {vals[1]:.1f} | {vals[2]:.1f} |")
+  tpath = wd.path("targets.json")
+  if os.path.exists(tpath):
+    lines += ["", "## Customised targets (R - λ·cost, no retraining)", "",
+              "Each row a search of the test tasks with the ORM minus λ times "
+              "the cost (λ = 0: the method above). Mean price over the tasks "
+              "where something was bought.", "", "![targets](targets.png)", "",
+              "| method | target | λ | score | success % | mean price | "
+              "mean actions |", "|---|---|---|---|---|---|---|"]
+    for r in read_json(tpath)["rows"]:
+      price = r.get("mean_price")
+      lines.append(f"| {r['method']} | R - λ·{r['cost']} | {r['lambda']:g} |"
+                   f" {r['score']:.1f} | {r['success']:.1f} | "
+                   f"{'' if price is None else f'{price:.2f}'} | "
+                   f"{r['mean_actions']:.2f} |")
+  data = split_record(cfg)
+  lines += ["", "## Data", "", "Score is the mean reward x 100; success the "
+            "share of tasks with reward 1. Fixed splits: " + ", ".join(
+                f"{k} {v['count']} tasks" for k, v in data["splits"].items())
+            + f" (ids' sha256 in summary.json); evaluated: "
+            f"{len(data['test_ids'])} test tasks."]
+  if data.get("data"):
+    lines.append("Data: " + json.dumps(data["data"], sort_keys=True))
   lines += [""] + provenance.summary_lines(wd.root)
   text = "\n".join(lines) + "\n"
   with open(wd.path("summary.md"), "w", encoding="utf-8") as f:
     f.write(text)
   write_json(wd.path("summary.json"), {"rows": rows, "scaling": scaling,
-                                       "timings": t, **extra})
+                                       "timings": t, **data, **extra})
   return text
+
+
+def split_record(cfg) -> dict[str, Any]:
+  """The env's fixed splits (sizes, ids' sha256), the evaluated test ids and
+  the env's description of its data (`EnvSpec.describe`: source, what is
+  synthetic), for the summary."""
+  import hashlib
+  es = stages.spec(cfg)
+  splits = {}
+  for name in ("train", "dev", "test"):
+    try:
+      ids = es.splits(name, **dict(cfg.env.kwargs))
+    except Exception:  # An env without this split.  pylint: disable=broad-except
+      continue
+    splits[name] = {"count": len(ids), "sha256": hashlib.sha256(
+        "\n".join(ids).encode()).hexdigest()}
+  out = {"splits": splits, "test_ids": test_task_ids(cfg)}
+  describe = es.describe(**dict(cfg.env.kwargs))
+  if describe:
+    out["data"] = describe
+  return out
 
 
 def rm_accuracy(cfg, wd) -> dict[str, Any]:
