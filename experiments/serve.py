@@ -6,8 +6,8 @@ r"""Serve a local policy (and optionally a reward model) over an OpenAI-compatib
       --env=webshop
 
 Then any OpenAI client (or `OpenAIPolicy`) can use
-http://127.0.0.1:8000/v1 (`/completions`, `/chat/completions`, `/models`,
-`/rewards`). Binds to 127.0.0.1 unless --host says otherwise; there is no
+http://127.0.0.1:8000/v1 (`/completions`, `/chat/completions`, both with
+`stream=True`, `/models`, `/models/{id}`, `/rewards`); see docs/serving.md. Binds to 127.0.0.1 unless --host says otherwise; there is no
 authentication, so only expose it on trusted networks.
 """
 
@@ -33,9 +33,13 @@ _PROTOCOL = flags.DEFINE_string("protocol", "", "Game of 24 protocol (tot, "
 _HOST = flags.DEFINE_string("host", "127.0.0.1", "Bind address.")
 _PORT = flags.DEFINE_integer("port", 8000, "Port.")
 _MAX_N = flags.DEFINE_integer("max_n", 16, "Largest n per request.")
-_MAX_TOKENS = flags.DEFINE_integer("max_tokens", 1024, "Largest max_tokens.")
+_MAX_TOKENS = flags.DEFINE_integer("max_tokens", 1024, "Largest max_tokens a "
+                                   "request may ask for (larger: a 400 that "
+                                   "names this cap).")
 _MAX_BODY = flags.DEFINE_integer("max_body_bytes", 4 << 20,
                                  "Largest request body.")
+_BODY_TIMEOUT = flags.DEFINE_float("body_timeout_s", 30.0, "Seconds a request "
+                                   "body may take to arrive (then 408).")
 _WINDOW = flags.DEFINE_float("batch_window_s", 0.005, "How long the batcher "
                              "waits for more requests before decoding.")
 
@@ -59,6 +63,7 @@ def main(argv):
                          protocol=_PROTOCOL.value)
   limits = serve.ServerLimits(max_n=_MAX_N.value, max_tokens=_MAX_TOKENS.value,
                               max_body_bytes=_MAX_BODY.value,
+                              body_timeout_s=_BODY_TIMEOUT.value,
                               batch_window_s=_WINDOW.value)
   server = serve.ModelServer(model, tok, model_name=name or "local",
                              scorer=scorer, limits=limits)
