@@ -21,7 +21,7 @@ from armap_jax.runtime import launch
 
 _WORKDIRS = flags.DEFINE_list(
     "workdirs", None, "Main-job work directories (comma-separated; shell "
-    "globs are expanded).")
+    "globs are expanded, leaving out earlier comparison outputs).")
 _OUT = flags.DEFINE_string("out", "", "Output directory (default: "
                            "comparison/ in the directories' common parent).")
 _SKIP = flags.DEFINE_bool("skip_incomplete", False, "Leave out directories "
@@ -34,8 +34,10 @@ def workdirs() -> list[str]:
   out = []
   for pattern in _WORKDIRS.value:
     hits = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-    hits = [h for h in hits if os.path.isdir(h)] if glob.has_magic(
-        pattern) else hits
+    if glob.has_magic(pattern):  # Directories, not earlier comparisons.
+      hits = [h for h in hits if os.path.isdir(h) and not (
+          os.path.exists(os.path.join(h, "comparison.md")) and
+          not os.path.exists(os.path.join(h, "config.json")))]
     if not hits:
       raise app.UsageError(f"--workdirs: {pattern!r} matches no directory")
     out += [h.rstrip("/") for h in hits]
