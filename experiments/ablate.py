@@ -189,7 +189,7 @@ def is_finished(point_dir: str) -> bool:
 
 
 def run_inline(cfg, overrides: dict, point_dir: str) -> str | None:
-  """One point in this process; the error's last line, or None."""
+  """One point in this process; the error (type and first line) or None."""
   from armap_jax import pipeline
   c = copy.deepcopy(cfg)
   for k, v in overrides.items():
@@ -203,8 +203,8 @@ def run_inline(cfg, overrides: dict, point_dir: str) -> str | None:
     with open(os.path.join(point_dir, ERROR_FILE), "w", encoding="utf-8") as f:
       f.write(traceback.format_exc())
     logging.error("point %s failed: %s: %s", point_dir, type(e).__name__, e)
-    return f"{type(e).__name__}: {str(e).strip().splitlines()[-1:] or ['']}"[
-        :500]
+    first = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {first}"[:500]
 
 
 def _command(base: list[str], overrides: dict, point_dir: str) -> list[str]:
@@ -228,6 +228,16 @@ def run_processes(todo: list[dict], root: str, base: list[str], k: int,
                   on_done) -> None:
   """Runs the points as `armap-jax` processes, `k` at a time."""
   queue, running = list(todo), []
+  try:
+    _schedule(queue, running, root, base, k, on_done)
+  finally:  # Interrupted: no point keeps running without its grid.
+    for _, proc, log, _ in running:
+      proc.terminate()
+      proc.wait()
+      log.close()
+
+
+def _schedule(queue, running, root, base, k, on_done) -> None:
   while queue or running:
     while queue and len(running) < k:
       p = queue.pop(0)
