@@ -9,7 +9,8 @@ Native API (JSON bodies; env ids are ints):
 
     GET  /health                          {"ok", "envs", "kinds"}
     GET  /tasks?env=webshop&split=test    {"task_ids": [...]}
-    POST /envs            {"env"}         {"env_id"}
+    POST /envs            {"env"}         {"env_id"}  ("env" optional when
+                                          the server serves one kind)
     POST /envs/{id}/reset {"task_id"}     {"observation", "instruction"}
     POST /envs/{id}/step  {"action"}      {"observation", "reward", "done", "info"}
     GET  /envs/{id}/valid_actions         {"valid_actions": [...] | null}
@@ -246,8 +247,11 @@ class EnvServer:
 
   # -- operations (shared by all route shapes) -----------------------------------
   def _kind(self, kind: str | None) -> str:
+    if not kind and len(self.factories) > 1:
+      raise HTTPError(400, f"this server serves {sorted(self.factories)}; "
+                           f"name one in 'env'", param="env")
     kind = kind or next(iter(self.factories))
-    if kind not in self.factories:
+    if not isinstance(kind, str) or kind not in self.factories:
       raise HTTPError(400, f"unknown env {kind!r}; this server has "
                            f"{sorted(self.factories)}", param="env")
     return kind

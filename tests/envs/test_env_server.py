@@ -290,3 +290,32 @@ def test_factory_failure_is_a_json_error():
     assert env.task_ids("train") == ["a", "b"]
     r = requests.get(url + "/tasks", params={"env": "slow", "split": "nope"}, timeout=10)
     assert r.status_code == 400
+
+
+def test_agentgym_alfworld_shape_raw():
+  """The calls AgentGym's AlfWorldEnvClient makes (create, reset, step,
+  close with the id in the body) against a household env."""
+  from armap_jax.envs.server import make_factories
+  with ServerThread(EnvServer(make_factories(["household"]))) as url:
+    base = url + "/agentgym/alfworld"
+    ok = requests.post(f"{base}/create", timeout=30)
+    assert ok.status_code == 200
+    env_id = ok.json()["id"]
+    out = requests.post(f"{base}/reset", json={"game": 0, "world_type": "Text",
+                                               "id": env_id}, timeout=30)
+    assert out.status_code == 200
+    out = out.json()
+    assert isinstance(out["observation"], str) and "Your task is to" in out[
+        "observation"]
+    acts = out["available_actions"]
+    assert isinstance(acts, list) and acts and all(isinstance(a, str)
+                                                   for a in acts)
+    step = requests.post(f"{base}/step", json={"action": acts[0], "id": env_id},
+                         timeout=30)
+    assert step.status_code == 200
+    step = step.json()
+    assert isinstance(step["observation"], str)
+    assert isinstance(step["reward"], float) and isinstance(step["done"], bool)
+    assert isinstance(step.get("available_actions", []), list)
+    assert requests.post(f"{base}/close", json={"id": env_id},
+                         timeout=30).status_code == 200

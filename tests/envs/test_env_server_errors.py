@@ -133,6 +133,9 @@ def test_agentgym_route_choice():
     err = _err(requests.post(url + "/agentgym/alfworld/create", timeout=10),
                404)
     assert "--agentgym_alfworld" in err["message"]
+    # The native API does not guess either.
+    err = _err(requests.post(url + "/envs", json={}, timeout=10), 400)
+    assert "name one in 'env'" in err["message"] and err["param"] == "env"
   cfg = ServerConfig(agentgym={"alfworld": "other", "webshop": "count"})
   with ServerThread(EnvServer(two, cfg)) as url:
     hid = requests.post(url + "/agentgym/alfworld/create",
