@@ -194,6 +194,11 @@ class OpenAIPolicy:
     self._pool = concurrent.futures.ThreadPoolExecutor(
         max_workers=max_concurrency, thread_name_prefix="openai-policy")
     self._local = threading.local()
+    # What the context taught us: prompts of `_over_chars` characters or more
+    # overflowed it, `_fit_chars` fitted after a cut. Longer prompts are cut
+    # to `_fit_chars` before sending (saves a refused request per prompt).
+    self._over_chars: int | None = None
+    self._fit_chars: int | None = None
 
   # -- plumbing --------------------------------------------------------------
 
@@ -383,16 +388,25 @@ class OpenAIPolicy:
         break
       s = dataclasses.replace(sampling, seed=derive_seed(sampling.seed, index,
                                                          round_))
+      size = _size(prompt)
+      over, fit = self._over_chars, self._fit_chars
+      if over and fit and size >= over and size > fit:
+        prompt, size = cut_prompt(prompt, fit / size), fit
       path, body = self._body(prompt, want, s, stop)
       try:
         data = self._post(path, body)
       except ContextOverflow as e:
         cuts += 1
+        self._over_chars = min(self._over_chars or size, size)
+        if (self._fit_chars or 0) >= size:  # Did not fit after all.
+          self._fit_chars = None
         if cuts > 3:
           raise PolicyError(f"{self.base_url}: {what} still overflows the "
                             f"context after 3 cuts: {e}") from e
         prompt = self._cut(prompt, e, sampling.max_new_tokens, what)
         continue
+      if size < (self._over_chars or 0):
+        self._fit_chars = max(self._fit_chars or 0, size)
       round_ += 1
       usage = data.get("usage") if isinstance(data.get("usage"), Mapping) else {}
       pt = _count(usage.get("prompt_tokens"))
@@ -431,8 +445,7 @@ class OpenAIPolicy:
                           f"for a prompt in a context of {e.context} tokens")
       # Characters per token vary along a text: aim 10% under.
       keep = min(0.95, 0.9 * room / e.prompt_tokens)
-    size = (len(prompt) if isinstance(prompt, str)
-            else sum(len(m.get("content") or "") for m in prompt))
+    size = _size(prompt)
     logging.warning("%s is too long for the server's context (%s); keeping "
                     "its last %d of %d characters", what, e, int(size * keep),
                     size)
@@ -480,6 +493,13 @@ class OpenAIPolicy:
       return props
 
     return self._map(one, list(enumerate(histories)))
+
+
+def _size(prompt: str | Sequence[Message]) -> int:
+  """Characters of a prompt (chat: of its messages' contents)."""
+  if isinstance(prompt, str):
+    return len(prompt)
+  return sum(len(m.get("content") or "") for m in prompt)
 
 
 def _count(x: Any) -> int:

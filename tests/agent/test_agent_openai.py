@@ -274,6 +274,13 @@ def test_context_overflow_cuts_the_prompt_from_the_front(stub_factory, route,
   with _policy(s.url, route=route) as pol:
     out = pol.propose(HIST, 2, S)
   assert len(out[0]) == 2
+  hits = s.hits
+  with _policy(s.url, route=route) as pol:  # A fresh policy learns again.
+    pol.propose(HIST, 1, S)
+    learned = s.hits - hits
+    pol.propose(HIST, 1, S)  # ... then cuts before sending: one request.
+    assert s.hits - hits == learned + 1
+  del s.bodies[hits:]
   sent = [b.get("prompt") or b["messages"] for _, b in s.bodies]
   first, last = sent[0], sent[-1]
   assert len(sent) >= 2
