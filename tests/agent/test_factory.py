@@ -100,3 +100,33 @@ def test_expert_policy_solves_mazes_without_noise(tmp_path):
   noisy = factory.make_policy(sections.policy("expert", noise=1.0), env_cfg)
   acts = {p.action for p in noisy.propose(hs[:1], 16, Sampling(seed=3))[0]}
   assert len(acts) > 1  # Random valid moves.
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("base_url", "127.0.0.1:8000/v1", "config.policy.openai.base_url"),
+    ("route", "responses", "config.policy.openai.route"),
+    ("max_concurrency", 0, "config.policy.openai.max_concurrency"),
+    ("api_key_env", "ARMAP_TEST_NO_SUCH_KEY", "ARMAP_TEST_NO_SUCH_KEY"),
+])
+def test_openai_policy_config_errors_name_the_field(field, value, match,
+                                                     monkeypatch):
+  monkeypatch.delenv("ARMAP_TEST_NO_SUCH_KEY", raising=False)
+  p = sections.policy("openai")
+  p.openai.model = "m"  # No server is asked for a name.
+  p.openai[field] = value
+  with pytest.raises(factory.PolicyConfigError, match=match):
+    factory.make_policy(p, sections.env("game24", "tot"))
+
+
+def test_openai_policy_from_config_sends_the_key(monkeypatch):
+  monkeypatch.setenv("ARMAP_TEST_KEY", "sk-test")
+  p = sections.policy("openai")
+  p.openai.update(model="m", api_key_env="ARMAP_TEST_KEY", route="completions",
+                  max_concurrency=2, timeout_s=5.0, max_retries=1)
+  pol = factory.make_policy(p, sections.env("game24", "tot"))
+  try:
+    assert pol.name == "openai:m" and pol.route == "completions"
+    assert pol._headers()["Authorization"] == "Bearer sk-test"
+    assert pol.max_retries == 1 and pol.timeout_s == 5.0
+  finally:
+    pol.close()
