@@ -40,6 +40,8 @@ _MAX_BODY = flags.DEFINE_integer("max_body_bytes", 4 << 20,
                                  "Largest request body.")
 _BODY_TIMEOUT = flags.DEFINE_float("body_timeout_s", 30.0, "Seconds a request "
                                    "body may take to arrive (then 408).")
+_HEADER_TIMEOUT = flags.DEFINE_float("header_timeout_s", 30.0, "Seconds a "
+                                     "request's headers may take to arrive.")
 _WINDOW = flags.DEFINE_float("batch_window_s", 0.005, "How long the batcher "
                              "waits for more requests before decoding.")
 
@@ -64,6 +66,7 @@ def main(argv):
   limits = serve.ServerLimits(max_n=_MAX_N.value, max_tokens=_MAX_TOKENS.value,
                               max_body_bytes=_MAX_BODY.value,
                               body_timeout_s=_BODY_TIMEOUT.value,
+                              header_timeout_s=_HEADER_TIMEOUT.value,
                               batch_window_s=_WINDOW.value)
   server = serve.ModelServer(model, tok, model_name=name or "local",
                              scorer=scorer, limits=limits)

@@ -45,7 +45,9 @@ thread and answers 504 if it takes longer than `request_timeout_s` (the server
 keeps serving; the env is marked unusable until reset/restore, since its state
 is unknown); one request at a time per env (409 if busy). Request bodies are
 capped (`max_body_bytes`: 413; nesting `max_json_depth`: 400; NaN and
-infinities: 400) and must arrive within `body_timeout_s` (408). Every error,
+infinities: 400) and must arrive within `body_timeout_s` (408), request
+headers within `header_timeout_s` (408, or the connection is closed when
+nothing came). Every error,
 unknown routes included, is JSON {"error": {"message", "type", "code",
 "param"}} with status 400/404/405/408/409/413/503/504 (500 when the env itself
 raised something other than EnvError; the server keeps running).
@@ -73,7 +75,7 @@ from starlette.routing import Route
 from armap_jax.envs import server_routes
 from armap_jax.envs.base import SPLITS, Env, EnvError
 from armap_jax.envs.server_http import (BodyLimits, HTTPError, ServerConfigError,
-                                        Slot)
+                                        Slot, http_protocol)
 
 EnvFactory = Callable[[], Env]
 
@@ -95,6 +97,7 @@ class ServerConfig:
   max_body_bytes: int = 1 << 20
   max_json_depth: int = 32
   body_timeout_s: float = 30.0  # The whole request body must arrive by then.
+  header_timeout_s: float = 30.0  # A request's headers must arrive by then.
   # Names of the env each AgentGym prefix serves when it is among the kinds.
   AGENTGYM_NATIVE = {"webshop": ("webshop",),
                      "alfworld": ("household", "alfworld")}
@@ -393,7 +396,8 @@ class EnvServer:
   def run(self) -> None:
     """Serves until interrupted (blocking)."""
     uvicorn.run(self.app, host=self.config.host, port=self.config.port,
-                log_level="warning", timeout_keep_alive=30)
+                log_level="warning", timeout_keep_alive=30,
+                http=http_protocol(self.config.header_timeout_s))
 
 
 class ServerThread:
@@ -410,7 +414,8 @@ class ServerThread:
     self.host, self.port = self._sock.getsockname()[:2]
     self.url = f"http://{self.host}:{self.port}"
     cfg = uvicorn.Config(server.app, log_level="warning", lifespan="on",
-                         timeout_graceful_shutdown=2)
+                         timeout_graceful_shutdown=2,
+                         http=http_protocol(server.config.header_timeout_s))
     self._uv = uvicorn.Server(cfg)
     self._thread = threading.Thread(target=self._uv.run,
                                     kwargs={"sockets": [self._sock]},
@@ -463,7 +468,8 @@ def _main(argv: list[str]) -> None:
                      ttl_s=f.ttl_s, request_timeout_s=f.request_timeout_s,
                      max_workers=f.max_workers, agentgym=agentgym,
                      max_body_bytes=f.max_body_bytes,
-                     body_timeout_s=f.body_timeout_s)
+                     body_timeout_s=f.body_timeout_s,
+                     header_timeout_s=f.header_timeout_s)
   logging.info("serving %s on http://%s:%d", sorted(factories), f.host, f.port)
   EnvServer(factories, cfg).run()
 
@@ -486,5 +492,7 @@ if __name__ == "__main__":
   flags.DEFINE_integer("max_body_bytes", 1 << 20, "Largest request body.")
   flags.DEFINE_float("body_timeout_s", 30.0, "Seconds a request body may "
                      "take to arrive.")
+  flags.DEFINE_float("header_timeout_s", 30.0, "Seconds a request's headers "
+                     "may take to arrive.")
   from armap_jax.runtime import launch  # pylint: disable=g-import-not-at-top
   launch.run_main(_main)

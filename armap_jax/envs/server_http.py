@@ -175,3 +175,57 @@ async def read_json(request: Request, limits: BodyLimits = BodyLimits()
   if not isinstance(body, dict):
     raise HTTPError(400, "request body must be a JSON object")
   return body
+
+
+def http_protocol(header_timeout_s: float) -> type:
+  """Uvicorn's h11 protocol with a deadline for request headers.
+
+  Uvicorn times out idle keep-alive connections only after a response; a
+  client that connects and sends nothing, or half a request line, would hold
+  the connection forever. This closes such a connection after
+  `header_timeout_s` (answering 408 when part of a request arrived). A
+  request whose headers are in is left alone: its body has `read_body`'s
+  deadline and its handler its own limits. Pass it as `uvicorn.Config(http=)`.
+  """
+  from uvicorn.protocols.http.h11_impl import H11Protocol
+
+  class HeaderDeadline(H11Protocol):
+    """H11Protocol + a request-header deadline (see `http_protocol`)."""
+
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport) -> None:
+      super().connection_made(transport)
+      self._arm_header_deadline()
+
+    def on_response_complete(self) -> None:
+      super().on_response_complete()
+      self._arm_header_deadline()
+
+    def connection_lost(self, exc) -> None:
+      if self._header_timer is not None:
+        self._header_timer.cancel()
+      super().connection_lost(exc)
+
+    def _arm_header_deadline(self) -> None:
+      if self._header_timer is not None:
+        self._header_timer.cancel()
+      self._header_timer = self.loop.call_later(header_timeout_s,
+                                                self._headers_late)
+
+    def _headers_late(self) -> None:
+      if self.transport.is_closing():
+        return
+      if self.cycle is not None and not self.cycle.response_complete:
+        return  # A request is being served.
+      if self.conn.trailing_data[0]:  # Part of a request arrived.
+        body = json.dumps(error_body(HTTPError(
+            408, f"the request headers did not arrive within "
+            f"{header_timeout_s:g}s"))).encode()
+        self.transport.write(
+            b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json"
+            b"\r\nconnection: close\r\ncontent-length: %d\r\n\r\n" % len(body)
+            + body)
+      self.transport.close()
+
+  return HeaderDeadline

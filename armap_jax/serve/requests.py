@@ -23,6 +23,7 @@ class ServerLimits:
   max_body_bytes: int = 4 << 20
   max_json_depth: int = 32  # Nesting of a request body.
   body_timeout_s: float = 30.0  # The whole request body must arrive by then.
+  header_timeout_s: float = 30.0  # A request's headers must arrive by then.
   max_n: int = 16
   max_tokens: int = 1024  # Cap on max_tokens (experiments/serve.py --max_tokens).
   default_max_tokens: int = 256

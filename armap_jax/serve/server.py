@@ -39,8 +39,8 @@ Reward requests are batched the same way into one `Scorer.score` call.
 
 Built on Starlette (routing, requests) and Uvicorn (the ASGI server). The
 batching queue is in `serve.batching`, request validation in `serve.requests`. Binds to
-127.0.0.1 unless told otherwise; request bodies (size, nesting, the time they
-take to arrive), prompt counts, `n` and `max_tokens` are capped; numbers must
+127.0.0.1 unless told otherwise; request headers (the time they take to
+arrive), bodies (size, nesting, the time they take to arrive), prompt counts, `n` and `max_tokens` are capped; numbers must
 be finite; bad input gets a 4xx with an OpenAI-style error body
 ``{"error": {"message", "type", "param", "code"}}`` that names the field, and
 so does every other error (unknown routes: 404, a bug: 500).
@@ -65,7 +65,8 @@ from starlette.routing import Route
 
 from armap_jax import records
 from armap_jax.agent.local_policy import encode_chat, encode_text
-from armap_jax.envs.server_http import HTTPError, parse_json, read_body
+from armap_jax.envs.server_http import (HTTPError, http_protocol, parse_json,
+                                        read_body)
 from armap_jax.serve.batching import Batcher
 from armap_jax.serve.requests import (BadRequest, ServerLimits, error_response,
                                       Knobs, parse_knobs, parse_messages,
@@ -485,14 +486,15 @@ class ServerThread:
   """
 
   def __init__(self, app, host: str = "127.0.0.1", port: int = 0,
-               log_level: str = "warning"):
+               log_level: str = "warning", header_timeout_s: float = 30.0):
     import uvicorn
     self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     self._sock.bind((host, port))
     self.host, self.port = host, self._sock.getsockname()[1]
     self._server = uvicorn.Server(uvicorn.Config(
-        app, log_level=log_level, timeout_keep_alive=30, lifespan="off"))
+        app, log_level=log_level, timeout_keep_alive=30, lifespan="off",
+        http=http_protocol(header_timeout_s)))
     self._thread = threading.Thread(target=self._server.run,
                                     kwargs={"sockets": [self._sock]},
                                     daemon=True, name="uvicorn")
@@ -530,4 +532,6 @@ def serve(server: ModelServer, host: str = "127.0.0.1", port: int = 8000,
   if host not in ("127.0.0.1", "localhost", "::1"):
     logging.warning("serving on %s: reachable from other machines; there is "
                     "no authentication", host)
-  uvicorn.run(server.app, host=host, port=port, log_level=log_level)
+  uvicorn.run(server.app, host=host, port=port, log_level=log_level,
+              timeout_keep_alive=30,
+              http=http_protocol(server.limits.header_timeout_s))

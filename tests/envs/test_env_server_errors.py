@@ -196,6 +196,26 @@ def test_stalled_body_times_out_and_server_keeps_serving():
     assert requests.get(url + "/health", timeout=10).json()["ok"]
 
 
+def test_stalled_headers_are_closed_and_server_keeps_serving():
+  cfg = ServerConfig(header_timeout_s=0.5)
+  with ServerThread(EnvServer({"count": CountEnv}, cfg)) as url:
+    host, port = url[len("http://"):].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as half, \
+        socket.create_connection((host, int(port)), timeout=10) as idle:
+      half.sendall(b"POST /envs HTTP/1.1\r\nHost: x\r\n")  # No blank line.
+      half.settimeout(10)
+      head = half.recv(4096).decode("latin-1")
+      assert head.startswith("HTTP/1.1 408"), head
+      assert "headers did not arrive within 0.5s" in head
+      idle.settimeout(10)
+      assert idle.recv(4096) == b""  # Nothing sent: closed.
+    # A keep-alive connection serves several requests over the deadline.
+    http = requests.Session()
+    for _ in range(3):
+      assert http.get(url + "/health", timeout=10).json()["ok"]
+      time.sleep(0.3)
+
+
 def _junk(rng: random.Random) -> bytes:
   """One malformed or hostile body."""
   kind = rng.randrange(9)

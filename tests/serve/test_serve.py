@@ -353,12 +353,18 @@ def test_body_nesting_and_time_limits(stack):
   server = serve.ModelServer(limits=serve.ServerLimits(body_timeout_s=0.3),
                              scorer=stack["judge"], scorer_name="judge-rm")
   try:
-    with serve.ServerThread(server.app) as th:
+    with serve.ServerThread(server.app, header_timeout_s=0.3) as th:
       with socket.create_connection((th.host, th.port), timeout=10) as sock:
         sock.sendall(b"POST /v1/rewards HTTP/1.1\r\nHost: x\r\n"
                      b"Content-Length: 500\r\n\r\n{\"traj")
         head = sock.recv(4096).decode("latin-1")
       assert head.startswith("HTTP/1.1 408"), head
+      assert "body did not arrive" in head
+      with socket.create_connection((th.host, th.port), timeout=10) as sock:
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost")
+        head = sock.recv(4096).decode("latin-1")
+      assert head.startswith("HTTP/1.1 408"), head
+      assert "headers did not arrive" in head
       assert requests.get(th.url + "/health", timeout=10).json()["status"] == "ok"
   finally:
     server.close()
