@@ -122,7 +122,10 @@ class LocalPolicy:
         props = []
         self.usage.add(prompt_tokens=len(p_ids))
         for c in group:
-          pa = fmt.parse(c.text)
+          # A format whose actions refer to the page (WebShop's "click[3]"
+          # = the third listed product) resolves them with the history.
+          pa = (fmt.parse_for(histories[i], c.text)
+                if hasattr(fmt, "parse_for") else fmt.parse(c.text))
           self.usage.add(completion_tokens=c.completion_tokens)
           props.append(Proposal(action=pa.action, thought=pa.thought,
                                 text=prompts_lib.clean_text(c.text, 4000),

@@ -8,13 +8,16 @@ was already chosen shows as "clicked ..."):
     goal: find me tea tree, natural ingredients scrubs & body treatments,
      with color: red, and price lower than 40.00 dollars
     page: results 1
-    [b07djjxgb5] tea tree, natural ingredients, essential oils $12
-    [b0x3k...] ...
+    [1] tea tree, natural ingredients, essential oils $12
+    [2] ...
     [next >]
     last: search[tea tree, natural ingredients scrubs & body treatments]
     action:
 
 and the model continues with `` search[...]`` / `` click[...]`` and a newline.
+A listed product is named by its place on the page (``click[2]``, what a
+small model can point at); `parse_for(history, reply)` turns it back into
+the env's ``click[<asin>]`` (`LocalPolicy` calls it where a format has it).
 Everything is lowercased (the env's clicks and searches are case-insensitive);
 prices show whole dollars. `compact_page` parses the env's text rendering
 (`envs/webshop/pages.render`, "text" mode).
@@ -76,14 +79,15 @@ def compact_page(obs: str) -> list[str]:
     out.append(f"page: results {m.group(1) if m else 1}")
     i = 2
     buttons = []
+    k = 0
     while i < len(lines):
       ln = lines[i]
       am = _ASIN.match(ln)
-      if am and i + 2 < len(lines) + 1:
+      if am:
         title = lines[i + 1] if i + 1 < len(lines) else ""
         price = lines[i + 2] if i + 2 < len(lines) else ""
-        out.append(f"[{am.group(1).lower()}] {_attrs_of(title)} "
-                   f"{_dollars(price)}")
+        k += 1
+        out.append(f"[{k}] {_attrs_of(title)} {_dollars(price)}")
         i += 3
         continue
       if ln in ("[Next >]", "[< Prev]"):
@@ -106,9 +110,40 @@ def compact_page(obs: str) -> list[str]:
   return out + ["page: other"]
 
 
-def trace_prompt(instruction: str, obs: str, last_action: str) -> str:
+def listed_asins(obs: str) -> list[str]:
+  """The asins a results page lists, in order (the page's [1], [2], ...)."""
+  if "Instruction:" in obs.split("\n", 3)[:2] or "[Buy Now]" in obs:
+    return []
+  return [m.group(1) for m in (
+      _ASIN.match(ln.strip()) for ln in obs.split("\n")) if m]
+
+
+def page_action(obs: str, action: str) -> str:
+  """`action` as the trace writes it on page `obs`: a click on a listed
+  product becomes ``click[k]`` (its place on the page)."""
+  m = re.match(r"^\s*click\[(b0[a-z0-9]{8})\]\s*$", action, re.IGNORECASE)
+  asins = [a.lower() for a in listed_asins(obs)]
+  if m and m.group(1).lower() in asins:
+    return f"click[{asins.index(m.group(1).lower()) + 1}]"
+  return action
+
+
+def env_action(obs: str, action: str) -> str:
+  """The env's action for a trace action on page `obs` (``click[k]`` -> the
+  k-th listed product's asin)."""
+  m = re.match(r"^click\[(\d+)\]$", action.strip())
+  asins = listed_asins(obs)
+  if m and 1 <= int(m.group(1)) <= len(asins):
+    return f"click[{asins[int(m.group(1)) - 1]}]"
+  return action
+
+
+def trace_prompt(instruction: str, obs: str, last_action: str,
+                 last_obs: str = "") -> str:
   """The prompt for one state (see the module docstring)."""
   body = "\n".join(compact_page(obs))
+  last_action = page_action(last_obs, last_action) if last_obs else (
+      last_action)
   last = f"last: {prompts_lib.one_line(last_action).lower()}\n" if (
       last_action) else ""
   return (f"goal: {prompts_lib.one_line(instruction).lower()}\n{body}\n"
@@ -123,10 +158,18 @@ class WebShopTraceFormat:
   stop: tuple[str, ...] = ("\n",)
 
   def text(self, history: History) -> str:
-    obs = history.steps[-1].observation if history.steps else (
-        history.observation)
+    obs = _current(history)
     last = history.steps[-1].action if history.steps else ""
-    return trace_prompt(history.instruction, obs, last)
+    before = (history.steps[-2].observation if len(history.steps) > 1 else
+              history.observation)
+    return trace_prompt(history.instruction, obs, last, before)
+
+  def parse_for(self, history: History, reply: str
+               ) -> prompts_lib.ParsedAction:
+    """`parse`, then ``click[k]`` -> the k-th product listed on the page."""
+    pa = self.parse(reply)
+    return dataclasses.replace(pa, action=env_action(_current(history),
+                                                     pa.action))
 
   def messages(self, history: History) -> list[prompts_lib.Message]:
     return [{"role": "user", "content": self.text(history)}]
@@ -139,6 +182,11 @@ class WebShopTraceFormat:
   def target(self, action: str, thought: str = "") -> str:
     del thought
     return " " + prompts_lib.one_line(action).lower() + "\n"
+
+
+def _current(history: History) -> str:
+  return (history.steps[-1].observation if history.steps else
+          history.observation)
 
 
 # ----------------------------------------------------------------------------

@@ -17,7 +17,8 @@ import dataclasses
 import hashlib
 import random
 
-from armap_jax.agent.webshop_trace import WebShopTraceFormat, trace_prompt
+from armap_jax.agent.webshop_trace import (WebShopTraceFormat, page_action,
+                                           trace_prompt)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,16 +77,16 @@ def generate_demos(cfg: DemoConfig) -> list[Demo]:
     for ep in range(cfg.episodes_per_goal):
       h = hashlib.sha256(f"{cfg.seed}|{tid}|{ep}".encode()).digest()
       rng = random.Random(int.from_bytes(h[:8], "little"))
-      obs, last = env.reset(tid), ""
+      obs, last, before = env.reset(tid), "", ""
       while not env.done:
         act, wrong = env.expert()[0], False
         if rng.random() < cfg.noise:
           alt = _mistake(env, rng)
           if alt is not None and alt.lower() != act.lower():
             act, wrong = alt, True
-        out.append(Demo(tid, trace_prompt(env.instruction, obs, last),
-                        fmt.target(act), wrong))
-        obs, last = env.step(act).observation, act
+        out.append(Demo(tid, trace_prompt(env.instruction, obs, last, before),
+                        fmt.target(page_action(obs, act)), wrong))
+        before, obs, last = obs, env.step(act).observation, act
   env.close()
   return out
 

@@ -33,7 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
       "max_position_embeddings": 512,
   })
   c.train = ml_collections.ConfigDict({
-      "steps": 500,
+      "steps": 450,
       "batch_size": 32,
       "lr": 3e-3,
       "warmup_steps": 30,
