@@ -484,7 +484,10 @@ class OpenAIPolicy:
                              f"the prompt for {h.task_id}")
       props = []
       for c in comps:
-        pa = fmt.parse(c.text)
+        # As in LocalPolicy: a format whose actions refer to the page
+        # (WebShop's "click[3]") resolves them with the history.
+        pa = (fmt.parse_for(h, c.text) if hasattr(fmt, "parse_for")
+              else fmt.parse(c.text))
         props.append(Proposal(action=pa.action, thought=pa.thought,
                               text=prompts_lib.clean_text(c.text, 4000),
                               prompt_tokens=c.prompt_tokens,

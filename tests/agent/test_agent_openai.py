@@ -5,6 +5,7 @@ answers short; every case must end (success or a clear PolicyError) within a
 bounded time, never hang.
 """
 
+import dataclasses
 import http.server
 import json
 import threading
@@ -312,3 +313,24 @@ def test_model_name_from_the_server(stub_factory):
   s.models["data"].append({"id": "other"})
   with pytest.raises(PolicyError, match="config.policy.openai.model"):
     OpenAIPolicy(s.url, "", fmt=Game24Format())
+
+
+def test_format_parse_for_gets_the_history(stub_factory):
+  """As LocalPolicy: a format with parse_for (WebShop's page-relative
+  click[k]) parses each reply with its history."""
+  seen = []
+
+  class PageFormat(Game24Format):
+
+    def parse_for(self, history, reply):
+      seen.append(history.task_id)
+      pa = self.parse(reply)
+      return dataclasses.replace(pa, action="resolved:" + pa.action)
+
+  s = stub_factory(lambda k, p, b: (200, _ok_body(b["n"]), 0, 0))
+  hs = [HIST[0], History(env="game24", task_id="game24/2",
+                         instruction="make 24", observation="Input: 2 2 6 6")]
+  with OpenAIPolicy(s.url, "m", fmt=PageFormat()) as pol:
+    out = pol.propose(hs, 2, S)
+  assert sorted(seen) == ["game24/1"] * 2 + ["game24/2"] * 2
+  assert all(p.action.startswith("resolved:4 + 8") for row in out for p in row)
