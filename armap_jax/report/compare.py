@@ -195,7 +195,7 @@ def plot(c: Comparison, path: str, title: str = "Success by run") -> None:
   methods = [m for m in c.methods if not m.endswith("-oracle")] or c.methods
   x = np.arange(len(c.rows))
   w = 0.8 / max(len(methods), 1)
-  fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(c.rows) + 2), 4.0))
+  fig, ax = plt.subplots(figsize=(max(7.0, 1.2 * len(c.rows) + 4), 4.0))
   for i, m in enumerate(methods):
     ys = [r.get(f"{m} success %") for r in c.rows]
     ax.bar(x + (i - (len(methods) - 1) / 2) * w,
@@ -204,8 +204,9 @@ def plot(c: Comparison, path: str, title: str = "Success by run") -> None:
   ax.set_xticks(x, [r["run"] for r in c.rows], rotation=20, ha="right",
                 fontsize=8)
   ax.set_ylabel("success %")
+  ax.set_ylim(0, 100)
   ax.set_title(title)
-  ax.legend(fontsize=7)
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)

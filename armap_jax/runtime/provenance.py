@@ -232,8 +232,9 @@ def describe(entry: dict[str, Any]) -> dict[str, str]:
       "host": f"{m.get('hostname')} ({m.get('platform')})",
       "packages": ", ".join(f"{k} {v}" for k, v in pk.items()),
       "started": str(entry.get("started")),
-      "finished": f"{entry.get('finished', 'running or killed')} "
-                  f"({entry.get('status', 'no status')})",
+      "finished": (f"{entry['finished']} ({entry.get('status')})"
+                   if entry.get("finished") else
+                   "not yet (running when this was written, or killed)"),
   }
 
 
