@@ -141,7 +141,27 @@ class RMRunner:
     return out  # type: ignore[return-value]
 
 
-class ORMScorer:
+class RunnerScorer:
+  """What a scorer over an `RMRunner` shares: its token counts and its
+  encoding (`INCLUDE_SUFFIX`: whether the evaluation suffix is appended)."""
+
+  INCLUDE_SUFFIX: bool = True
+  runner: RMRunner
+
+  @property
+  def tokens_used(self) -> int:
+    return self.runner.tokens_used
+
+  @property
+  def last_tokens(self) -> list[int]:
+    return self.runner.last_tokens
+
+  def encode(self, trajectories: Sequence[Trajectory]) -> list[F.Encoded]:
+    """What the model reads for each trajectory (the view, encoded)."""
+    return self.runner.encode(trajectories, suffix=self.INCLUDE_SUFFIX)
+
+
+class ORMScorer(RunnerScorer):
   """ARMAP outcome RM: reward = sigmoid of the value at the last token of the
   RM input (`sigmoid=False`: the raw value)."""
 
@@ -161,18 +181,6 @@ class ORMScorer:
     model, tok, fcfg, _, view = load_run(directory, which, mesh,
                                          want_kind=("pair",))
     return cls(model, tok, fcfg, view=view, batch_size=batch_size)
-
-  @property
-  def tokens_used(self) -> int:
-    return self.runner.tokens_used
-
-  @property
-  def last_tokens(self) -> list[int]:
-    return self.runner.last_tokens
-
-  def encode(self, trajectories: Sequence[Trajectory]) -> list[F.Encoded]:
-    """What the model reads for each trajectory (the view, encoded)."""
-    return self.runner.encode(trajectories, suffix=True)
 
   def score(self, trajectories: Sequence[Trajectory]) -> np.ndarray:
     if not trajectories:

@@ -20,7 +20,7 @@ import numpy as np
 from armap_jax.data import format as F
 from armap_jax.data.rm_view import RMView
 from armap_jax.records import Trajectory
-from armap_jax.rewards.orm import RMRunner, load_run
+from armap_jax.rewards.orm import RMRunner, RunnerScorer, load_run
 from armap_jax.models.heads import RewardModel
 
 AGGREGATIONS = ("last", "min", "mean", "product")
@@ -39,10 +39,11 @@ def aggregate(values: np.ndarray, how: str) -> float:
   raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {how!r}")
 
 
-class PRMScorer:
+class PRMScorer(RunnerScorer):
   """Explicit PRM: per-step values at step ends, aggregated for `score`."""
 
   is_oracle = False
+  INCLUDE_SUFFIX = False  # Step ends are read without the evaluation suffix.
 
   def __init__(self, model: RewardModel, tokenizer,
                fcfg: F.FormatConfig = F.FormatConfig(), *,
@@ -66,18 +67,6 @@ class PRMScorer:
     return cls(model, tok, fcfg, aggregation=aggregation,
                sigmoid=info.get("value_loss") == "bce", view=view,
                batch_size=batch_size)
-
-  @property
-  def tokens_used(self) -> int:
-    return self.runner.tokens_used
-
-  @property
-  def last_tokens(self) -> list[int]:
-    return self.runner.last_tokens
-
-  def encode(self, trajectories: Sequence[Trajectory]) -> list[F.Encoded]:
-    """What the model reads for each trajectory (the view, encoded)."""
-    return self.runner.encode(trajectories, suffix=False)
 
   def _values(self, trajectories: Sequence[Trajectory]) -> list[np.ndarray]:
     """Per-step values; a trajectory with no steps gets [value after the
