@@ -107,7 +107,11 @@ def prompt_format(policy_cfg, env_cfg):
   trace = (want == "trace" or (want == "auto" and policy_cfg.name not in
                                ("openai",) and is_trace_policy(
                                    policy_cfg.name)))
-  if trace and trace_format_name(policy_cfg.name) == "webshop-trace":
+  # An endpoint has no pretrain_info.json: its trace format is the env's.
+  trace_name = ("webshop-trace" if policy_cfg.name == "openai"
+                and env_cfg.name == "webshop" else
+                trace_format_name(policy_cfg.name))
+  if trace and trace_name == "webshop-trace":
     if env_cfg.name != "webshop":
       raise PolicyConfigError(
           f"config.policy.name={policy_cfg.name!r} reads WebShop pages: it "
@@ -169,6 +173,12 @@ def make_policy(policy_cfg, env_cfg):
                                  noise=float(policy_cfg.noise))
   fmt = prompt_format(policy_cfg, env_cfg)
   if name == "openai":
+    if (getattr(fmt, "name", "").endswith("-trace")
+        and policy_cfg.openai.get("route", "chat") != "completions"):
+      raise PolicyConfigError(
+          f"config.policy.format={fmt.name!r} is plain text (trace "
+          f"checkpoints read no chat template): set "
+          f"config.policy.openai.route='completions'")
     return _openai_policy(dict(policy_cfg.openai), fmt)
   if name == "tiny-random":
     return _tiny_random(int(policy_cfg.get("seed", 0)), fmt)

@@ -130,3 +130,18 @@ def test_openai_policy_from_config_sends_the_key(monkeypatch):
     assert pol.max_retries == 1 and pol.timeout_s == 5.0
   finally:
     pol.close()
+
+
+def test_openai_trace_format_is_the_envs_and_needs_completions():
+  p = sections.policy("openai", format="trace")
+  p.openai.update(model="m", route="completions")
+  pol = factory.make_policy(p, sections.env("game24", "tot"))
+  assert pol.fmt.name == "game24-trace"
+  pol.close()
+  pol = factory.make_policy(p, sections.env("webshop"))
+  assert pol.fmt.name == "webshop-trace"
+  pol.close()
+  p.openai.route = "chat"
+  with pytest.raises(factory.PolicyConfigError,
+                     match="config.policy.openai.route='completions'"):
+    factory.make_policy(p, sections.env("game24", "tot"))
