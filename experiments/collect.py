@@ -37,7 +37,7 @@ def main(argv):
   # Never append another producer's episodes to the same file.
   check_producer(cfg.workdir, os.path.basename(out), {
       "env": cfg.env.name, "protocol": cfg.env.protocol,
-      "policy": cfg.policy.name, "split": cfg.split})
+      "policy": factory.policy_identity(cfg.policy), "split": cfg.split})
   with open(os.path.join(cfg.workdir, "collect_config.json"), "w") as f:
     f.write(cfg.to_json_best_effort(indent=2))
   tasks = registry.get_spec(cfg.env.name).splits(cfg.split,

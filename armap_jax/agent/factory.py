@@ -151,6 +151,17 @@ def _tiny_random(seed: int, fmt):
   return LocalPolicy(model, tok, fmt=fmt, chat=False, name="tiny-random")
 
 
+def policy_identity(policy_cfg) -> str:
+  """What a work directory records as the policy that produced its results:
+  the name, and for an endpoint its model and base URL (two endpoints under
+  `openai` must not mix their results in one directory)."""
+  name = str(policy_cfg.name)
+  if name != "openai":
+    return name
+  o = policy_cfg.openai
+  return f"openai:{o.get('model', '') or '(served)'}@{o.get('base_url', '')}"
+
+
 def make_policy(policy_cfg, env_cfg):
   """The configured policy (see the module docstring for the names)."""
   name = policy_cfg.name

@@ -31,6 +31,7 @@ import time
 
 from absl import logging
 
+from armap_jax.agent.factory import policy_identity
 from armap_jax.pipeline import evaluate as eval_lib
 from armap_jax.pipeline import honesty, stages
 from armap_jax.pipeline.core import Workdir, check_producer, write_json
@@ -44,7 +45,7 @@ def run(cfg, workdir: str) -> str:
   wd = Workdir(workdir)
   check_producer(wd.root, "run", {"env": cfg.env.name,
                                   "protocol": cfg.env.protocol,
-                                  "policy": cfg.policy.name})
+                                  "policy": policy_identity(cfg.policy)})
   t0 = time.perf_counter()
   cfg_path = wd.path("config.json")
   write_json(cfg_path, json.loads(cfg.to_json_best_effort()))

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 
+from armap_jax.agent.factory import policy_identity
 from armap_jax.envs import registry
 from armap_jax.pipeline import plan as plan_lib
 from armap_jax.pipeline import stages
@@ -73,7 +74,7 @@ def evaluate(cfg, wd, policy, method: str, scorer_kind: str) -> dict[str, Any]:
     scorer = load_scorer(wd.path(stages.FILES[scorer_kind]), name=scorer_kind)
     label = f"{method}-{scorer_kind}"
   root = eval_dir(wd)
-  made_by = plan_lib.producer(cfg.env, cfg.policy.name, scorer_kind if
+  made_by = plan_lib.producer(cfg.env, policy_identity(cfg.policy), scorer_kind if
                               scorer_kind in ("none", "oracle") else
                               f"{scorer_kind}:{stages.FILES[scorer_kind]}",
                               method)

@@ -23,6 +23,7 @@ from typing import Any
 
 from absl import logging
 
+from armap_jax.agent.factory import policy_identity
 from armap_jax.pipeline.core import check_producer
 from armap_jax.search import common
 from armap_jax.search.common import Budget, SearchResult
@@ -137,7 +138,7 @@ def plan(cfg, *, method: str | None = None, budget: Budget | None = None,
     scored_by = ("none" if method in ("greedy", "sampling") else
                  scorer_name(cfg.scorer))
   made_by = producer(cfg.env, getattr(policy, "name", None) or
-                     cfg.policy.name, scored_by, method)
+                     policy_identity(cfg.policy), scored_by, method)
   built: list = []
 
   def run_batch(batch):

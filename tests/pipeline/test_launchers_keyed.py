@@ -140,3 +140,23 @@ def test_read_trees_takes_oracle_mcts_results_and_refuses_learned_ones(
   bad.write_text(json.dumps(d) + "\n")
   with pytest.raises(records.RecordError, match=r"learned.jsonl:1: .*orm"):
     tv.read_trees(bad)
+
+
+def test_two_endpoints_do_not_mix_in_one_workdir(tmp_path):
+  """Under policy name 'openai', the endpoint's model and base URL are part of
+  the producer a work directory records."""
+  import pytest
+  from armap_jax.agent.factory import policy_identity
+  from armap_jax.configs import sections
+  from armap_jax.pipeline.core import ProducerMismatch, check_producer
+  a = sections.policy("openai")
+  a.openai.base_url = "http://127.0.0.1:8000/v1"
+  b = sections.policy("openai")
+  b.openai.base_url = "http://127.0.0.1:9000/v1"
+  assert policy_identity(a) != policy_identity(b)
+  assert policy_identity(sections.policy("game24-tiny")) == "game24-tiny"
+  root = str(tmp_path)
+  check_producer(root, "run", {"policy": policy_identity(a)})
+  check_producer(root, "run", {"policy": policy_identity(a)})  # Same: fine.
+  with pytest.raises(ProducerMismatch, match="9000"):
+    check_producer(root, "run", {"policy": policy_identity(b)})
