@@ -13,6 +13,7 @@ import pytest
 
 from armap_jax.configs import rm as rm_config
 from armap_jax.configs.armap import get_config
+from tensorboard.backend.event_processing import event_accumulator as ea
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
@@ -71,6 +72,14 @@ def tiny_args():
 GRID = "policy.noise=0.1,0.4;budget.n=2,3"
 
 
+def read_scalars(logdir):
+  """tag -> [(step, value)], read with TensorBoard's own loader."""
+  acc = ea.EventAccumulator(logdir, size_guidance={ea.SCALARS: 0})
+  acc.Reload()
+  return {tag: [(e.step, e.value) for e in acc.Scalars(tag)]
+          for tag in acc.Tags()["scalars"]}
+
+
 @pytest.fixture(scope="module")
 def grid_run(tmp_path_factory):
   root = str(tmp_path_factory.mktemp("ablate") / "grid")
@@ -94,6 +103,17 @@ def test_two_by_two_grid_gives_four_comparison_rows(grid_run):
     assert cfg["budget"]["n"] == int(n_.split("=")[1])
     summary = open(os.path.join(root, n, "summary.md")).read()
     assert "## Provenance" in summary and "git commit" in summary
+    # The reward models' training curves, read back as TensorBoard does.
+    for kind in ("orm", "prm"):
+      run = os.path.join(root, n, "models", kind)
+      tb = read_scalars(os.path.join(run, "tb"))
+      rows = [json.loads(l) for l in open(os.path.join(run, "metrics.jsonl"))
+              if '"train"' in l]
+      assert [s for s, _ in tb["train/loss"]] == [r["step"] for r in rows]
+      assert [v for _, v in tb["train/loss"]] == pytest.approx(
+          [r["loss"] for r in rows])
+      assert {"train/lr", "train/grad_norm", "train/step_time_s",
+              "train/tokens_per_s"} <= set(tb)
   assert [r["run"] for r in c.rows] == names
   # The differing config fields are the columns, then each method's success
   # and score, the RM's held-out accuracy and the wall time.

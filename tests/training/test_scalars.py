@@ -15,11 +15,11 @@ from armap_jax.training import trainer as T
 
 import rm_helpers as H
 
-ea = pytest.importorskip(
-    "tensorboard.backend.event_processing.event_accumulator")
+from tensorboard.backend.event_processing import event_accumulator as ea
 
 
 def read_scalars(logdir):
+  """tag -> [(step, value)], read with TensorBoard's own loader."""
   acc = ea.EventAccumulator(str(logdir), size_guidance={ea.SCALARS: 0})
   acc.Reload()
   return {tag: [(e.step, e.value) for e in acc.Scalars(tag)]
@@ -62,6 +62,8 @@ class _Interrupt(Exception):
   pass
 
 
+@pytest.mark.slow  # ~25 s; tests/pipeline/test_ablate.py reads the main
+# job's RM curves back in the default suite.
 def test_reward_model_run_writes_curves_and_resumes_cleanly(tmp_path,
                                                             monkeypatch):
   from armap_jax.data import batches as B
