@@ -5,7 +5,9 @@ held-out accuracy / Spearman and the wall time; `write(comparison, out_dir)`
 writes comparison.md, comparison.csv and comparison.png.
 
 Runs evaluated on different task splits (env, protocol, env kwargs or the
-number of test tasks) are refused: their numbers are not comparable.
+number of test tasks in config.json; the test ids and the env's split
+digests in summary.json, where recorded) are refused: their numbers are not
+comparable.
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ def compare(workdirs: Sequence[str], names: Sequence[str] | None = None
             f"{pts[0]['workdir']} and {p['workdir']} are scored on different "
             f"task splits: {f}={split[f]!r} vs {f}={v!r}; compare runs on the "
             "same tasks")
+  _check_task_ids(pts)
   keys = sorted(set().union(*(p["config"] for p in pts)))
   differ = [k for k in keys
             if len({json.dumps(_value(p["config"].get(k)), sort_keys=True,
@@ -158,6 +161,29 @@ def compare(workdirs: Sequence[str], names: Sequence[str] | None = None
       row[f] = p["provenance"].get(f, "unknown")
     rows.append(row)
   return Comparison(columns, rows, methods, split, same)
+
+
+def _check_task_ids(pts: Sequence[dict[str, Any]]) -> None:
+  """The evaluated test ids and the env's split digests that summary.json
+  records (where both runs have them) must agree too."""
+  a = pts[0]
+  for b in pts[1:]:
+    ia, ib = a["summary"].get("test_ids"), b["summary"].get("test_ids")
+    if ia is not None and ib is not None and list(ia) != list(ib):
+      diff = next((f"{x!r} vs {y!r}" for x, y in zip(ia, ib) if x != y),
+                  f"{len(ia)} vs {len(ib)} tasks")
+      raise CompareError(
+          f"{a['workdir']} and {b['workdir']} are scored on different "
+          f"task splits: summary.json test_ids differ ({diff}); compare "
+          "runs on the same tasks")
+    sa = a["summary"].get("splits") or {}
+    sb = b["summary"].get("splits") or {}
+    for name in sorted(set(sa) & set(sb)):
+      if sa[name].get("sha256") != sb[name].get("sha256"):
+        raise CompareError(
+            f"{a['workdir']} and {b['workdir']} are scored on different "
+            f"task splits: the env's {name!r} split differs (summary.json "
+            f"splits.{name}.sha256); compare runs on the same tasks")
 
 
 def _fmt(v: Any) -> str:

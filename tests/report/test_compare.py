@@ -85,6 +85,26 @@ def test_refuses_runs_on_different_task_splits(tmp_path, field, kw):
   assert field in msg and a in msg and b in msg and "different task" in msg
 
 
+def test_refuses_runs_on_different_test_ids_or_splits(tmp_path):
+  a = _point(tmp_path, "a", _config())
+  b = _point(tmp_path, "b", _config())
+  for d, ids, sha in ((a, ["game24/901", "game24/902"], "x"),
+                      (b, ["game24/901", "game24/903"], "y")):
+    path = os.path.join(d, "summary.json")
+    s = json.load(open(path))
+    s.update(test_ids=ids, splits={"test": {"count": 100, "sha256": "t"},
+                                   "train": {"count": 800, "sha256": sha}})
+    json.dump(s, open(path, "w"))
+  with pytest.raises(compare.CompareError,
+                     match="test_ids differ \\('game24/902' vs 'game24/903'"):
+    compare.compare([a, b])
+  s = json.load(open(os.path.join(b, "summary.json")))
+  s["test_ids"] = ["game24/901", "game24/902"]
+  json.dump(s, open(os.path.join(b, "summary.json"), "w"))
+  with pytest.raises(compare.CompareError, match="'train' split differs"):
+    compare.compare([a, b])
+
+
 def test_unfinished_directory_is_named(tmp_path):
   (tmp_path / "half").mkdir()
   (tmp_path / "half" / "config.json").write_text("{}")
