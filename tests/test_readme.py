@@ -85,6 +85,11 @@ OVERRIDES: dict[str, Override] = {
         ("--config.sweep.n_max=2", "--config.limit=2", "--quiet",
          "--config.workdir={W}/sweep"), slow=True),
     "python experiments/report.py": Override(("--out={W}/report_out",)),
+    "python experiments/ablate.py": Override(
+        tuple(a for a in _TINY_MAIN if "train.steps" not in a
+              and "budget.n" not in a)
+        + ("--config.policy.name=solver-noisy",), slow=True, timeout=1800),
+    "python experiments/compare.py": Override(slow=True),
     "python experiments/serve.py": Override(
         ("--model={W}/s1", "--port={PORT}"), server="/v1/models"),
     "python -m armap_jax.envs.server": Override(
@@ -118,6 +123,7 @@ _PLACEHOLDERS = {
     "/tmp/ckpt": "{W}/ckpt", "<workdir>": "{W}/collect",
     "--config.train.steps=N": "--config.train.steps=2",
     "--workdir=DIR": "--workdir={W}/plan",
+    "runs/ablate": "{W}/ablate",
 }
 
 

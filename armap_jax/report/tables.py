@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import importlib.metadata
 import json
 import os
 import platform
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from armap_jax.runtime import provenance
 from armap_jax.search import common
 from armap_jax.search.common import SearchResult
 
@@ -48,9 +47,6 @@ RESULT_DIRS = ("results", os.path.join("eval", "results"))
 UPPER_BOUND = " [oracle: upper bound]"
 COLUMNS = ("method", "scorer", "tasks", "success %", "score", "oracle@N %",
            "policy tokens", "scorer tokens", "env steps", "wall s")
-PACKAGES = ("armap-jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint",
-            "numpy", "transformers", "tokenizers", "matplotlib",
-            "ml-collections", "absl-py")
 
 
 @dataclasses.dataclass
@@ -206,22 +202,13 @@ def markdown_table(rows: Sequence[Mapping[str, Any]],
 
 
 def package_versions() -> dict[str, str]:
-  """Versions of the packages a result depends on, plus Python and git."""
-  out = {"python": platform.python_version()}
-  for p in PACKAGES:
-    try:
-      out[p] = importlib.metadata.version(p)
-    except importlib.metadata.PackageNotFoundError:
-      out[p] = "not installed"
-  try:
-    here = os.path.dirname(os.path.abspath(__file__))
-    commit = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True, timeout=10,
-                            check=False).stdout.strip()
-    if commit:
-      out["git commit"] = commit
-  except (OSError, subprocess.SubprocessError):
-    pass
+  """The report process's package versions (`runtime.provenance`'s list),
+  its git commit, platform and program (a run's own are in its provenance)."""
+  out = provenance.package_versions()
+  git = provenance.git_state(os.path.dirname(os.path.abspath(__file__)))
+  if git.get("commit"):
+    out["git commit"] = git["commit"][:12] + (" (dirty)" if git["dirty"]
+                                              else "")
   out["platform"] = f"{platform.system()} {platform.machine()}"
   out["argv0"] = os.path.basename(sys.argv[0]) if sys.argv else ""
   return out
