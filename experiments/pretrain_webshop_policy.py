@@ -99,7 +99,14 @@ def main(argv):
   t_data = time.time() - t0
   mcfg = policies.model_config(policies.PolicyModelConfig(**c.model.to_dict()),
                                tokenizer)
-  model = Transformer(mcfg, rngs=nnx.Rngs(c.seed))
+  if c.get("init_from"):  # Continue from these weights (same tokenizer).
+    from armap_jax.models import load_pretrained
+    model, loaded_tok, _ = load_pretrained(c.init_from)
+    if loaded_tok.get_vocab() != tokenizer.get_vocab():
+      raise app.UsageError(f"--config.init_from={c.init_from!r}: another "
+                           "tokenizer")
+  else:
+    model = Transformer(mcfg, rngs=nnx.Rngs(c.seed))
   n_params = sum(int(x.size) for x in jax.tree.leaves(nnx.state(model,
                                                                 nnx.Param)))
   logging.info("webshop demos: %d (%d kept <= %d tokens, %d mistakes), "
@@ -119,7 +126,10 @@ def main(argv):
       "tokens": sum(len(e.ids) for e in examples),
       "data_s": round(t_data, 1), "train_s": round(t_train, 1),
       "final_loss": history[-1]["loss"] if history else None,
-      "history": history, "config": c.to_dict(), "lineage": [],
+      "history": history, "config": c.to_dict(),
+      "continued_from": c.get("init_from") or None,
+      "lineage": policies.lineage_of(c.init_from) if c.get("init_from")
+                 else [],
       "note": "Trained on noisy expert demonstrations of TRAIN goals of the "
               "grounded WebShop catalog (real WebShop products and goals; "
               "titles, prices, options and decoy products synthetic).",

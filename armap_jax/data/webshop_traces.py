@@ -85,7 +85,8 @@ def generate_demos(cfg: DemoConfig) -> list[Demo]:
           if alt is not None and alt.lower() != act.lower():
             act, wrong = alt, True
         out.append(Demo(tid, trace_prompt(env.instruction, obs, last, before),
-                        fmt.target(page_action(obs, act)), wrong))
+                        fmt.target(page_action(obs, act, env.instruction)),
+                        wrong))
         before, obs, last = obs, env.step(act).observation, act
   env.close()
   return out

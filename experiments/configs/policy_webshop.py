@@ -16,6 +16,8 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.out_dir = "/tmp/armap_jax/policy_webshop"
   c.seed = 0  # Model init.
+  # Start from these weights instead (a directory this launcher wrote).
+  c.init_from = ""
   c.demos = ml_collections.ConfigDict({
       "episodes_per_goal": 6,
       "noise": 0.2,  # Per-step share of mistakes in the demonstrations.

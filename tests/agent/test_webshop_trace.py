@@ -41,7 +41,13 @@ def test_compact_pages_follow_the_env(env):
               observation="", steps=(Step(acts[0][0], page),))
   fmt = W.WebShopTraceFormat()
   assert fmt.parse_for(h, " click[2]\n").action == f"click[{asins[1]}]"
-  assert "last: search[" in fmt.text(h)
+  assert "last: search[@goal]" in fmt.text(h)  # The expert's search.
+  # search[@goal] is the goal's own request; other searches stay as written.
+  first = History(env="webshop", task_id=tid, instruction=env.instruction,
+                  observation=env.reset(tid))
+  assert fmt.parse_for(first, "search[@goal]").action == acts[0][0]
+  assert fmt.parse_for(first, "search[red lamp]").action == "search[red lamp]"
+  assert W.page_action("", acts[0][0], env.instruction) == "search[@goal]"
   item = W.compact_page(acts[1][1])
   assert item[0] == "page: item" and any(ln.startswith("price $")
                                          for ln in item)
