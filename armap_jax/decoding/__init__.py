@@ -9,11 +9,16 @@ module level, so repeated calls with the same bucket shapes do not recompile):
               length_penalty, stop) -> list[list[Completion]]
   score_continuations(model, tokenizer, prompts, continuations)
       -> list[np.ndarray]
+
+`Decoder.start(prompts, **generate_kwargs) -> Generation` runs the same
+generation a chunk of decode steps at a time (the model server's path: new
+tokens readable and rows cancellable between chunks); `detok.TextStream`
+turns a row's growing tokens into text that is safe to send.
 """
 
 from __future__ import annotations
 
-from armap_jax.decoding.engine import Completion, Decoder
+from armap_jax.decoding.engine import Completion, Decoder, Generation
 from armap_jax.decoding.sampling import SamplingArrays, row_keys, sample_tokens
 
 
@@ -33,5 +38,6 @@ def score_continuations(model, tokenizer, prompts, continuations, **kwargs):
       prompts, continuations, **kwargs)
 
 
-__all__ = ["Completion", "Decoder", "SamplingArrays", "beam_search",
+__all__ = ["Completion", "Decoder", "Generation", "SamplingArrays",
+           "beam_search",
            "generate", "row_keys", "sample_tokens", "score_continuations"]

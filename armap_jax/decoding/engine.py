@@ -15,6 +15,12 @@ Flow of `Decoder.generate`:
      done.
   4. Host: decode text, trim at stop strings, build `Completion`s.
 
+`Decoder.start` (a `Generation`) runs the same steps in chunks: `_decode_start`
+samples token 0 from the prefill's logits, then each `_decode_chunk` call runs
+at most K more iterations of the same loop body on the carried (donated)
+`DecodeState` and returns it, so the host can read new tokens and cancel rows
+between chunks; the tokens equal `_decode`'s whatever the chunk sizes.
+
 Jitted functions live at module level with the model's GraphDef as a static
 argument and its State as an ordinary argument, so compiled programs are
 reused across calls and across `Decoder` objects for the same architecture;
@@ -35,8 +41,9 @@ from flax import nnx
 
 from armap_jax.decoding import batching, beam, scoring
 from armap_jax.decoding.sampling import SamplingArrays, row_keys, sample_tokens
-from armap_jax.decoding.state import (FINISH_REASON, LENGTH, PAD_ID, RUNNING,
-                                      STOP_STRING, STOP_TOKEN, Completion,
+from armap_jax.decoding.state import (CANCELLED, FINISH_REASON, LENGTH, PAD_ID,
+                                      RUNNING, STOP_STRING, STOP_TOKEN,
+                                      Completion,
                                       DecodeRows, DecodeState, finish_codes,
                                       padded_ids)
 from armap_jax.decoding.stops import StopTables, trim_at_stop
@@ -102,7 +109,7 @@ def _prefill_impl(graphdef, state, tokens_bp, mask_bp, row_prompt_r, *,
   return cache, batching.shard_rows(logits_bv[row_prompt_r])
 
 
-def cached_step_fn(model, unroll_layers: bool = False):
+def cached_step_fn(model, unroll_layers: bool = False, weights=None):
   """(tokens, positions, mask, cache, index) -> (logits, cache) for decode.
 
   With `unroll_layers` and a `Transformer`, the stacked layer weights are
@@ -111,12 +118,15 @@ def cached_step_fn(model, unroll_layers: bool = False):
   unstack_cache`; see `unrolls`): the scan's per-step slicing (copying) of
   every layer's weights and cache is gone, at several times the compile
   time. Otherwise the model is called as it is, on a stacked cache.
+  `weights`: the unrolled step's weights already sliced per layer (as
+  `transformer.unstack_layers(model.weights())`), e.g. by `_layer_weights`.
   """
   if not unrolls(model, unroll_layers):
     return lambda tok, pos, mask, cache, idx: model(
         tok, pos, mask, cache=cache, cache_index=idx)
   config, dtype = model.config, model.dtype
-  weights = transformer.unstack_layers(model.weights())
+  if weights is None:
+    weights = transformer.unstack_layers(model.weights())
 
   def step(tok, pos, mask, cache, idx):
     hidden, cache = transformer.hidden_from_weights(
@@ -144,13 +154,10 @@ def unrolls(model, unroll_layers: bool | None) -> bool:
   return bool(unroll_layers)
 
 
-@functools.partial(jax.jit, static_argnums=(0,),
-                   static_argnames=("n_buf", "unroll_layers"),
-                   donate_argnames=("cache",))
-def _decode(graphdef, state, cache, logits_rv, rows: DecodeRows, eos_e,
-            stop_ids_e, stop_table_sv, *, n_buf, unroll_layers=False):
-  """Sample up to n_buf tokens per row with a while_loop over fixed buffers."""
-  step = cached_step_fn(nnx.merge(graphdef, state), unroll_layers)
+def _loop_fns(step, rows: DecodeRows, eos_e, stop_ids_e, stop_table_sv,
+              n_buf: int):
+  """(emit, body) of generation's decode loop, shared by the one-shot
+  `_decode` and the chunked `_decode_start` / `_decode_chunk`."""
   num_rows, cache_len = rows.kv_valid.shape
   prompt_slots = cache_len - n_buf
 
@@ -171,9 +178,6 @@ def _decode(graphdef, state, cache, logits_rv, rows: DecodeRows, eos_e,
         finish=jnp.where(done_r, s.finish, code_r), stop_state=stop_state,
         count=s.count + (~done_r))
 
-  def cond(s: DecodeState):
-    return (s.t < n_buf) & jnp.any(s.finish == RUNNING)
-
   def body(s: DecodeState) -> DecodeState:
     """Feeds token t - 1 at cache slot `prompt_slots + t - 1`, samples t."""
     slot = prompt_slots + s.t - 1
@@ -186,15 +190,79 @@ def _decode(graphdef, state, cache, logits_rv, rows: DecodeRows, eos_e,
                             kv_valid=kv_valid)
     return emit(s, logits[:, -1].astype(jnp.float32))
 
-  init = DecodeState(
+  return emit, body
+
+
+def _initial_state(cache, rows: DecodeRows, n_buf: int) -> DecodeState:
+  """The loop's state before the first token is sampled."""
+  num_rows = rows.kv_valid.shape[0]
+  return DecodeState(
       t=jnp.int32(0), cache=cache, kv_valid=rows.kv_valid,
       tokens=jnp.full((num_rows, n_buf), PAD_ID, jnp.int32),
       logprobs=jnp.zeros((num_rows, n_buf), jnp.float32),
       finish=jnp.where(rows.max_new > 0, RUNNING, LENGTH).astype(jnp.int32),
       stop_state=jnp.zeros((num_rows,), jnp.int32),
       count=jnp.zeros((num_rows,), jnp.int32))
-  s = jax.lax.while_loop(cond, body, emit(init, logits_rv))
+
+
+@functools.partial(jax.jit, static_argnums=(0,),
+                   static_argnames=("n_buf", "unroll_layers"),
+                   donate_argnames=("cache",))
+def _decode(graphdef, state, cache, logits_rv, rows: DecodeRows, eos_e,
+            stop_ids_e, stop_table_sv, *, n_buf, unroll_layers=False):
+  """Sample up to n_buf tokens per row with a while_loop over fixed buffers."""
+  step = cached_step_fn(nnx.merge(graphdef, state), unroll_layers)
+  emit, body = _loop_fns(step, rows, eos_e, stop_ids_e, stop_table_sv, n_buf)
+
+  def cond(s: DecodeState):
+    return (s.t < n_buf) & jnp.any(s.finish == RUNNING)
+
+  s = jax.lax.while_loop(cond, body, emit(_initial_state(cache, rows, n_buf),
+                                          logits_rv))
   return s.tokens, s.logprobs, s.finish, s.count, s.cache
+
+
+@functools.partial(jax.jit, static_argnames=("n_buf",),
+                   donate_argnames=("cache",))
+def _decode_start(cache, logits_rv, rows: DecodeRows, eos_e, stop_ids_e,
+                  stop_table_sv, *, n_buf):
+  """The chunked path's first step: the state with token 0 of every row
+  sampled from the prefill's logits (what `_decode` does before its loop)."""
+  emit, _ = _loop_fns(None, rows, eos_e, stop_ids_e, stop_table_sv, n_buf)
+  return emit(_initial_state(cache, rows, n_buf), logits_rv)
+
+
+@functools.partial(jax.jit, static_argnums=(0,),
+                   static_argnames=("unroll_layers",), donate_argnames=("s",))
+def _decode_chunk(graphdef, state, layer_weights, s: DecodeState,
+                  rows: DecodeRows, eos_e, stop_ids_e, stop_table_sv,
+                  cancel_r, max_steps, *, unroll_layers=False):
+  """Runs at most `max_steps` (an int32 array: one program for every chunk
+  size) more steps of `_decode`'s loop on `s` and returns the state.
+
+  Running rows with `cancel_r` set are marked `CANCELLED` first (they sample
+  nothing more); the loop ends early when no row is running.
+  `layer_weights`: `_layer_weights`' per-layer slices for an unrolled step
+  (sliced once per generation, not once per chunk), else None.
+  """
+  n_buf = s.tokens.shape[1]
+  step = cached_step_fn(nnx.merge(graphdef, state), unroll_layers,
+                        weights=layer_weights)
+  _, body = _loop_fns(step, rows, eos_e, stop_ids_e, stop_table_sv, n_buf)
+  s = dataclasses.replace(s, finish=jnp.where(
+      cancel_r & (s.finish == RUNNING), CANCELLED, s.finish))
+  t_end = jnp.minimum(s.t + max_steps, n_buf)
+
+  def cond(s: DecodeState):
+    return (s.t < t_end) & jnp.any(s.finish == RUNNING)
+
+  return jax.lax.while_loop(cond, body, s)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _layer_weights(graphdef, state):
+  """The model's weights with the layers unstacked (`cached_step_fn`)."""
+  return transformer.unstack_layers(nnx.merge(graphdef, state).weights())
 
 
 # --------------------------------------------------------------------------
@@ -331,6 +399,41 @@ class Decoder:
     Returns:
       For each prompt, its n `Completion`s.
     """
+    plan = self._plan(prompts, n=n, max_new_tokens=max_new_tokens,
+                      temperature=temperature, top_p=top_p, top_k=top_k,
+                      stop=stop, seed=seed, keys=keys,
+                      add_special_tokens=add_special_tokens)
+    cache, logits, rows = self._prefill_rows(plan)
+    tokens, logprobs, finish, counts, _ = _decode(
+        self.graphdef, self.state, cache, logits, rows, plan.eos_e,
+        plan.stop_ids_e, plan.stop_table, n_buf=plan.n_buf,
+        unroll_layers=self.unroll_layers)
+    tokens, logprobs, finish, counts = jax.device_get(
+        (tokens, logprobs, finish, counts))
+    return [[self._completion(plan, i * n + j, tokens, logprobs, finish,
+                              counts) for j in range(n)]
+            for i in range(plan.num_prompts)]
+
+  def start(self, prompts, **kwargs) -> Generation:
+    """`generate(prompts, **kwargs)` run a chunk of decode steps at a time.
+
+    Prefills and samples every row's first token; `Generation.advance(k)`
+    then runs at most k more steps, so a caller can read each row's new
+    tokens between chunks, `cancel` rows and resume. It gives the same
+    tokens and log-probs as `generate` with the same arguments, whatever
+    the chunk sizes.
+    """
+    plan = self._plan(prompts, **kwargs)
+    cache, logits, rows = self._prefill_rows(plan)
+    return Generation(self, plan, rows, _decode_start(
+        cache, logits, rows, plan.eos_e, plan.stop_ids_e, plan.stop_table,
+        n_buf=plan.n_buf))
+
+  def _plan(self, prompts, *, n: int = 1, max_new_tokens: int = 64,
+            temperature=0.0, top_p=1.0, top_k=0, stop=(), seed: int = 0,
+            keys: jax.Array | None = None,
+            add_special_tokens: bool = True) -> _Plan:
+    """Validates `generate`'s arguments; the rows' host-side inputs."""
     if n < 1:
       raise ValueError(f"n must be >= 1, got {n}")
     if max_new_tokens < 1:
@@ -357,38 +460,38 @@ class Decoder:
                          f"{keys.shape}")
       keys_r = jnp.concatenate([keys.reshape((num_p * n,) + keys.shape[2:]),
                                 row_keys(seed, num_rows)[num_p * n:]])
+    return _Plan(prompt_ids=prompt_ids, n=n, strings=strings,
+                 row_prompt=row_prompt, n_buf=n_buf, knobs=knobs, lens=lens,
+                 max_new=max_new.astype(np.int32), keys_r=keys_r,
+                 eos_e=padded_ids(self.eos_token_ids),
+                 stop_ids_e=padded_ids(stop_ids),
+                 stop_table=self.stop_table(strings))
 
-    cache, logits, kv_valid = self.prefill(prompt_ids, row_prompt, n_buf,
+  def _prefill_rows(self, plan: _Plan):
+    """The prefill of `plan`'s prompts: (cache, logits_rv, DecodeRows)."""
+    cache, logits, kv_valid = self.prefill(plan.prompt_ids, plan.row_prompt,
+                                           plan.n_buf,
                                            unstack=self.unroll_layers)
-    rows = DecodeRows(keys=keys_r, knobs=knobs,
-                      max_new=max_new.astype(np.int32),
-                      prompt_len=lens[row_prompt], kv_valid=kv_valid)
-    tokens, logprobs, finish, counts, _ = _decode(
-        self.graphdef, self.state, cache, logits, rows,
-        padded_ids(self.eos_token_ids), padded_ids(stop_ids),
-        self.stop_table(strings), n_buf=n_buf,
-        unroll_layers=self.unroll_layers)
-    tokens, logprobs, finish, counts = jax.device_get(
-        (tokens, logprobs, finish, counts))
+    rows = DecodeRows(keys=plan.keys_r, knobs=plan.knobs,
+                      max_new=plan.max_new,
+                      prompt_len=plan.lens[plan.row_prompt],
+                      kv_valid=kv_valid)
+    return cache, logits, rows
 
-    out: list[list[Completion]] = []
-    for i in range(num_p):
-      group = []
-      for j in range(n):
-        r = i * n + j
-        code = int(finish[r])
-        count = int(counts[r])
-        ids = tokens[r, :count].tolist()
-        shown = ids[:-1] if code == STOP_TOKEN else ids
-        text = self.text(shown)
-        if code == STOP_STRING:
-          text, _ = trim_at_stop(text, strings)
-        group.append(Completion(
-            text=text, token_ids=ids, logprobs=logprobs[r, :count].tolist(),
-            finish_reason=FINISH_REASON.get(code, "length"),
-            prompt_tokens=int(lens[i]), completion_tokens=count))
-      out.append(group)
-    return out
+  def _completion(self, plan: _Plan, r: int, tokens, logprobs, finish,
+                  counts) -> Completion:
+    """Row r's `Completion` from host copies of the loop's buffers."""
+    code = int(finish[r])
+    count = int(counts[r])
+    ids = tokens[r, :count].tolist()
+    shown = ids[:-1] if code == STOP_TOKEN else ids
+    text = self.text(shown)
+    if code == STOP_STRING:
+      text, _ = trim_at_stop(text, plan.strings)
+    return Completion(
+        text=text, token_ids=ids, logprobs=logprobs[r, :count].tolist(),
+        finish_reason=FINISH_REASON.get(code, "length"),
+        prompt_tokens=int(plan.lens[r // plan.n]), completion_tokens=count)
 
   # -- beam search and scoring (see beam.py, scoring.py) ------------------
 
@@ -400,3 +503,118 @@ class Decoder:
                           ) -> list[np.ndarray]:
     """See `armap_jax.decoding.scoring.score_continuations`."""
     return scoring.score_continuations(self, prompts, continuations, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+  """Host-side inputs of one generation (see `Decoder._plan`)."""
+
+  prompt_ids: list[list[int]]
+  n: int                    # samples per prompt; row r = prompt r // n.
+  strings: tuple[str, ...]  # stop strings
+  row_prompt: np.ndarray    # [R] prompt of each row (padding rows: 0)
+  n_buf: int
+  knobs: SamplingArrays
+  lens: np.ndarray          # [P] prompt lengths
+  max_new: np.ndarray       # [R] int32 token budgets (padding rows: 0)
+  keys_r: jax.Array
+  eos_e: np.ndarray
+  stop_ids_e: np.ndarray
+  stop_table: np.ndarray
+
+  @property
+  def num_prompts(self) -> int:
+    return len(self.prompt_ids)
+
+
+class Generation:
+  """One `Decoder.generate` call advanced a chunk at a time (`Decoder.start`).
+
+  Row r is sample r % n of prompt r // n. After `Decoder.start` every row
+  holds its first token; `advance(k)` runs at most k more decode steps (one
+  cached forward and one sampled token per running row each) and copies the
+  rows' tokens to the host, where `row(r)` and `finished(r)` read them.
+  `cancel(rows)` stops rows before the next step: a batch whose rows are all
+  finished or cancelled is `done` and costs no more steps. `steps` counts the
+  decode steps run (the first token comes from the prefill, not a step).
+  """
+
+  def __init__(self, decoder: Decoder, plan: _Plan, rows: DecodeRows,
+               s: DecodeState):
+    self._dec = decoder
+    self._plan = plan
+    self._rows = rows
+    self._s = s
+    self._weights = (_layer_weights(decoder.graphdef, decoder.state)
+                     if decoder.unroll_layers else None)
+    self._cancel = np.zeros((len(plan.row_prompt),), bool)
+    self._sync()
+
+  @property
+  def num_prompts(self) -> int:
+    return self._plan.num_prompts
+
+  @property
+  def n(self) -> int:
+    return self._plan.n
+
+  @property
+  def num_rows(self) -> int:
+    """Real rows (prompts x n), not counting the bucket's padding rows."""
+    return self._plan.num_prompts * self._plan.n
+
+  @property
+  def steps(self) -> int:
+    return max(0, self.t - 1)
+
+  @property
+  def done(self) -> bool:
+    return bool(np.all(self._finish != RUNNING))
+
+  def _sync(self) -> None:
+    t, tokens, logprobs, finish, count = jax.device_get(
+        (self._s.t, self._s.tokens, self._s.logprobs, self._s.finish,
+         self._s.count))
+    # Copies: the device buffers are donated to the next chunk.
+    self.t = int(t)
+    self._tokens, self._logprobs = np.array(tokens), np.array(logprobs)
+    self._finish, self._count = np.array(finish), np.array(count)
+    self._finish[self._cancel & (self._finish == RUNNING)] = CANCELLED
+
+  def advance(self, max_steps: int) -> None:
+    """Runs at most `max_steps` (>= 1) more decode steps (none when done)."""
+    if max_steps < 1:
+      raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    if self.done:
+      return
+    self._s = _decode_chunk(
+        self._dec.graphdef, self._dec.state, self._weights, self._s,
+        self._rows, self._plan.eos_e, self._plan.stop_ids_e,
+        self._plan.stop_table, self._cancel, np.int32(max_steps),
+        unroll_layers=self._dec.unroll_layers)
+    self._sync()
+
+  def cancel(self, rows) -> None:
+    """Rows (indices r) that sample no more tokens; finished rows keep
+    their finish. Their `finish_reason` becomes "cancelled"."""
+    self._cancel[np.asarray(rows, np.int64)] = True
+    self._finish[self._cancel & (self._finish == RUNNING)] = CANCELLED
+
+  def finished(self, r: int) -> bool:
+    return int(self._finish[r]) != RUNNING
+
+  def row(self, r: int) -> tuple[list[int], list[float]]:
+    """Row r's tokens and their log-probs so far."""
+    c = int(self._count[r])
+    return self._tokens[r, :c].tolist(), self._logprobs[r, :c].tolist()
+
+  def completion(self, r: int) -> Completion:
+    """Row r's `Completion` (as `generate` builds it; for a finished row)."""
+    return self._dec._completion(self._plan, r, self._tokens,
+                                 self._logprobs, self._finish, self._count)
+
+  def completions(self) -> list[list[Completion]]:
+    """Every prompt's n `Completion`s (after `done`)."""
+    n = self._plan.n
+    return [[self.completion(i * n + j) for j in range(n)]
+            for i in range(self._plan.num_prompts)]

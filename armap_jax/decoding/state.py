@@ -21,10 +21,11 @@ from armap_jax.decoding import batching
 from armap_jax.decoding.sampling import SamplingArrays
 from armap_jax.decoding.stops import MATCHED
 
-# Finish codes carried on device (int32 per row).
-RUNNING, EOS, STOP_STRING, LENGTH, STOP_TOKEN = 0, 1, 2, 3, 4
+# Finish codes carried on device (int32 per row). CANCELLED: stopped by the
+# caller between chunks of a chunked generation (`engine.Generation.cancel`).
+RUNNING, EOS, STOP_STRING, LENGTH, STOP_TOKEN, CANCELLED = 0, 1, 2, 3, 4, 5
 FINISH_REASON = {EOS: "eos", STOP_STRING: "stop", LENGTH: "length",
-                 STOP_TOKEN: "stop"}
+                 STOP_TOKEN: "stop", CANCELLED: "cancelled"}
 # Token written in buffer slots after a row finished (and in padding rows).
 PAD_ID = 0
 
@@ -41,7 +42,7 @@ class Completion:
   text: str
   token_ids: list[int]
   logprobs: list[float]
-  finish_reason: str  # "stop" | "eos" | "length"
+  finish_reason: str  # "stop" | "eos" | "length" (| "cancelled")
   prompt_tokens: int
   completion_tokens: int
 
