@@ -19,7 +19,7 @@ from typing import Any
 
 from absl import logging
 
-from armap_jax.runtime import provenance
+from armap_jax.runtime import launch, provenance
 
 TIMINGS_FILE = "timings.json"
 
@@ -77,14 +77,18 @@ class Workdir:
     t0, c0 = time.perf_counter(), time.process_time()
     out = fn() or {}
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    # The process's peak resident memory so far (a running maximum): the
+    # first stage whose value jumps is the one that set the job's peak.
+    peak = launch.peak_rss_bytes() / 2**30
     info = {"stage": name, "seconds": round(dt, 2), "cpu_seconds": round(cpu, 2),
+            "peak_rss_gib": round(peak, 2),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **out}
     write_json(self.marker(name), info)
     self._save_timing(name, dt)
     self.ran.append(name)
-    logging.info("stage %-10s done in %.1fs (process CPU %.1fs)", name, dt,
-                 cpu)
+    logging.info("stage %-10s done in %.1fs (process CPU %.1fs, peak "
+                 "resident memory so far %.2f GiB)", name, dt, cpu, peak)
     return info
 
 

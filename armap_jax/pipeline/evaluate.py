@@ -258,14 +258,20 @@ def write_report(cfg, wd, extra: dict[str, Any]) -> str:
   lines += ["", "## Stage times (s)", "",
             "Wall time, and the process's CPU time (all threads): on a "
             "shared machine, CPU s / cores estimates a quiet machine's wall "
-            "time.", "", "| stage | wall s | CPU s |", "|---|---|---|"]
-  cpu_total = 0.0
+            "time. Peak GiB: the process's peak resident memory at the end "
+            "of the stage (a running maximum of the process that ran it).",
+            "", "| stage | wall s | CPU s | peak GiB |", "|---|---|---|---|"]
+  cpu_total, peaks = 0.0, []
   for k, v in t.items():
-    cpu = wd.info(k).get("cpu_seconds")
+    info = wd.info(k)
+    cpu, peak = info.get("cpu_seconds"), info.get("peak_rss_gib")
     cpu_total += cpu or 0.0
+    peaks += [] if peak is None else [peak]
     lines.append(f"| {k} | {v:.1f} | "
-                 f"{'' if cpu is None else f'{cpu:.1f}'} |")
-  lines.append(f"| total | {sum(t.values()):.1f} | {cpu_total:.1f} |")
+                 f"{'' if cpu is None else f'{cpu:.1f}'} | "
+                 f"{'' if peak is None else f'{peak:.2f}'} |")
+  lines.append(f"| total | {sum(t.values()):.1f} | {cpu_total:.1f} | "
+               f"{f'{max(peaks):.2f}' if peaks else ''} |")
   if scaling:
     lines += ["", "## Test-time scaling (Best-of-N)", "",
               "![scaling](scaling.png)", "",

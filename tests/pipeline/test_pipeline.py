@@ -101,6 +101,10 @@ def test_second_run_resumes_without_redoing(run_dir, monkeypatch):
     assert os.path.getmtime(os.path.join(wd, "stages", f"{n}.done")) == t, n
   table = lambda s: s.split("## Stage times")[0]
   assert table(text2) == table(text)
+  # Each stage records the process's peak memory so far; the summary shows it.
+  peaks = [pipeline.Workdir(wd).info(n)["peak_rss_gib"] for n in marks]
+  assert all(p > 0 for p in peaks)
+  assert "| stage | wall s | CPU s | peak GiB |" in text2
 
 
 def test_half_done_eval_stage_resumes(run_dir, tmp_path):
