@@ -31,6 +31,9 @@ class ServerLimits:
   max_trajectories: int = 256
   batch_window_s: float = 0.005
   max_batch_rows: int = 128  # Decode rows (prompts x n) in one call.
+  # Decode steps between two looks at a batch (streamed deltas go out and
+  # abandoned requests are cancelled between chunks).
+  chunk_tokens: int = 8
 
   @property
   def body(self) -> BodyLimits:

@@ -19,16 +19,20 @@ does) and a final EOS are left out of them too. ``echo`` is refused with a
 400.
 
 Streaming (``"stream": true``) answers server-sent events in OpenAI's chunk
-format: for chat a first delta with the role, then one content delta per
-token, then a chunk with each choice's ``finish_reason``, then (with
-``stream_options.include_usage``) a chunk with empty ``choices`` and the
-``usage``, then ``data: [DONE]``. The decoder runs a whole batch in one jitted
-loop, so the events of a request are sent when its batch finishes, not token
-by token as they are sampled.
+format: for chat a first delta per choice with the role, then content deltas
+as the tokens are sampled, then a chunk with each choice's ``finish_reason``,
+then (with ``stream_options.include_usage``) a chunk with empty ``choices`` and
+the ``usage``, then ``data: [DONE]``. A batch decodes in chunks of
+``ServerLimits.chunk_tokens`` steps (`Decoder.start`); after each chunk every
+streaming request gets a delta per choice with the text its new tokens add
+(`decoding.detok.TextStream`: whole UTF-8 characters only, and no text that a
+stop string could still cut). The deltas join to the non-streamed text for
+the same seed.
 
 A request whose client goes away while it waits for its batch is dropped
-before the batch runs (no decode for it); a batch already running finishes
-(the jitted loop cannot be interrupted) and the answer is discarded.
+before the batch runs; one whose batch is decoding has its rows cancelled
+before the next chunk, and a batch whose rows are all finished or cancelled
+ends there (`stats["decode_steps"]` counts the steps run).
 
 Concurrent requests are batched: handlers put their prompts on a queue; one
 worker thread waits a few milliseconds for more requests with the same
@@ -49,11 +53,13 @@ so does every other error (unknown routes: 404, a bug: 500).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from absl import logging
@@ -65,6 +71,7 @@ from starlette.routing import Route
 
 from armap_jax import records
 from armap_jax.agent.local_policy import encode_chat, encode_text
+from armap_jax.decoding import detok
 from armap_jax.envs.server_http import (HTTPError, http_protocol, parse_json,
                                         read_body)
 from armap_jax.serve.batching import Batcher
@@ -79,6 +86,23 @@ FINISH = {"eos": "stop", "stop": "stop", "length": "length"}
 
 class ClientGone(Exception):
   """The client closed the connection before its answer was ready."""
+
+
+@dataclasses.dataclass
+class _Job:
+  """One generation request in the batcher.
+
+  `push`, for a streaming request, is called on the worker thread after each
+  chunk with that chunk's events: (choice index, pieces [(text, logprob)],
+  finish reason or None). `abandoned` is set by the handler when its client
+  went away; the worker then cancels the request's rows.
+  """
+
+  ids: list[list[int]]
+  knobs: Knobs
+  push: Callable[[list[tuple[int, list, str | None]]], None] | None = None
+  abandoned: threading.Event = dataclasses.field(
+      default_factory=threading.Event)
 
 
 # ----------------------------------------------------------------------------
@@ -99,8 +123,17 @@ class ModelServer:
   def __init__(self, model=None, tokenizer=None, *, model_name: str = "local",
                scorer=None, scorer_name: str | None = None,
                limits: ServerLimits = ServerLimits()):
+    if limits.chunk_tokens < 1:
+      raise ValueError(f"chunk_tokens must be >= 1, got {limits.chunk_tokens}")
     self.limits = limits
     self.model_name = model_name
+    # batches: generation batches finished; decode_steps: steps they ran;
+    # cancelled_rows: rows stopped because their client left; abandoned:
+    # requests whose client left before their answer was complete.
+    self.stats = {"batches": 0, "decode_steps": 0, "cancelled_rows": 0,
+                  "abandoned": 0}
+    self._chunks_open = threading.Event()
+    self._chunks_open.set()
     self.tokenizer = tokenizer
     self.decoder = None
     self.gen_batcher = None
@@ -125,35 +158,89 @@ class ModelServer:
         Route("/v1/rewards", self._rewards, methods=["POST"]),
     ], exception_handlers={HTTPException: self._route_error})
 
+  def hold_chunks(self) -> None:
+    """Holds decoding batches before their next chunk (tests use it to
+    decide deterministically what happens between two chunks)."""
+    self._chunks_open.clear()
+
+  def release_chunks(self) -> None:
+    self._chunks_open.set()
+
   def close(self) -> None:
+    self._chunks_open.set()
     for b in (self.gen_batcher, self.score_batcher):
       if b is not None:
         b.close()
 
   # -- workers (batcher threads) --------------------------------------------
 
-  def _run_generate(self, key, payloads: list[tuple[list[list[int]], Knobs]]):
+  def _run_generate(self, key, jobs: list[_Job]):
+    """One batch, decoded a chunk at a time (see the module docstring)."""
     import jax
     import numpy as np
     n, max_tokens, stop = key
-    ids, temps, top_ps, top_ks, keys = [], [], [], [], []
-    for prompt_ids, k in payloads:
+    ids, temps, top_ps, top_ks, keys, spans = [], [], [], [], [], []
+    for job in jobs:
+      k = job.knobs
       base = jax.random.key(k.seed)
-      for j, p in enumerate(prompt_ids):
+      spans.append(range(len(ids) * n, (len(ids) + len(job.ids)) * n))
+      for j, p in enumerate(job.ids):
         ids.append(p)
         temps.append(k.temperature)
         top_ps.append(k.top_p)
         top_ks.append(k.top_k)
         keys.append(jax.random.split(jax.random.fold_in(base, j), n))
-    comps = self.decoder.generate(
+    gen = self.decoder.start(
         ids, n=n, max_new_tokens=max_tokens, temperature=np.asarray(temps),
         top_p=np.asarray(top_ps), top_k=np.asarray(top_ks, np.int32),
         stop=stop, keys=jax.numpy.stack(keys))
+    texts = {r: detok.TextStream(self.tokenizer, stop)
+             for job, span in zip(jobs, spans) if job.push for r in span}
+    cancelled = [False] * len(jobs)
+    while True:
+      for job, span in zip(jobs, spans):
+        if job.push is not None and not job.abandoned.is_set():
+          events = self._chunk_events(gen, span, texts)
+          if events:
+            job.push(events)
+      if gen.done:
+        break
+      self._chunks_open.wait()
+      for i, (job, span) in enumerate(zip(jobs, spans)):
+        if job.abandoned.is_set() and not cancelled[i]:
+          cancelled[i] = True
+          live = [r for r in span if not gen.finished(r)]
+          gen.cancel(live)
+          self.stats["cancelled_rows"] += len(live)
+      gen.advance(self.limits.chunk_tokens)
+    self.stats["decode_steps"] += gen.steps
+    self.stats["batches"] += 1
+    comps = gen.completions()
     out, pos = [], 0
-    for prompt_ids, _ in payloads:
-      out.append(comps[pos:pos + len(prompt_ids)])
-      pos += len(prompt_ids)
+    for job in jobs:
+      out.append(comps[pos:pos + len(job.ids)])
+      pos += len(job.ids)
     return out
+
+  def _chunk_events(self, gen, span: range, texts: dict) -> list:
+    """A streaming request's events after a chunk: each of its rows' new
+    pieces, and the finish reason of rows that finished (once)."""
+    events = []
+    for r in span:
+      text = texts.get(r)
+      if text is None:  # Finished and sent.
+        continue
+      if gen.finished(r):
+        c = gen.completion(r)
+        events.append((r - span.start,
+                       text.finish(c.text, c.token_ids, c.logprobs),
+                       FINISH.get(c.finish_reason, "stop")))
+        del texts[r]
+      else:
+        new = text.update(*gen.row(r))
+        if new:
+          events.append((r - span.start, new, None))
+    return events
 
   def _run_score(self, key, payloads: list[tuple[list[records.Trajectory], bool]]):
     del key
@@ -267,14 +354,26 @@ class ModelServer:
                        f"{self.decoder.context}", "prompt",
                        code="context_length_exceeded")
 
-  async def _generate(self, request: Request, ids: list[list[int]],
-                      k: Knobs):
+  def _job(self, ids: list[list[int]], k: Knobs) -> tuple[tuple, _Job]:
+    """The batcher's key and the job of a validated request."""
     if k.n * len(ids) > self.limits.max_batch_rows:
       raise BadRequest(f"n x prompts = {k.n * len(ids)} exceeds "
                        f"{self.limits.max_batch_rows}", "n")
-    key = (k.n, k.max_tokens, k.stop)
-    return await _unless_gone(request, self.gen_batcher.submit(
-        key, k.n * len(ids), (ids, k)))
+    return (k.n, k.max_tokens, k.stop), _Job(ids, k)
+
+  async def _generate(self, request: Request, ids: list[list[int]],
+                      k: Knobs):
+    key, job = self._job(ids, k)
+    try:
+      return await _unless_gone(request, self.gen_batcher.submit(
+          key, k.n * len(ids), job))
+    except (ClientGone, asyncio.CancelledError):
+      self._abandon(job)
+      raise
+
+  def _abandon(self, job: _Job) -> None:
+    job.abandoned.set()
+    self.stats["abandoned"] += 1
 
   def _usage(self, ids, comps) -> dict[str, int]:
     pt = sum(len(p) for p in ids)
@@ -283,38 +382,9 @@ class ModelServer:
             "total_tokens": pt + ct}
 
   def _pieces(self, c) -> tuple[list[str], list[float]]:
-    """The tokens of `c.text` as text pieces, and their log-probs.
-
-    The pieces join to exactly `c.text`. A final EOS / stop token, and the
-    tokens of a stop string (which the text leaves out), are not among them;
-    a token that straddles the end of the text keeps only its part in it. A
-    piece's log-prob sums the tokens that made it (the bytes of one
-    character, or a special token inside the text, join the next piece).
-    """
-    text, ids, lps = c.text, list(c.token_ids), list(c.logprobs)
-    pieces, kept, done, acc = [], [], "", 0.0
-    for k in range(len(ids)):
-      if len(done) >= len(text):
-        break
-      now = self.tokenizer.decode(ids[:k + 1], skip_special_tokens=True)
-      acc += lps[k]
-      if text.startswith(now):
-        if now != done:
-          pieces.append(now[len(done):])
-          kept.append(acc)
-          done, acc = now, 0.0
-        continue
-      if now.startswith(text):  # This token straddles the stop string.
-        pieces.append(text[len(done):])
-        kept.append(acc)
-        done, acc = text, 0.0
-        break
-      if not now.endswith("\ufffd"):  # Not an unfinished character.
-        break
-    if done != text:  # Not a token-wise prefix (a tokenizer cleanup rule).
-      pieces.append(text[len(done):])
-      kept.append(acc)
-    return pieces, kept
+    """The tokens of `c.text` as text pieces and their log-probs
+    (`decoding.detok.pieces`; the streamed deltas are the same pieces)."""
+    return detok.pieces(self.tokenizer, c)
 
   async def _handle(self, request: Request, fn) -> Response:
     try:
@@ -330,11 +400,68 @@ class ModelServer:
       return error_response(BadRequest(f"{type(e).__name__}: {e}",
                                        status=500, kind="server_error"))
 
-  def _stream(self, chunks) -> StreamingResponse:
-    def events():
-      for ch in chunks:
-        yield f"data: {json.dumps(ch)}\n\n"
-      yield "data: [DONE]\n\n"
+  def _stream(self, ids: list[list[int]], k: Knobs, head: dict,
+              first: list[dict], delta: Callable[[int, list], dict],
+              finish: Callable[[int, str], dict]) -> StreamingResponse:
+    """Server-sent events of one streaming request, sent as its batch's
+    chunks complete: `first` (chunk bodies), then per event `delta(index,
+    pieces)` and `finish(index, reason)`, then the usage chunk (with
+    `include_usage`) and `[DONE]`. A client that goes away (the response is
+    cancelled) abandons the job, so its rows stop at the next chunk."""
+    key, job = self._job(ids, k)
+
+    def sse(choice: dict) -> str:
+      return f"data: {json.dumps({**head, 'choices': [choice]})}\n\n"
+
+    async def events():
+      loop = asyncio.get_running_loop()
+      q: asyncio.Queue = asyncio.Queue()
+      job.push = lambda ev: loop.call_soon_threadsafe(q.put_nowait, ev)
+      task = asyncio.ensure_future(self.gen_batcher.submit(
+          key, k.n * len(ids), job))
+      complete = False
+      try:
+        for c in first:
+          yield sse(c)
+        while True:
+          getter = asyncio.ensure_future(q.get())
+          await asyncio.wait({getter, task},
+                             return_when=asyncio.FIRST_COMPLETED)
+          if not getter.done():
+            getter.cancel()
+            break
+          for index, pieces, reason in getter.result():
+            if pieces:
+              yield sse(delta(index, pieces))
+            if reason is not None:
+              yield sse(finish(index, reason))
+        # The worker pushed every event before it delivered the result.
+        while not q.empty():
+          for index, pieces, reason in q.get_nowait():
+            if pieces:
+              yield sse(delta(index, pieces))
+            if reason is not None:
+              yield sse(finish(index, reason))
+        try:
+          comps = task.result()
+        except Exception as e:  # pylint: disable=broad-except
+          complete = True
+          if not isinstance(e, ValueError):
+            logging.exception("streamed generation failed")
+          kind = ("invalid_request_error" if isinstance(e, ValueError)
+                  else "server_error")
+          yield f"data: {json.dumps({'error': {'message': str(e), 'type': kind, 'param': None, 'code': None}})}\n\n"
+          return
+        complete = True
+        if k.include_usage:
+          yield (f"data: {json.dumps({**head, 'choices': [], 'usage': self._usage(ids, comps)})}"
+                 "\n\n")
+        yield "data: [DONE]\n\n"
+      finally:
+        if not complete:
+          task.cancel()
+          self._abandon(job)
+
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache"})
 
@@ -345,39 +472,36 @@ class ModelServer:
       self._check_model(body, self.model_name, "model")
       k = parse_knobs(body, self.limits, chat=False)
       ids = self._prompts(body)
-      comps = await self._generate(request, ids, k)
       head = {"id": "cmpl-" + uuid.uuid4().hex, "object": "text_completion",
               "created": int(time.time()), "model": self.model_name}
-      choices, deltas = [], []
+
+      def logprobs(pieces: list[str], lps: list[float]):
+        if k.logprobs is None:
+          return None
+        return {"tokens": pieces, "token_logprobs": lps,
+                "top_logprobs": [{t: l} for t, l in zip(pieces, lps)]
+                                if k.logprobs > 0 else None,
+                "text_offset": None}
+
+      if k.stream:
+        def delta(index, pieces):
+          texts = [t for t, _ in pieces]
+          return {"index": index, "text": "".join(texts),
+                  "logprobs": logprobs(texts, [l for _, l in pieces]),
+                  "finish_reason": None}
+        return self._stream(ids, k, head, [], delta, lambda index, fr: {
+            "index": index, "text": "", "logprobs": None,
+            "finish_reason": fr})
+      comps = await self._generate(request, ids, k)
+      choices = []
       for i, group in enumerate(comps):
         for j, c in enumerate(group):
-          index = i * k.n + j
-          pieces, lps = self._pieces(c)
-          lp = None
-          if k.logprobs is not None:
-            lp = {"tokens": pieces, "token_logprobs": lps,
-                  "top_logprobs": [{t: l} for t, l in zip(pieces, lps)]
-                                  if k.logprobs > 0 else None,
-                  "text_offset": None}
-          fr = FINISH.get(c.finish_reason, "stop")
-          choices.append({"index": index, "text": c.text, "logprobs": lp,
-                          "finish_reason": fr})
-          for t, l in zip(pieces, lps):
-            deltas.append({"index": index, "text": t, "finish_reason": None,
-                           "logprobs": None if k.logprobs is None else {
-                               "tokens": [t], "token_logprobs": [l],
-                               "top_logprobs": [{t: l}] if k.logprobs > 0
-                                               else None,
-                               "text_offset": None}})
-          deltas.append({"index": index, "text": "", "logprobs": None,
-                         "finish_reason": fr})
-      usage = self._usage(ids, comps)
-      if not k.stream:
-        return JSONResponse({**head, "choices": choices, "usage": usage})
-      chunks = [{**head, "choices": [d]} for d in deltas]
-      if k.include_usage:
-        chunks.append({**head, "choices": [], "usage": usage})
-      return self._stream(chunks)
+          choices.append({"index": i * k.n + j, "text": c.text,
+                          "logprobs": logprobs(*self._pieces(c)),
+                          "finish_reason": FINISH.get(c.finish_reason,
+                                                      "stop")})
+      return JSONResponse({**head, "choices": choices,
+                           "usage": self._usage(ids, comps)})
     return await self._handle(request, go)
 
   async def _chat(self, request: Request) -> Response:
@@ -392,42 +516,43 @@ class ModelServer:
       except Exception as e:  # Template errors (e.g. role order).
         raise BadRequest(f"chat template failed: {e}", "messages") from e
       self._check_ids(ids[0], "messages")
-      comps = await self._generate(request, ids, k)
       head = {"id": "chatcmpl-" + uuid.uuid4().hex,
               "created": int(time.time()), "model": self.model_name}
-      choices, deltas = [], []
+
+      def entries(pieces: list[str], lps: list[float]) -> list[dict]:
+        return [{"token": t, "logprob": l,
+                 "bytes": list(t.encode("utf-8", "replace")),
+                 "top_logprobs": [{"token": t, "logprob": l,
+                                   "bytes": list(t.encode("utf-8",
+                                                          "replace"))}]}
+                for t, l in zip(pieces, lps)]
+
+      if k.stream:
+        head["object"] = "chat.completion.chunk"
+
+        def delta(index, pieces):
+          texts = [t for t, _ in pieces]
+          return {"index": index, "delta": {"content": "".join(texts)},
+                  "logprobs": {"content": entries(
+                      texts, [l for _, l in pieces])} if k.logprobs else None,
+                  "finish_reason": None}
+        first = [{"index": j, "delta": {"role": "assistant", "content": ""},
+                  "logprobs": None, "finish_reason": None}
+                 for j in range(k.n)]
+        return self._stream(ids, k, head, first, delta, lambda index, fr: {
+            "index": index, "delta": {}, "logprobs": None,
+            "finish_reason": fr})
+      comps = await self._generate(request, ids, k)
+      choices = []
       for j, c in enumerate(comps[0]):
-        pieces, lps = self._pieces(c)
-        entries = [{"token": t, "logprob": l,
-                    "bytes": list(t.encode("utf-8", "replace")),
-                    "top_logprobs": [{"token": t, "logprob": l,
-                                      "bytes": list(t.encode("utf-8",
-                                                             "replace"))}]}
-                   for t, l in zip(pieces, lps)]
-        fr = FINISH.get(c.finish_reason, "stop")
         choices.append({"index": j, "message": {"role": "assistant",
                                                 "content": c.text},
-                        "logprobs": {"content": entries} if k.logprobs
-                                    else None,
-                        "finish_reason": fr})
-        deltas.append({"index": j, "delta": {"role": "assistant",
-                                             "content": ""},
-                       "logprobs": None, "finish_reason": None})
-        for t, e in zip(pieces, entries):
-          deltas.append({"index": j, "delta": {"content": t},
-                         "logprobs": {"content": [e]} if k.logprobs else None,
-                         "finish_reason": None})
-        deltas.append({"index": j, "delta": {}, "logprobs": None,
-                       "finish_reason": fr})
-      usage = self._usage(ids, comps)
-      if not k.stream:
-        return JSONResponse({**head, "object": "chat.completion",
-                             "choices": choices, "usage": usage})
-      head["object"] = "chat.completion.chunk"
-      chunks = [{**head, "choices": [d]} for d in deltas]
-      if k.include_usage:
-        chunks.append({**head, "choices": [], "usage": usage})
-      return self._stream(chunks)
+                        "logprobs": {"content": entries(*self._pieces(c))}
+                                    if k.logprobs else None,
+                        "finish_reason": FINISH.get(c.finish_reason, "stop")})
+      return JSONResponse({**head, "object": "chat.completion",
+                           "choices": choices,
+                           "usage": self._usage(ids, comps)})
     return await self._handle(request, go)
 
   async def _rewards(self, request: Request) -> JSONResponse:

@@ -35,7 +35,7 @@ def stack():
   server = serve.ModelServer(
       model, tok, model_name="tiny", scorer=judge,
       limits=serve.ServerLimits(max_n=4, max_body_bytes=200_000,
-                                batch_window_s=0.002))
+                                batch_window_s=0.002, chunk_tokens=4))
   with serve.ServerThread(server.app) as th:
     yield {"tok": tok, "model": model, "server": server, "url": th.url,
            "judge": judge}
@@ -420,3 +420,135 @@ def test_fuzzed_bodies_never_crash_the_server(stack):
       "prompt": PROMPTS[0], "max_tokens": 5, "temperature": 0.0}, timeout=120)
   assert r.status_code == 200 and r.json()["choices"][0]["text"] is not None
   assert http.get(url + "/v1/models", timeout=30).status_code == 200
+
+
+def _wait_for(cond, what: str, limit_s: float = 60.0):
+  """Polls `cond` (a bounded wait, not a timing assertion)."""
+  deadline = time.monotonic() + limit_s
+  while not cond():
+    assert time.monotonic() < deadline, f"gave up waiting for {what}"
+    time.sleep(0.01)
+
+
+def test_official_client_gets_deltas_as_chunks_complete(stack):
+  """A long generation streams as several deltas (chunk_tokens=4 here) that
+  join to the non-streamed text for the same seed; with logprobs the
+  streamed tokens are the non-streamed ones."""
+  client = _client(stack)
+  msgs = [{"role": "user", "content": "Input: 4 6 8 8"}]
+  kw = dict(model="tiny", max_tokens=48, temperature=1.0, seed=11)
+  whole = client.chat.completions.create(messages=msgs, **kw)
+  chunks = list(client.chat.completions.create(
+      messages=msgs, stream=True, stream_options={"include_usage": True},
+      **kw))
+  deltas = [c.choices[0].delta.content for c in chunks
+            if c.choices and c.choices[0].delta.content]
+  assert len(deltas) > 1, deltas
+  assert "".join(deltas) == whole.choices[0].message.content
+  assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+  assert [c.choices[0].finish_reason for c in chunks if c.choices and
+          c.choices[0].finish_reason] == [whole.choices[0].finish_reason]
+  # Completions: 2 prompts x n=2, sampled, with log-probs and a stop string.
+  kw = dict(model="tiny", prompt=PROMPTS[:2], n=2, max_tokens=40,
+            temperature=1.0, seed=4, logprobs=1, stop=["\n\n"])
+  comp = client.completions.create(**kw)
+  text, toks, lps, count = {}, {}, {}, {}
+  for c in client.completions.create(stream=True, **kw):
+    for ch in c.choices:
+      i = ch.index
+      text[i] = text.get(i, "") + ch.text
+      count[i] = count.get(i, 0) + bool(ch.text)
+      if ch.logprobs is not None:
+        toks.setdefault(i, []).extend(ch.logprobs.tokens)
+        lps.setdefault(i, []).extend(ch.logprobs.token_logprobs)
+  for ch in comp.choices:
+    assert text[ch.index] == ch.text
+    assert toks.get(ch.index, []) == ch.logprobs.tokens
+    np.testing.assert_allclose(lps.get(ch.index, []),
+                               ch.logprobs.token_logprobs, rtol=1e-5)
+  assert max(count.values()) > 1, count
+
+
+def _ascii_first_prompt(stack):
+  """A chat message whose greedy first token is a printable ASCII byte."""
+  from armap_jax.agent.local_policy import encode_chat
+  dec, tok = stack["server"].decoder, stack["tok"]
+  for x in ["Input: 1 2 3 4", "Input: 2 2 6 6", "hi", "go", "24?", "a", "b"]:
+    msgs = [{"role": "user", "content": x}]
+    (c,), = dec.generate([encode_chat(tok, msgs)], max_new_tokens=1)
+    if c.text and c.text.isascii() and c.text.isprintable():
+      return msgs
+  pytest.skip("no prompt with a printable first greedy token")
+
+
+def test_first_delta_leaves_before_the_batch_decodes_further(stack):
+  """Token 0 is streamed while the batch is held before its first decode
+  step: deltas leave as chunks complete, not when the batch ends."""
+  server, client = stack["server"], _client(stack)
+  msgs = _ascii_first_prompt(stack)
+  kw = dict(messages=msgs, model="tiny", max_tokens=24, temperature=0.0)
+  whole = client.chat.completions.create(**kw).choices[0].message.content
+  batches0 = server.stats["batches"]
+  server.hold_chunks()
+  try:
+    stream = iter(client.chat.completions.create(stream=True, **kw))
+    first = next(stream)
+    assert first.choices[0].delta.role == "assistant"
+    got = next(stream).choices[0].delta.content
+    assert got and whole.startswith(got)
+    assert server.stats["batches"] == batches0  # Still decoding.
+  finally:
+    server.release_chunks()
+  rest = "".join(c.choices[0].delta.content or "" for c in stream)
+  assert got + rest == whole
+
+
+def _long_greedy_prompt(stack, max_tokens):
+  """A prompt whose greedy answer runs to max_tokens, and the steps it
+  costs when nobody leaves."""
+  url = stack["url"] + "/v1/completions"
+  server = stack["server"]
+  for p in PROMPTS:
+    steps0 = server.stats["decode_steps"]
+    r = requests.post(url, json={"prompt": p, "max_tokens": max_tokens,
+                                 "temperature": 0.0}, timeout=120).json()
+    if r["choices"][0]["finish_reason"] == "length":
+      return p, server.stats["decode_steps"] - steps0
+  pytest.skip("every greedy answer ended before max_tokens")
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_abandoned_generation_stops_decoding(stack, stream):
+  """A client that leaves while its batch decodes: its rows are cancelled
+  at the next chunk and the batch ends there (decode steps, not time)."""
+  server, max_tokens = stack["server"], 200
+  prompt, full_steps = _long_greedy_prompt(stack, max_tokens)
+  assert full_steps == max_tokens - 1
+  calls0 = server.gen_batcher.stats["calls"]
+  batches0, gone0 = server.stats["batches"], server.stats["abandoned"]
+  steps0, rows0 = server.stats["decode_steps"], server.stats["cancelled_rows"]
+  body = {"model": "tiny", "prompt": prompt, "max_tokens": max_tokens,
+          "temperature": 0.0}
+  server.hold_chunks()
+  try:
+    if stream:
+      client = _client(stack)
+      s = client.completions.create(stream=True, **body)
+      _wait_for(lambda: server.gen_batcher.stats["calls"] > calls0,
+                "the batch to start")
+      s.close()  # The client goes away mid-stream.
+    else:
+      with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.post(stack["url"] + "/v1/completions", json=body,
+                      timeout=(5, 0.5))
+      assert server.gen_batcher.stats["calls"] > calls0
+    _wait_for(lambda: server.stats["abandoned"] > gone0,
+              "the server to see the client leave")
+  finally:
+    server.release_chunks()
+  _wait_for(lambda: server.stats["batches"] > batches0, "the batch to end")
+  steps = server.stats["decode_steps"] - steps0
+  assert server.stats["cancelled_rows"] == rows0 + 1
+  # Held before its first chunk, cancelled before it ran: no decode step
+  # (at most one chunk if the worker was past the check).
+  assert steps <= server.limits.chunk_tokens < full_steps
