@@ -44,6 +44,10 @@ _HEADER_TIMEOUT = flags.DEFINE_float("header_timeout_s", 30.0, "Seconds a "
                                      "request's headers may take to arrive.")
 _WINDOW = flags.DEFINE_float("batch_window_s", 0.005, "How long the batcher "
                              "waits for more requests before decoding.")
+_CHUNK = flags.DEFINE_integer("chunk_tokens", 8, "Decode steps between two "
+                              "looks at a batch: streamed text goes out and "
+                              "rows of clients that left are cancelled after "
+                              "each chunk.", lower_bound=1)
 
 
 def main(argv):
@@ -67,7 +71,8 @@ def main(argv):
                               max_body_bytes=_MAX_BODY.value,
                               body_timeout_s=_BODY_TIMEOUT.value,
                               header_timeout_s=_HEADER_TIMEOUT.value,
-                              batch_window_s=_WINDOW.value)
+                              batch_window_s=_WINDOW.value,
+                              chunk_tokens=_CHUNK.value)
   server = serve.ModelServer(model, tok, model_name=name or "local",
                              scorer=scorer, limits=limits)
   logging.info("serving %s on http://%s:%d/v1", name, _HOST.value, _PORT.value)

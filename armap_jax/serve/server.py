@@ -36,7 +36,8 @@ ends there (`stats["decode_steps"]` counts the steps run).
 
 Concurrent requests are batched: handlers put their prompts on a queue; one
 worker thread waits a few milliseconds for more requests with the same
-(n, max_tokens, stop) and runs them as one `Decoder.generate` call (per-request
+(n, max_tokens, stop) and runs them as one generation (`Decoder.start`,
+advanced a chunk at a time; the same tokens as `Decoder.generate`; per-request
 temperature/top-p/top-k ride along as per-row knobs, and each request's seed
 gives its own PRNG keys, so its samples do not depend on its batch-mates).
 Reward requests are batched the same way into one `Scorer.score` call.
@@ -215,6 +216,10 @@ class ModelServer:
       gen.advance(self.limits.chunk_tokens)
     self.stats["decode_steps"] += gen.steps
     self.stats["batches"] += 1
+    if any(cancelled):
+      logging.info("a batch of %d rows ended after %d of at most %d decode "
+                   "steps; %d requests' clients left", gen.num_rows,
+                   gen.steps, max_tokens - 1, sum(cancelled))
     comps = gen.completions()
     out, pos = [], 0
     for job in jobs:
