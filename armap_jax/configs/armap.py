@@ -47,9 +47,17 @@ _ENV_DEFAULTS = {
         "eval.methods": "greedy,sampling,reflexion,bon,mcts",
         "eval.batch_tasks": 50,
         "targets.enabled": True, "targets.costs": "price,actions",
+        "targets.lambdas_price": "0.005,0.01", "targets.lambdas_actions": "0.05",
     },
 }
 _OTHER_ENV_DEFAULTS = dict(_ENV_DEFAULTS["maze"])
+# Per-env changes to the quick flavour (after the above).
+_QUICK_ENV_DEFAULTS = {
+    "webshop": {
+        "eval.num_test": 10, "tree.num_tasks": 2, "orm.data.max_length": 512,
+        "targets.lambdas_price": "0.01", "targets.lambdas_actions": "0.05",
+    },
+}
 
 
 def _parse(flavour: str) -> tuple[str, bool]:
@@ -168,6 +176,9 @@ def get_config(flavour: str = "default") -> ml_collections.ConfigDict:
     if quick and key == "eval.num_test":
       value = min(value, 20)
     _set(c, key, value)
+  if quick:
+    for key, value in _QUICK_ENV_DEFAULTS.get(spec.name, {}).items():
+      _set(c, key, value)
   if not spec.backward:
     c.synth.backward = 0
   return c

@@ -72,10 +72,11 @@ class EnvSpec:
   # "module:function(trajectories, env_factory, config) -> list[pair]": the
   # env's own ARMAP reward-data recipe, added to the generic pairs.
   recipe: str | None = None
-  # {name: "module:function(traj) -> float"}: costs the main job's `targets`
-  # stage can subtract from the reward (R - lambda * cost); "actions" (the
-  # number of actions) is always available.
-  costs: tuple[tuple[str, str], ...] = ()
+  # ((name, "module:cost(traj) -> float"[, "module:report(traj) -> float |
+  # None"]), ...): costs the main job's `targets` stage subtracts from the
+  # reward (R - lambda * cost) and, optionally, what its table reports (None:
+  # not incurred); "actions" (the number of actions) is always available.
+  costs: tuple[tuple[str, ...], ...] = ()
 
   @property
   def module(self) -> str:
@@ -254,6 +255,7 @@ SPECS: dict[str, EnvSpec] = {
         env_kwargs=(("catalog", "grounded"),), editor="valid",
         describe_fn="armap_jax.envs.webshop.grounded:describe_env",
         recipe="armap_jax.data.webshop_recipe:recipe_pairs",
-        costs=(("price", "armap_jax.envs.webshop.env:purchase_price"),),
+        costs=(("price", "armap_jax.envs.webshop.env:purchase_price",
+                 "armap_jax.envs.webshop.env:paid_price"),),
         leak_texts_fn="armap_jax.envs.spec:webshop_leak_texts"),
 }

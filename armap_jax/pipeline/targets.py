@@ -42,9 +42,17 @@ def cost_fns(cfg) -> dict[str, Any]:
   """{cost name: fn(traj) -> float}: ``actions`` and the env's costs."""
   from armap_jax.envs.spec import resolve
   out = {"actions": num_actions}
-  for name, path in stages.spec(cfg).costs:
+  for name, path, *_ in stages.spec(cfg).costs:
     out[name] = resolve(path)
   return out
+
+
+def cost_reports(cfg) -> dict[str, Any]:
+  """{cost name: fn(traj) -> float | None}: what the table reports (the
+  env's third field; None = not incurred, left out of the mean)."""
+  from armap_jax.envs.spec import resolve
+  return {c[0]: resolve(c[2]) for c in stages.spec(cfg).costs
+          if len(c) > 2 and c[2]}
 
 
 def _lambdas(cfg, cost: str) -> list[float]:
@@ -56,18 +64,21 @@ def _lambdas(cfg, cost: str) -> list[float]:
   return [float(x) for x in str(cfg.targets[key]).split(",") if x.strip()]
 
 
-def _summary(results, costs: dict[str, Any]) -> dict[str, float]:
+def _summary(results, costs: dict[str, Any], reports: dict[str, Any]
+            ) -> dict[str, float]:
   out = {"tasks": len(results),
          "score": 100.0 * float(np.mean([r.reward for r in results])),
          "success": 100.0 * float(np.mean([r.success for r in results]))}
+  out["mean_actions"] = float(np.mean([r.chosen.num_actions
+                                        for r in results]))
   for name, fn in costs.items():
-    vals = [float(fn(r.chosen)) for r in results]
     if name == "actions":
-      out["mean_actions"] = float(np.mean(vals))
-    else:  # A cost of 0 means nothing was bought: mean over the rest.
-      paid = [v for v in vals if v > 0]
-      out[f"mean_{name}"] = float(np.mean(paid)) if paid else 0.0
-      out[f"{name}_n"] = len(paid)
+      continue
+    # The env's report of the cost (None: not incurred, e.g. nothing bought).
+    report = reports.get(name, fn)
+    vals = [v for v in (report(r.chosen) for r in results) if v is not None]
+    out[f"mean_{name}"] = float(np.mean(vals)) if vals else 0.0
+    out[f"{name}_n"] = len(vals)
   return out
 
 
@@ -77,6 +88,7 @@ def run(cfg, wd, policy) -> dict[str, Any]:
   from armap_jax.rewards.shaping import Shaped
   from armap_jax.search import common, factory
   costs = cost_fns(cfg)
+  reports = cost_reports(cfg)
   wanted = [c.strip() for c in str(cfg.targets.costs).split(",") if c.strip()]
   bad = [c for c in wanted if c not in costs]
   if bad:
@@ -111,7 +123,8 @@ def run(cfg, wd, policy) -> dict[str, Any]:
                   b, pol, sc, envs, budget),
               made_by=made_by, batch_tasks=int(cfg.eval.batch_tasks))
         row = {"method": METHOD_NAMES.get(method, method), "label": method,
-               "cost": cost, "lambda": lam, **_summary(res, costs)}
+               "cost": cost, "lambda": lam,
+               **_summary(res, costs, reports)}
         logging.info("targets: %s", row)
         rows.append(row)
   write_json(wd.path("targets.json"), {"rows": rows, "test_ids": ids})

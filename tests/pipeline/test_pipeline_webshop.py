@@ -31,7 +31,7 @@ def webshop_config():
   c.tree.num_tasks, c.tree.rollouts, c.tree.children = 1, 2, 2
   for k in ("orm", "prm"):
     c[k].model.overrides = rm_config.game24_overrides(16, 1, 2, 32, 256)
-    c[k].data.update(max_length=256, min_bucket=256)
+    c[k].data.update(max_length=384, min_bucket=384)
     c[k].train.update(steps=3, eval_every=0, batch_size=4)
   c.synth.heldout_frac = 0.3
   c.eval.num_test = 3

@@ -433,11 +433,28 @@ def expert_actions(world: WebShopWorld, task_id: str) -> list[str]:
   return acts
 
 
+NO_PURCHASE_PRICE = 100.0
+
+
 def purchase_price(traj) -> float:
-  """The price a trajectory paid: the price on its purchase step (the step
-  whose page is "done"), else 0 (nothing bought)."""
+  """The price a trajectory paid (the `price` cost of R - lambda * price):
+  the price on its purchase step; with nothing bought (yet), the highest
+  price of a product it opened, else `NO_PURCHASE_PRICE`, so that not
+  buying is never the cheap way out of the price term."""
+  seen = []
+  for s in traj.steps:
+    info = s.info or {}
+    if info.get("price") is not None:
+      if info.get("page") == "done":
+        return float(info["price"])
+      seen.append(float(info["price"]))
+  return max(seen) if seen else NO_PURCHASE_PRICE
+
+
+def paid_price(traj) -> float | None:
+  """The price paid, or None when the trajectory bought nothing."""
   for s in reversed(traj.steps):
     info = s.info or {}
     if info.get("page") == "done" and info.get("price") is not None:
       return float(info["price"])
-  return 0.0
+  return None
