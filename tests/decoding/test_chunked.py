@@ -209,3 +209,17 @@ def test_text_stream_of_sampled_rows_matches_whole_rows(setup, every):
     want_t, want_lp = detok.pieces(tok, c)
     assert [t for t, _ in sent[r]] == want_t
     np.testing.assert_allclose([lp for _, lp in sent[r]], want_lp, rtol=1e-6)
+
+
+@pytest.mark.parametrize("unroll", [True, False])
+def test_chunked_under_a_mesh_equals_one_shot(setup, mesh222, unroll):
+  """Under the (2, 2, 2) mesh the carried state keeps its shardings from
+  chunk to chunk; the tokens are the one-shot path's."""
+  import jax
+  model, tok = setup
+  kw = dict(n=2, max_new_tokens=12, temperature=[1.0, 0.0, 0.7], seed=3)
+  with jax.set_mesh(mesh222):
+    dec = decoding.Decoder(model, tok, unroll_layers=unroll)
+    want = dec.generate(PROMPTS, **kw)
+    got = _run_chunked(dec.start(PROMPTS, **kw), [5]).completions()
+  _assert_same(got, want)
