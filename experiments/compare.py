@@ -30,14 +30,26 @@ _TITLE = flags.DEFINE_string("title", "Comparison", "Table title.")
 flags.mark_flag_as_required("workdirs")
 
 
+_OUTPUT_FILES = {"comparison.md", "comparison.csv", "comparison.png",
+                 "provenance.json", "provenance.json.tmp"}
+
+
+def _is_output(path: str) -> bool:
+  """A comparison's output directory (or this command's own, which holds its
+  provenance.json by the time the glob is expanded), not a work directory."""
+  if os.path.exists(os.path.join(path, "config.json")):
+    return False
+  names = set(os.listdir(path))
+  return bool(names) and names <= _OUTPUT_FILES
+
+
 def workdirs() -> list[str]:
   out = []
   for pattern in _WORKDIRS.value:
     hits = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-    if glob.has_magic(pattern):  # Directories, not earlier comparisons.
-      hits = [h for h in hits if os.path.isdir(h) and not (
-          os.path.exists(os.path.join(h, "comparison.md")) and
-          not os.path.exists(os.path.join(h, "config.json")))]
+    if glob.has_magic(pattern):
+      # Work directories, not earlier comparisons' outputs.
+      hits = [h for h in hits if os.path.isdir(h) and not _is_output(h)]
     if not hits:
       raise app.UsageError(f"--workdirs: {pattern!r} matches no directory")
     out += [h.rstrip("/") for h in hits]

@@ -137,6 +137,18 @@ def test_command_globs_writes_and_refuses(tmp_path):
   lines = [l for l in p.stderr.splitlines() if l.startswith("error:")]
   assert p.returncode == 2 and len(lines) == 1 and "x3: no config.json" in \
       lines[0], p.stderr[-2000:]
+  # Without the unfinished one, the same glob also holds the first
+  # comparison's output and a half-written one (only provenance.json, as the
+  # command's own output directory is when the glob is expanded): neither is
+  # taken for a work directory.
+  (runs / "x3").rmdir()
+  (runs / "half").mkdir()
+  (runs / "half" / provenance.FILE).write_text("{}")
+  p = _cli([f"--workdirs={runs}/*"], tmp_path)
+  assert p.returncode == 0, p.stderr[-3000:]
+  assert "| x1 |" in p.stdout and "half" not in p.stdout
+  (runs / "half" / provenance.FILE).unlink()
+  (runs / "half").rmdir()
   _point(runs, "y", _config(num_test=5))
   p = _cli([f"--workdirs={runs}/x1,{runs}/y", f"--out={tmp_path}/o"],
            tmp_path)
