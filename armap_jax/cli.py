@@ -87,18 +87,6 @@ class _QuietLibraries:
     return record.levelno > 20 or "orbax" not in record.pathname
 
 
-def _compilation_cache(workdir: str) -> None:
-  """XLA's persistent compilation cache in the work directory: a resumed
-  or repeated run reuses the programs the first one compiled."""
-  import os
-
-  import jax
-  path = os.path.join(os.path.abspath(workdir), "jax_cache")
-  os.makedirs(path, exist_ok=True)
-  jax.config.update("jax_compilation_cache_dir", path)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-
-
 def main_with_flags(argv) -> None:
   del argv
   from armap_jax import pipeline
@@ -108,7 +96,6 @@ def main_with_flags(argv) -> None:
   logging.get_absl_handler().addFilter(_QuietLibraries())
   cfg = _config()
   workdir = _WORKDIR.value or f"runs/armap_{cfg.env.name}"
-  _compilation_cache(workdir)
   text = pipeline.run(cfg, workdir)
   sys.stdout.write(text)  # The command's output is the table.
   sys.stdout.flush()

@@ -14,6 +14,15 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Launchers run by tests share one persistent compilation cache for the
+# session (runtime/compile_cache.py), not the user's ~/.cache.
+if "ARMAP_JAX_COMPILE_CACHE" not in os.environ:
+  import atexit
+  import shutil
+  import tempfile
+  _XLA_CACHE = tempfile.mkdtemp(prefix="armap_jax_test_xla_")
+  os.environ["ARMAP_JAX_COMPILE_CACHE"] = _XLA_CACHE
+  atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
 
 import jax  # noqa: E402  (after XLA_FLAGS on purpose)
 import pytest  # noqa: E402

@@ -11,7 +11,10 @@ that they all behave the same way for a user:
   (a bug) keeps Python's traceback;
 - the process's peak resident memory is printed at the end, on success and
   on error (`peak resident memory: ...` on stderr, so stdout stays the
-  command's output);
+  command's output), after its compile time and what XLA's persistent
+  compilation cache supplied (`runtime.compile_cache`: one cache directory
+  per machine kind, shared by every launcher; `ARMAP_JAX_COMPILE_CACHE=off`
+  disables it);
 - `default_config(__file__, "x.py")` makes a launcher's default `--config`
   path independent of the directory the command is run from;
 - the command's provenance (git commit, packages, argv, machine, devices) is
@@ -32,7 +35,7 @@ from typing import Any, Callable, Sequence
 
 from absl import app, flags
 
-from armap_jax.runtime import provenance
+from armap_jax.runtime import compile_cache, hostmem, provenance
 
 _TRACEBACK = flags.DEFINE_bool(
     "traceback", False, "On an error, print the full Python traceback instead "
@@ -217,6 +220,11 @@ def _guarded(main: Callable[[list[str]], Any],
       wd = workdir() if workdir is not None else None
       if wd:
         provenance.write_provenance(wd)
+      # The allocator settings must precede JAX's threads (importing jax
+      # starts one); then the persistent compilation cache and its counters.
+      hostmem.tune_malloc()
+      compile_cache.enable()
+      compile_cache.stats()
       return main(argv)
     except SystemExit:
       raise
@@ -255,5 +263,7 @@ def run_main(main: Callable[[list[str]], Any],
   finally:
     provenance.finish(status)
     sys.stdout.flush()
+    if compile_cache.listening():
+      sys.stderr.write(compile_cache.stats().line() + "\n")
     sys.stderr.write(peak_memory_line() + "\n")
     sys.stderr.flush()
