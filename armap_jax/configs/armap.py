@@ -41,6 +41,9 @@ _ENV_DEFAULTS = {
         # 65.0; T=1.0: 11.3%, 51.0; greedy 11.3%, 42.6 (docs/webshop.md).
         "collect.num_tasks": 60, "collect.samples": 4,
         "collect.temperature": 0.7, "collect.num_envs": 64,
+        # Histories per decode call: Best-of-16 on 50 goals in one call held
+        # 16.6 GiB (prefill logits over a 6k vocabulary).
+        "policy.max_batch": 8,
         "synth.backward": 0, "tree.num_tasks": 8, "tree.rollouts": 6,
         "orm.data.max_length": 768, "prm.data.max_length": 512,
         "search.temperature": 0.7, "eval.num_test": 100,
