@@ -112,3 +112,31 @@ def pair_iter(tds, batch_size, kind="pair", seed=0, max_length=64, **kw):
   from armap_jax.data import batches as B
   return B.BatchIterator(tds, kind, batch_size, max_length=max_length,
                          min_bucket=max_length, seed=seed, **kw)
+
+
+def toy_orm_config(tmp_path, *, model: dict, max_length: int, train: dict,
+                   plain_view: bool = True):
+  """experiments/configs/rm_game24.py's ORM config pointed at toy data in
+  `tmp_path` (pairs.jsonl, a tokenizer in tok/), a run in run/, a model of
+  `model` overrides and `train` settings. `plain_view`: no env view (toy
+  records hold no env verdict text)."""
+  import importlib.util
+  import os
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  spec = importlib.util.spec_from_file_location(
+      "rm_game24", os.path.join(root, "experiments", "configs",
+                                "rm_game24.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  c = mod.get_config("orm")
+  c.workdir = str(tmp_path / "run")
+  c.model.tokenizer = str(tmp_path / "tok")
+  c.model.overrides = dict(model)
+  c.data.train = str(tmp_path / "pairs.jsonl")
+  c.data.max_length = max_length
+  c.data.min_bucket = 64
+  c.data.eval_frac = 0.25
+  if plain_view:
+    c.view.env, c.view.protocol = "", ""
+  c.train.update(**train)
+  return c

@@ -23,25 +23,13 @@ from f32_tolerance import logprob_tol, model_tol
 
 
 def _config(tmp_path, steps):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location(
-      "rm_game24", "experiments/configs/rm_game24.py")
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config("orm")
-  c.workdir = str(tmp_path / "run")
-  c.model.tokenizer = str(tmp_path / "tok")
-  c.model.overrides = dict(hidden_size=32, num_layers=1, num_heads=2,
+  return H.toy_orm_config(
+      tmp_path, model=dict(hidden_size=32, num_layers=1, num_heads=2,
                            num_kv_heads=2, head_dim=16, intermediate_size=64,
-                           max_position_embeddings=256)
-  c.data.train = str(tmp_path / "pairs.jsonl")
-  c.data.max_length = 64
-  c.data.min_bucket = 64
-  c.data.eval_frac = 0.25
-  c.view.env, c.view.protocol = "", ""  # Toy records: no env verdict text.
-  c.train.update(steps=steps, batch_size=16, lr=3e-3, warmup_steps=5,
-                 eval_every=20, save_every=20, log_every=10)
-  return c
+                           max_position_embeddings=256),
+      max_length=64, train=dict(steps=steps, batch_size=16, lr=3e-3,
+                                warmup_steps=5, eval_every=20, save_every=20,
+                                log_every=10))
 
 
 def test_orm_train_resume_and_score_from_directory(tmp_path):

@@ -69,8 +69,6 @@ def test_searcher_with_tiny_lm(method, lm):
 def test_searchers_with_tiny_trained_orm(tmp_path):
   """A tiny ORM trained for a few steps, loaded from its run directory alone
   (as the planning launcher does), steers Best-of-N, beam search and MCTS."""
-  import importlib.util
-
   import rm_helpers as H
   from armap_jax import records
   from armap_jax.rewards.load import load_scorer
@@ -80,22 +78,13 @@ def test_searchers_with_tiny_trained_orm(tmp_path):
   tok = H.tiny_tokenizer(chat=True)
   tok.save_pretrained(str(tmp_path / "tok"))
   records.append_jsonl(tmp_path / "pairs.jsonl", H.marker_pairs(32))
-  spec = importlib.util.spec_from_file_location(
-      "rm_game24", "experiments/configs/rm_game24.py")
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config("orm")
-  c.workdir = str(tmp_path / "run")
-  c.model.tokenizer = str(tmp_path / "tok")
-  c.model.overrides = dict(hidden_size=32, num_layers=1, num_heads=2,
+  c = H.toy_orm_config(
+      tmp_path, model=dict(hidden_size=32, num_layers=1, num_heads=2,
                            num_kv_heads=2, head_dim=16, intermediate_size=64,
-                           max_position_embeddings=512)
-  c.data.train = str(tmp_path / "pairs.jsonl")
-  c.data.max_length = 256
-  c.data.min_bucket = 64
-  c.data.eval_frac = 0.25
-  c.train.update(steps=4, batch_size=8, lr=3e-3, warmup_steps=1,
-                 eval_every=4, save_every=4, log_every=2)
+                           max_position_embeddings=512),
+      max_length=256, train=dict(steps=4, batch_size=8, lr=3e-3,
+                                 warmup_steps=1, eval_every=4, save_every=4,
+                                 log_every=2), plain_view=False)
   run_lib.train_from_config(c)
   scorer = load_scorer(str(tmp_path / "run"))
   assert not scorer.is_oracle
