@@ -65,6 +65,8 @@ OVERRIDES: dict[str, Override] = {
     "python experiments/pretrain_policy.py": Override(_TINY_PRETRAIN),
     "armap-jax": Override(("--workdir={W}/main_cli",) + _TINY_MAIN,
                           slow=True, timeout=900),
+    "armap-jax --env=webshop": Override(
+        ("--workdir={W}/main_webshop",) + _TINY_MAIN, slow=True, timeout=900),
     "python experiments/armap.py": Override(
         ("--workdir={W}/main",) + _TINY_MAIN, slow=True, timeout=900),
     "python experiments/convert.py": Override(("--src={W}/s1",)),
