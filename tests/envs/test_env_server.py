@@ -12,6 +12,7 @@ from armap_jax.envs.client import RemoteEnv, RemoteEnvError
 from armap_jax.envs.server import EnvServer, ServerConfig, ServerThread
 from armap_jax.envs.webshop import (SEARCH_TEMPLATE, WebShopEnv, WebShopWorld,
                                     expert_actions)
+from server_helpers import wait_healthy
 
 
 @pytest.fixture(scope="module")
@@ -256,15 +257,7 @@ def test_cli_server_process():
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   url = f"http://127.0.0.1:{port}"
   try:
-    deadline = time.monotonic() + 120
-    while True:
-      try:
-        if requests.get(url + "/health", timeout=2).json()["ok"]:
-          break
-      except requests.RequestException:
-        pass
-      assert proc.poll() is None and time.monotonic() < deadline
-      time.sleep(0.2)
+    wait_healthy(proc, url)
     env = RemoteEnv(url, "webshop")
     world = WebShopWorld.synthetic()  # same seed as the server's catalog
     env.reset("0")

@@ -16,6 +16,7 @@ from armap_jax.envs.base import EnvError, StepResult
 from armap_jax.envs.server import EnvServer, ServerConfig, ServerThread
 from armap_jax.envs.server_http import ServerConfigError
 from armap_jax.envs.webshop import WebShopWorld, expert_actions
+from server_helpers import wait_healthy
 
 
 class CountEnv:
@@ -83,16 +84,7 @@ def test_cli_answers_the_documented_status_codes():
       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   url = f"http://127.0.0.1:{port}"
   try:
-    deadline = time.monotonic() + 120
-    while True:
-      try:
-        if requests.get(url + "/health", timeout=2).json()["ok"]:
-          break
-      except requests.RequestException:
-        pass
-      assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-      assert time.monotonic() < deadline
-      time.sleep(0.2)
+    wait_healthy(proc, url)
     _err(requests.post(url + "/envs/999/step", json={"action": "x"},
                        timeout=10), 404)
     _err(requests.post(url + "/envs", json={"env": "nope"}, timeout=10), 400)
