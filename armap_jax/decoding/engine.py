@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +41,7 @@ import numpy as np
 from flax import nnx
 
 from armap_jax.decoding import batching, beam, scoring
+from armap_jax.decoding.prefix import PrefixCache, prefix_slots
 from armap_jax.decoding.sampling import SamplingArrays, row_keys, sample_tokens
 from armap_jax.decoding.state import (CANCELLED, FINISH_REASON, LENGTH, PAD_ID,
                                       RUNNING, STOP_STRING, STOP_TOKEN,
@@ -55,50 +57,56 @@ from armap_jax.runtime import xla_options
 
 
 class _PrefillJit:
-  """`jax.jit(_prefill_impl)` per default backend (compiled lazily, so that
-  importing this module does not initialise a backend)."""
+  """`jax.jit(impl)` per default backend (compiled lazily, so that importing
+  this module does not initialise a backend), with the prefill's compiler
+  options."""
 
-  def __init__(self):
+  def __init__(self, impl, static_argnames: tuple[str, ...]):
+    self._impl = impl
+    self._static = static_argnames
     self._jits: dict[str, Any] = {}
 
   def _fn(self):
     backend = jax.default_backend()
     if backend not in self._jits:
       self._jits[backend] = jax.jit(
-          _prefill_impl, static_argnums=(0,),
-          static_argnames=("cache_len", "unstack"),
+          self._impl, static_argnums=(0,), static_argnames=self._static,
           # Thousands of GEMM rows (prompt tokens x batch): the CPU
           # choices of `xla_options.PREFILL`; the decode step keeps XLA's.
           compiler_options=xla_options.PREFILL.compiler_options(backend))
     return self._jits[backend]
 
-  def __call__(self, *args, cache_len, unstack=False):
-    return self._fn()(*args, cache_len=cache_len, unstack=unstack)
+  def __call__(self, *args, **kwargs):
+    return self._fn()(*args, **kwargs)
 
   def _cache_size(self) -> int:
     """Compiled programs so far (what recompilation tests count)."""
     return sum(f._cache_size() for f in self._jits.values())
 
 
-_prefill = _PrefillJit()
-
-
-def _prefill_impl(graphdef, state, tokens_bp, mask_bp, row_prompt_r, *,
-                  cache_len, unstack=False):
+def _prefill_impl(graphdef, state, tokens_bp, mask_bp, row_prompt_r,
+                  prefix=None, prefix_len=None, *, cache_len, unstack=False,
+                  kv_dtype=None):
   """Prefill B prompts; return cache and next-token logits for R rows.
 
   `unstack`: return the cache as per-layer buffers (`transformer.
   unstack_cache`), the form the unrolled decode step reads in place.
+  `prefix`, `prefix_len`: a shared prefix (`_prefix_prefill_impl`'s) the
+  prompts continue; their positions start at `prefix_len`. `kv_dtype`: the
+  cache's dtype (None: the model's).
   """
   model = nnx.merge(graphdef, state)
   tokens_bp = batching.shard_rows(tokens_bp)
   mask_bp = batching.shard_rows(mask_bp)
   batch = tokens_bp.shape[0]
   positions_bp = batching.positions_from_mask(mask_bp)
+  if prefix is not None:
+    positions_bp = positions_bp + prefix_len
   attn_bps = batching.prefill_mask(mask_bp, cache_len)
-  cache = model.init_cache(batch, cache_len)
+  cache = model.init_cache(batch, cache_len, kv_dtype)
   hidden_bpd, cache = model.hidden(tokens_bp, positions_bp, attn_bps,
-                                   cache=cache, cache_index=jnp.int32(0))
+                                   cache=cache, cache_index=jnp.int32(0),
+                                   prefix=prefix, prefix_len=prefix_len)
   logits_bv = model.logits(hidden_bpd[:, -1:])[:, 0].astype(jnp.float32)
   if unstack:
     cache = jax.tree.map(lambda c: c[row_prompt_r],
@@ -109,7 +117,50 @@ def _prefill_impl(graphdef, state, tokens_bp, mask_bp, row_prompt_r, *,
   return cache, batching.shard_rows(logits_bv[row_prompt_r])
 
 
-def cached_step_fn(model, unroll_layers: bool = False, weights=None):
+_prefill = _PrefillJit(_prefill_impl, ("cache_len", "unstack", "kv_dtype"))
+
+
+def _prefix_prefill_impl(graphdef, state, prefix, prefix_len, tokens_1t,
+                         mask_1t, *, slots, kv_dtype=None):
+  """Keys/values of a prefix: the first `prefix_len` tokens of `prefix`
+  (None: none) followed by the real tokens of `tokens_1t` (one left-padded
+  row, run here attending to that prefix), in a one-row cache of `slots`
+  slots (later slots zero). The stacked form `Decoder` stores."""
+  model = nnx.merge(graphdef, state)
+  t = tokens_1t.shape[1]
+  base = jnp.int32(0) if prefix is None else prefix_len
+  positions_1t = batching.positions_from_mask(mask_1t) + base
+  cache = model.init_cache(1, t, kv_dtype)
+  _, cache = model.hidden(tokens_1t, positions_1t,
+                          batching.prefill_mask(mask_1t), cache=cache,
+                          cache_index=jnp.int32(0), prefix=prefix,
+                          prefix_len=prefix_len)
+  # New slot j: the prefix's slot j below `base`, then the new tokens (the
+  # last n_new of the row's t slots).
+  old = 0 if prefix is None else transformer.cache_length(prefix)
+  n_new = jnp.sum(mask_1t, dtype=jnp.int32)
+  j = jnp.arange(slots, dtype=jnp.int32)
+  src = jnp.clip(jnp.where(j < base, j, old + t - n_new + j - base), 0,
+                 old + t - 1)
+  valid = j < base + n_new
+
+  def build(name, axis):
+    own = cache[name][:, :1]  # Rows past the first repeat it (mesh).
+    parts = [own] if prefix is None else [prefix[name], own]
+    joined = jnp.concatenate(parts, axis=axis)
+    picked = jnp.take(joined, src, axis=axis)
+    shape = [1] * picked.ndim
+    shape[axis] = slots
+    return jnp.where(valid.reshape(shape), picked, 0).astype(joined.dtype)
+
+  return {"k": build("k", 4), "v": build("v", 3)}
+
+
+_prefix_prefill = _PrefillJit(_prefix_prefill_impl, ("slots", "kv_dtype"))
+
+
+def cached_step_fn(model, unroll_layers: bool = False, weights=None,
+                   prefix=None, prefix_len=None):
   """(tokens, positions, mask, cache, index) -> (logits, cache) for decode.
 
   With `unroll_layers` and a `Transformer`, the stacked layer weights are
@@ -120,17 +171,24 @@ def cached_step_fn(model, unroll_layers: bool = False, weights=None):
   time. Otherwise the model is called as it is, on a stacked cache.
   `weights`: the unrolled step's weights already sliced per layer (as
   `transformer.unstack_layers(model.weights())`), e.g. by `_layer_weights`.
+  `prefix`, `prefix_len`: a shared prefix every row also attends to (see
+  `Transformer.hidden`); unstacked here for an unrolled step unless it
+  already is.
   """
   if not unrolls(model, unroll_layers):
     return lambda tok, pos, mask, cache, idx: model(
-        tok, pos, mask, cache=cache, cache_index=idx)
+        tok, pos, mask, cache=cache, cache_index=idx, prefix=prefix,
+        prefix_len=prefix_len)
   config, dtype = model.config, model.dtype
   if weights is None:
     weights = transformer.unstack_layers(model.weights())
+  if prefix is not None and not isinstance(prefix["k"], (tuple, list)):
+    prefix = transformer.unstack_cache(prefix)
 
   def step(tok, pos, mask, cache, idx):
     hidden, cache = transformer.hidden_from_weights(
-        config, dtype, weights, tok, pos, mask, cache=cache, cache_index=idx)
+        config, dtype, weights, tok, pos, mask, cache=cache, cache_index=idx,
+        prefix=prefix, prefix_len=prefix_len)
     return transformer.logits_from_weights(config, dtype, weights,
                                            hidden), cache
 
@@ -209,9 +267,12 @@ def _initial_state(cache, rows: DecodeRows, n_buf: int) -> DecodeState:
                    static_argnames=("n_buf", "unroll_layers"),
                    donate_argnames=("cache",))
 def _decode(graphdef, state, cache, logits_rv, rows: DecodeRows, eos_e,
-            stop_ids_e, stop_table_sv, *, n_buf, unroll_layers=False):
-  """Sample up to n_buf tokens per row with a while_loop over fixed buffers."""
-  step = cached_step_fn(nnx.merge(graphdef, state), unroll_layers)
+            stop_ids_e, stop_table_sv, prefix=None, prefix_len=None, *,
+            n_buf, unroll_layers=False):
+  """Sample up to n_buf tokens per row with a while_loop over fixed buffers
+  (every row also attending to `prefix`, if given)."""
+  step = cached_step_fn(nnx.merge(graphdef, state), unroll_layers,
+                        prefix=prefix, prefix_len=prefix_len)
   emit, body = _loop_fns(step, rows, eos_e, stop_ids_e, stop_table_sv, n_buf)
 
   def cond(s: DecodeState):
@@ -236,18 +297,21 @@ def _decode_start(cache, logits_rv, rows: DecodeRows, eos_e, stop_ids_e,
                    static_argnames=("unroll_layers",), donate_argnames=("s",))
 def _decode_chunk(graphdef, state, layer_weights, s: DecodeState,
                   rows: DecodeRows, eos_e, stop_ids_e, stop_table_sv,
-                  cancel_r, max_steps, *, unroll_layers=False):
+                  cancel_r, max_steps, prefix=None, prefix_len=None, *,
+                  unroll_layers=False):
   """Runs at most `max_steps` (an int32 array: one program for every chunk
   size) more steps of `_decode`'s loop on `s` and returns the state.
 
   Running rows with `cancel_r` set are marked `CANCELLED` first (they sample
   nothing more); the loop ends early when no row is running.
   `layer_weights`: `_layer_weights`' per-layer slices for an unrolled step
-  (sliced once per generation, not once per chunk), else None.
+  (sliced once per generation, not once per chunk), else None; likewise
+  `prefix` (unstacked once by `Generation` for an unrolled step).
   """
   n_buf = s.tokens.shape[1]
   step = cached_step_fn(nnx.merge(graphdef, state), unroll_layers,
-                        weights=layer_weights)
+                        weights=layer_weights, prefix=prefix,
+                        prefix_len=prefix_len)
   _, body = _loop_fns(step, rows, eos_e, stop_ids_e, stop_table_sv, n_buf)
   s = dataclasses.replace(s, finish=jnp.where(
       cancel_r & (s.finish == RUNNING), CANCELLED, s.finish))
@@ -265,8 +329,14 @@ def _layer_weights(graphdef, state):
   return transformer.unstack_layers(nnx.merge(graphdef, state).weights())
 
 
+_unstack_prefix = jax.jit(transformer.unstack_cache)
+
+
 # --------------------------------------------------------------------------
 # Host side.
+
+KV_DTYPES = ("float32", "bfloat16")
+_WEIGHTS_IDS = itertools.count()  # Namespaces of stored prefixes.
 
 _STOP_TABLES: dict[tuple[int, int], tuple[object, StopTables]] = {}
 
@@ -301,11 +371,50 @@ class Decoder:
   def __init__(self, model, tokenizer=None, *,
                eos_token_ids: Sequence[int] | int | None = None,
                context_length: int | None = None,
-               unroll_layers: bool | None = None):
+               unroll_layers: bool | None = None,
+               prefix_cache: PrefixCache | str | None = "auto",
+               kv_dtype: str | None = None):
     """See the class docstring; `unroll_layers`: see `cached_step_fn`
-    (None: `unrolls`' depth rule)."""
+    (None: `unrolls`' depth rule).
+
+    `prefix_cache`: where `generate` / `start` keep shared prompt prefixes'
+    keys/values across calls (see `decoding/prefix.py`): "auto" makes a
+    `PrefixCache()` (bounded by `prefix.default_max_bytes()`, min(1 GiB, an
+    eighth of the device's memory)); None shares nothing, every row holding
+    its whole prompt in its own cache (the reference path). A call's rows
+    share their common prefix (whole blocks) within the call even when the
+    store keeps nothing (`PrefixCache(max_bytes=0)`). Models with a sliding
+    window always take the reference path.
+    `kv_dtype`: dtype of the rows' KV cache and of stored prefixes:
+    "bfloat16", "float32" or None (the model's dtype).
+    """
     self.graphdef, self.state = nnx.split(model)
     self.unroll_layers = unrolls(model, unroll_layers)
+    if kv_dtype is not None:
+      name = kv_dtype if isinstance(kv_dtype, str) else getattr(
+          jnp.dtype(kv_dtype), "name", str(kv_dtype))
+      if name not in KV_DTYPES:
+        raise ValueError(f"kv_dtype: expected one of {KV_DTYPES} or None, "
+                         f"got {kv_dtype!r}")
+      kv_dtype = name
+    self.kv_dtype = kv_dtype
+    if isinstance(prefix_cache, str):
+      if prefix_cache != "auto":
+        raise ValueError(f"prefix_cache: expected 'auto', None or a "
+                         f"PrefixCache, got {prefix_cache!r}")
+      prefix_cache = PrefixCache()
+    elif prefix_cache is not None and not isinstance(prefix_cache,
+                                                     PrefixCache):
+      raise ValueError(f"prefix_cache: expected 'auto', None or a "
+                       f"PrefixCache, got {type(prefix_cache).__name__}")
+    config = getattr(model, "config", None)
+    self.share_prefix = (prefix_cache is not None
+                         and isinstance(model, transformer.Transformer)
+                         and config.sliding_window is None)
+    self.prefix_cache = prefix_cache if self.share_prefix else None
+    self._namespace = (next(_WEIGHTS_IDS), self._kv_name(model))
+    self.stats = {"calls": 0, "prompt_tokens": 0, "prefill_tokens": 0,
+                  "generated_tokens": 0}
     self.tokenizer = tokenizer
     config = getattr(model, "config", None)
     self.vocab_size = int(getattr(config, "vocab_size", 0) or len(tokenizer))
@@ -319,8 +428,17 @@ class Decoder:
     self.eos_token_ids = _as_tuple(eos_token_ids)
 
   def update(self, model) -> None:
+    """New weights (same architecture): stored prefixes of the old ones are
+    dropped."""
     self.graphdef, self.state = nnx.split(model)
     self.unroll_layers = unrolls(model, self.unroll_layers)
+    if self.prefix_cache is not None:
+      self.prefix_cache.invalidate(self._namespace)
+    self._namespace = (next(_WEIGHTS_IDS), self._kv_name(model))
+
+  def _kv_name(self, model) -> str:
+    return self.kv_dtype or jnp.dtype(getattr(model, "dtype",
+                                              jnp.float32)).name
 
   # -- helpers shared with beam search / scoring --------------------------
 
@@ -361,17 +479,64 @@ class Decoder:
     """Runs the prefill; returns (cache, logits_rv, kv_valid_rs).
 
     `unstack`: the cache comes back per layer (`transformer.unstack_cache`).
+    Every row holds its whole prompt (no shared prefix; beam search's path).
     """
+    self.stats["prompt_tokens"] += sum(len(p) for p in prompt_ids)
+    return self._prefill_prompts(prompt_ids, row_prompt, n_buf, unstack)
+
+  def _prefill_prompts(self, prompt_ids, row_prompt, n_buf, unstack,
+                       prefix=None, prefix_len=0):
+    """`prefill` of `prompt_ids`, continuing `prefix` (its first
+    `prefix_len` tokens precede every prompt) if given."""
     p_len = batching.next_pow2(max(len(p) for p in prompt_ids), 16)
     rows_p = batching.batch_bucket(len(prompt_ids))
     tokens, mask = batching.left_pad(prompt_ids, rows_p, p_len)
     cache_len = p_len + n_buf
-    cache, logits = _prefill(self.graphdef, self.state, tokens, mask,
-                             row_prompt.astype(np.int32), cache_len=cache_len,
-                             unstack=unstack)
+    cache, logits = _prefill(
+        self.graphdef, self.state, tokens, mask, row_prompt.astype(np.int32),
+        prefix, None if prefix is None else np.int32(prefix_len),
+        cache_len=cache_len, unstack=unstack, kv_dtype=self.kv_dtype)
     kv_valid = np.zeros((len(row_prompt), cache_len), bool)
     kv_valid[:, :p_len] = mask[row_prompt]
+    self.stats["prefill_tokens"] += sum(len(p) for p in prompt_ids)
     return cache, logits, kv_valid
+
+  def shared_prefix_len(self, prompt_ids: Sequence[Sequence[int]]) -> int:
+    """Tokens of the prefix `generate` shares among these prompts: their
+    common prefix in whole blocks, leaving each prompt at least one token of
+    its own (0: none; always 0 with `prefix_cache=None`)."""
+    if not self.share_prefix:
+      return 0
+    block = self.prefix_cache.block
+    common = min(len(p) for p in prompt_ids) - 1
+    first = np.asarray(prompt_ids[0][:common])
+    for p in prompt_ids[1:]:
+      if common < block:
+        return 0
+      diff = np.flatnonzero(first[:common] != np.asarray(p[:common]))
+      if diff.size:
+        common = int(diff[0])
+    return common // block * block if common >= block else 0
+
+  def _shared_prefix(self, tokens: Sequence[int]):
+    """Keys/values of `tokens` (whole blocks) as the decode reads them: from
+    the store, or prefilled here (continuing the longest stored part) and
+    stored."""
+    store = self.prefix_cache
+    hashes = store.hashes(tokens)
+    entry, have = store.lookup(self._namespace, hashes)
+    if entry is not None and have == len(tokens):
+      return entry.kv
+    new = list(tokens[have:])
+    length = batching.next_pow2(len(new), 16)
+    toks, mask = batching.left_pad([new], batching.batch_bucket(1), length)
+    kv = _prefix_prefill(
+        self.graphdef, self.state, None if entry is None else entry.kv,
+        None if entry is None else np.int32(have), toks, mask,
+        slots=prefix_slots(len(tokens), store.block), kv_dtype=self.kv_dtype)
+    self.stats["prefill_tokens"] += len(new)
+    store.put(self._namespace, hashes, kv, len(tokens))
+    return kv
 
   def text(self, ids: Sequence[int]) -> str:
     if self.tokenizer is None:
@@ -403,13 +568,15 @@ class Decoder:
                       temperature=temperature, top_p=top_p, top_k=top_k,
                       stop=stop, seed=seed, keys=keys,
                       add_special_tokens=add_special_tokens)
-    cache, logits, rows = self._prefill_rows(plan)
+    cache, logits, rows, prefix = self._prefill_rows(plan)
     tokens, logprobs, finish, counts, _ = _decode(
         self.graphdef, self.state, cache, logits, rows, plan.eos_e,
-        plan.stop_ids_e, plan.stop_table, n_buf=plan.n_buf,
+        plan.stop_ids_e, plan.stop_table, *prefix, n_buf=plan.n_buf,
         unroll_layers=self.unroll_layers)
     tokens, logprobs, finish, counts = jax.device_get(
         (tokens, logprobs, finish, counts))
+    self.stats["generated_tokens"] += int(
+        counts[:plan.num_prompts * n].sum())
     return [[self._completion(plan, i * n + j, tokens, logprobs, finish,
                               counts) for j in range(n)]
             for i in range(plan.num_prompts)]
@@ -424,10 +591,10 @@ class Decoder:
     the chunk sizes.
     """
     plan = self._plan(prompts, **kwargs)
-    cache, logits, rows = self._prefill_rows(plan)
+    cache, logits, rows, prefix = self._prefill_rows(plan)
     return Generation(self, plan, rows, _decode_start(
         cache, logits, rows, plan.eos_e, plan.stop_ids_e, plan.stop_table,
-        n_buf=plan.n_buf))
+        n_buf=plan.n_buf), prefix)
 
   def _plan(self, prompts, *, n: int = 1, max_new_tokens: int = 64,
             temperature=0.0, top_p=1.0, top_k=0, stop=(), seed: int = 0,
@@ -468,15 +635,23 @@ class Decoder:
                  stop_table=self.stop_table(strings))
 
   def _prefill_rows(self, plan: _Plan):
-    """The prefill of `plan`'s prompts: (cache, logits_rv, DecodeRows)."""
-    cache, logits, kv_valid = self.prefill(plan.prompt_ids, plan.row_prompt,
-                                           plan.n_buf,
-                                           unstack=self.unroll_layers)
+    """The prefill of `plan`'s prompts: (cache, logits_rv, DecodeRows,
+    (prefix, prefix_len) or (None, None)); counts the call's stats."""
+    self.stats["calls"] += 1
+    self.stats["prompt_tokens"] += int(plan.lens.sum())
+    ids = plan.prompt_ids
+    shared = self.shared_prefix_len(ids)
+    prefix = (None, None)
+    if shared:
+      prefix = (self._shared_prefix(ids[0][:shared]), np.int32(shared))
+      ids = [p[shared:] for p in ids]
+    cache, logits, kv_valid = self._prefill_prompts(
+        ids, plan.row_prompt, plan.n_buf, self.unroll_layers, *prefix)
     rows = DecodeRows(keys=plan.keys_r, knobs=plan.knobs,
                       max_new=plan.max_new,
                       prompt_len=plan.lens[plan.row_prompt],
                       kv_valid=kv_valid)
-    return cache, logits, rows
+    return cache, logits, rows, prefix
 
   def _completion(self, plan: _Plan, r: int, tokens, logprobs, finish,
                   counts) -> Completion:
@@ -540,14 +715,19 @@ class Generation:
   """
 
   def __init__(self, decoder: Decoder, plan: _Plan, rows: DecodeRows,
-               s: DecodeState):
+               s: DecodeState, prefix=(None, None)):
     self._dec = decoder
     self._plan = plan
     self._rows = rows
     self._s = s
     self._weights = (_layer_weights(decoder.graphdef, decoder.state)
                      if decoder.unroll_layers else None)
+    kv, length = prefix
+    if kv is not None and decoder.unroll_layers:
+      kv = _unstack_prefix(kv)  # Once here, not once per chunk.
+    self._prefix = (kv, length)
     self._cancel = np.zeros((len(plan.row_prompt),), bool)
+    self._counted = 0
     self._sync()
 
   @property
@@ -580,6 +760,9 @@ class Generation:
     self._tokens, self._logprobs = np.array(tokens), np.array(logprobs)
     self._finish, self._count = np.array(finish), np.array(count)
     self._finish[self._cancel & (self._finish == RUNNING)] = CANCELLED
+    total = int(self._count[:self.num_rows].sum())
+    self._dec.stats["generated_tokens"] += total - self._counted
+    self._counted = total
 
   def advance(self, max_steps: int) -> None:
     """Runs at most `max_steps` (>= 1) more decode steps (none when done)."""
@@ -591,7 +774,7 @@ class Generation:
         self._dec.graphdef, self._dec.state, self._weights, self._s,
         self._rows, self._plan.eos_e, self._plan.stop_ids_e,
         self._plan.stop_table, self._cancel, np.int32(max_steps),
-        unroll_layers=self._dec.unroll_layers)
+        *self._prefix, unroll_layers=self._dec.unroll_layers)
     self._sync()
 
   def cancel(self, rows) -> None:

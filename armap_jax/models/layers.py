@@ -237,9 +237,33 @@ def _attend_bwd(b, g, res, d_out):
 _attend.defvjp(_attend_fwd, _attend_bwd)
 
 
+def _attend_with_prefix(q_bkqh, scores_bkqs, v_bksh, pk_1khp, pv_1kph,
+                        pmask_p):
+  """softmax([prefix scores | own scores]) [prefix values | own values].
+
+  One softmax over both key sets, computed in two parts in float32 (a shared
+  max, one denominator) so that the prefix is read where it is stored, once
+  for all rows: its scores are, per kv head, one [B*T*G, H] x [H, P] product.
+  Masked scores are finfo.min, so they get probability 0 as in the one-part
+  softmax.
+  """
+  h = q_bkqh.shape[-1]
+  scores_a = jnp.einsum("bkqh,khp->bkqp", q_bkqh, pk_1khp[0],
+                        preferred_element_type=jnp.float32) / math.sqrt(h)
+  scores_a = jnp.where(pmask_p, scores_a, jnp.finfo(jnp.float32).min)
+  m = jnp.maximum(jnp.max(scores_a, axis=-1, keepdims=True),
+                  jnp.max(scores_bkqs, axis=-1, keepdims=True))
+  e_a, e_b = jnp.exp(scores_a - m), jnp.exp(scores_bkqs - m)
+  denom = (jnp.sum(e_a, axis=-1, keepdims=True)
+           + jnp.sum(e_b, axis=-1, keepdims=True))
+  p_a, p_b = e_a / denom, e_b / denom
+  return (jnp.einsum("bkqp,kph->bkqh", p_a.astype(pv_1kph.dtype), pv_1kph[0])
+          + jnp.einsum("bkqs,bksh->bkqh", p_b.astype(v_bksh.dtype), v_bksh))
+
+
 def attention(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array,
               mask_bts: jax.Array, kv_layout: str = "bskh",
-              causal_blocks: int = 1) -> jax.Array:
+              causal_blocks: int = 1, prefix=None) -> jax.Array:
   """Grouped-query softmax attention; scores and softmax in float32.
 
   Computed as batched matmuls over one merged (batch x kv-head) axis,
@@ -261,12 +285,18 @@ def attention(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array,
       split into this many blocks, block i attending keys [0, (i+1) T / n)
       only: n = 2 skips 25% of the score work, n = 4 37.5%. Ignored (1)
       unless T == S and n divides T.
+    prefix: (keys [1, K, H, P], values [1, K, P, H], mask [P] bool) of a
+      prefix shared by every row (`kv_layout="cache"` only): each query
+      also attends to the prefix's unmasked slots, in the same softmax
+      (`_attend_with_prefix`).
 
   Returns:
     [B, T, N, H] attention output in q's dtype.
   """
   if kv_layout not in ("bskh", "cache"):
     raise ValueError(f"attention: kv_layout={kv_layout!r}")
+  if prefix is not None and kv_layout != "cache":
+    raise ValueError("attention: a shared prefix needs kv_layout='cache'")
   b, t, n, h = q_btnh.shape
   if kv_layout == "bskh":
     k_bskh, v_bskh = jnp.swapaxes(k_bskh, 1, 2), jnp.swapaxes(v_bskh, 1, 2)
@@ -290,8 +320,12 @@ def attention(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array,
     scores = jnp.where(mask_bts[:, None, :, None, :],
                        scores.reshape(b, k, t, g, s),
                        jnp.finfo(jnp.float32).min)
-    p = jax.nn.softmax(scores, axis=-1).reshape(b, k, t * g, s)
-    out = jnp.einsum("bkqs,bksh->bkqh", p.astype(v_bskh.dtype), v_bskh)
+    if prefix is None:
+      p = jax.nn.softmax(scores, axis=-1).reshape(b, k, t * g, s)
+      out = jnp.einsum("bkqs,bksh->bkqh", p.astype(v_bskh.dtype), v_bskh)
+    else:
+      out = _attend_with_prefix(q_bkqh, scores.reshape(b, k, t * g, s),
+                                v_bskh, *prefix)
     return jnp.swapaxes(out.reshape(b, k, t, g, h), 1, 2).reshape(b, t, n, h)
   k_zsh, v_zsh = k_bskh.reshape(b * k, s, h), v_bskh.reshape(b * k, s, h)
   bias = jnp.where(mask_bts, 0.0, jnp.finfo(jnp.float32).min)

@@ -16,7 +16,8 @@ Call contract (see the project's cross-helper contracts):
 Without a cache, attention is over the T given tokens (default mask: causal).
 With a cache, the new k/v are written at slots [cache_index, cache_index + T)
 and queries attend over all S slots under `attn_mask_bts` [B, T, S] (default:
-slot <= cache_index + t). With `config.sliding_window` (Mistral) the mask is
+slot <= cache_index + t), and, given a `prefix` (a one-row cache shared by all
+rows), over its first `prefix_len` slots too. With `config.sliding_window` (Mistral) the mask is
 further limited to key slots within the window of the query slot.
 """
 
@@ -103,8 +104,13 @@ def _take_rows(x_bt, idx_bk):
 
 
 def _block(config: ModelConfig, dtype, x_btd, w, cos_sin, mask_bts,
-           cache_kv, cache_index, query_idx_bk=None, causal_blocks=1):
+           cache_kv, cache_index, query_idx_bk=None, causal_blocks=1,
+           prefix_kv=None):
   """One pre-norm decoder block. Returns (x, (k_cache, v_cache) or None).
+
+  `prefix_kv` (with a cache): this layer's shared-prefix (keys [1, K, H, P],
+  values [1, K, P, H], mask [P]) that every query also attends to
+  (`layers.attention(prefix=...)`).
 
   With `query_idx_bk` [B, K] (no cache), keys and values come from all T
   positions but queries, the attention output and the MLP only from the K
@@ -155,9 +161,12 @@ def _block(config: ModelConfig, dtype, x_btd, w, cos_sin, mask_bts,
       keys = jax.lax.dynamic_index_in_dim(ck, layer, 0, False).astype(dtype)
       values = jax.lax.dynamic_index_in_dim(cv, layer, 0, False).astype(dtype)
     new_kv = (ck, cv)
+  if prefix_kv is not None:
+    pk, pv, pmask = prefix_kv
+    prefix_kv = (pk.astype(dtype), pv.astype(dtype), pmask)
   attn = layers.attention(q, keys, values, mask_bts,
                           kv_layout="bskh" if cache_kv is None else "cache",
-                          causal_blocks=causal_blocks)
+                          causal_blocks=causal_blocks, prefix=prefix_kv)
   out = layers.dense(attn, cast(w["o_proj"]), 2)
   if c.attention_out_bias:
     out = out + cast(w["o_bias"])
@@ -190,16 +199,38 @@ CAUSAL_BLOCKS_MAX = 4
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _hidden(c: ModelConfig, dtype, w: dict[str, Any], tokens_bt, positions_bt,
-            attn_mask_bts, cache, cache_index, query_idx_bk=None):
+            attn_mask_bts, cache, cache_index, query_idx_bk=None, prefix=None,
+            prefix_len=None):
   """Embeddings -> scanned decoder blocks -> final norm.
 
   With `query_idx_bk` (no cache) the last block runs its queries and MLP at
-  those positions only and the result is [B, K, D] (see `_block`).
+  those positions only and the result is [B, K, D] (see `_block`). With
+  `prefix` (a cache of one row, stacked or per layer) every query also
+  attends to its first `prefix_len` slots.
   """
   b, t = tokens_bt.shape
   if query_idx_bk is not None and cache is not None:
     raise ValueError("query_idx_bk is for cache-free (training / scoring) "
                      "calls only")
+  if prefix is not None and cache is None:
+    raise ValueError("prefix: a shared prefix is read by cached calls only")
+  if prefix is not None and c.sliding_window is not None:
+    raise ValueError("prefix: not supported with sliding_window (the window "
+                     "is counted in cache slots)")
+  prefix_mask = None
+  if prefix is not None:
+    prefix_mask = (jnp.arange(cache_length(prefix), dtype=jnp.int32)
+                   < prefix_len)
+
+  def layer_prefix(layer):
+    """Layer `layer`'s (keys, values, mask) of the prefix (None without)."""
+    if prefix is None:
+      return None
+    pk, pv = prefix["k"], prefix["v"]
+    if isinstance(pk, (tuple, list)):
+      return pk[layer], pv[layer], prefix_mask
+    return (jax.lax.dynamic_index_in_dim(pk, layer, 0, False),
+            jax.lax.dynamic_index_in_dim(pv, layer, 0, False), prefix_mask)
   x = jnp.take(w["embed"], tokens_bt, axis=0).astype(dtype)
   if c.is_gpt2:
     x = x + jnp.take(w["pos_embed"], positions_bt, axis=0).astype(dtype)
@@ -248,7 +279,7 @@ def _hidden(c: ModelConfig, dtype, w: dict[str, Any], tokens_bt, positions_bt,
       x, out_kv = _block(c, dtype, x, lw, cos_sin, attn_mask_bts, layer_kv,
                          cache_index, query_idx_bk if layer == last else None,
                          1 if layer == last and query_idx_bk is not None
-                         else causal_blocks)
+                         else causal_blocks, layer_prefix(layer))
       if per_layer:
         new_k.append(out_kv[0])
         new_v.append(out_kv[1])
@@ -280,7 +311,8 @@ def _hidden(c: ModelConfig, dtype, w: dict[str, Any], tokens_bt, positions_bt,
       x_btd, ck, cv = carry
       lw, layer = xs
       x_btd, (ck, cv) = _block(c, dtype, x_btd, lw, cos_sin, attn_mask_bts,
-                               (ck, cv, layer), cache_index)
+                               (ck, cv, layer), cache_index,
+                               prefix_kv=layer_prefix(layer))
       return (x_btd, ck, cv), None
 
     layer_ids = jnp.arange(c.num_layers, dtype=jnp.int32)
@@ -332,13 +364,24 @@ def _query_idx(query_idx_bk, t: int):
 def hidden_from_weights(config: ModelConfig, dtype, weights: dict[str, Any],
                         tokens_bt, positions_bt, attn_mask_bts=None,
                         cache: Cache | None = None, cache_index=None,
-                        query_idx_bk=None):
+                        query_idx_bk=None, prefix: Cache | None = None,
+                        prefix_len=None):
   """`Transformer.hidden` on explicit weights (stacked or `unstack_layers`)."""
   cache_index = jnp.asarray(0 if cache_index is None else cache_index,
                             jnp.int32)
   return _hidden(config, dtype, weights, tokens_bt, positions_bt,
                  attn_mask_bts, cache, cache_index,
-                 _query_idx(query_idx_bk, tokens_bt.shape[1]))
+                 _query_idx(query_idx_bk, tokens_bt.shape[1]),
+                 *_prefix_args(prefix, prefix_len))
+
+
+def _prefix_args(prefix, prefix_len):
+  """(prefix, prefix_len as an int32 array) or (None, None)."""
+  if prefix is None:
+    return None, None
+  if prefix_len is None:
+    prefix_len = cache_length(prefix)
+  return prefix, jnp.asarray(prefix_len, jnp.int32)
 
 
 def logits_from_weights(config: ModelConfig, dtype, weights: dict[str, Any],
@@ -396,7 +439,9 @@ class Transformer(nnx.Module):
              attn_mask_bts: jax.Array | None = None,
              cache: Cache | None = None,
              cache_index: jax.Array | int | None = None,
-             query_idx_bk: jax.Array | None = None
+             query_idx_bk: jax.Array | None = None,
+             prefix: Cache | None = None,
+             prefix_len: jax.Array | int | None = None
              ) -> tuple[jax.Array, Cache | None]:
     """Final-norm hidden states [B, T, D] and the updated cache.
 
@@ -406,6 +451,12 @@ class Transformer(nnx.Module):
     positions, so this skips most of one layer's work). Indices are clipped
     into [0, T).
 
+    `prefix` (cached calls only): keys/values of one row, {"k": [L, 1, K, H,
+    P], "v": [L, 1, K, P, H]} (or per layer, as `unstack_cache`), that every
+    query attends to besides the cache under `attn_mask_bts`: its first
+    `prefix_len` (default P) slots, e.g. a prompt prefix shared by all rows
+    and stored once. `positions_bt` then continue after the prefix.
+
     The computation is a `jax.jit` function of (weights, inputs), so eager
     calls reuse compiled programs; inside an outer jit it is inlined.
     """
@@ -413,7 +464,8 @@ class Transformer(nnx.Module):
                               jnp.int32)
     return _hidden(self.config, self.dtype, self.weights(), tokens_bt,
                    positions_bt, attn_mask_bts, cache, cache_index,
-                   _query_idx(query_idx_bk, tokens_bt.shape[1]))
+                   _query_idx(query_idx_bk, tokens_bt.shape[1]),
+                   *_prefix_args(prefix, prefix_len))
 
   def logits(self, hidden_btd: jax.Array) -> jax.Array:
     """LM head (or tied embedding) -> float32 logits [B, T, V]."""
@@ -428,10 +480,13 @@ class Transformer(nnx.Module):
   def __call__(self, tokens_bt: jax.Array, positions_bt: jax.Array,
                attn_mask_bts: jax.Array | None = None,
                cache: Cache | None = None,
-               cache_index: jax.Array | int | None = None
+               cache_index: jax.Array | int | None = None,
+               prefix: Cache | None = None,
+               prefix_len: jax.Array | int | None = None
                ) -> tuple[jax.Array, Cache | None]:
     h, new_cache = self.hidden(tokens_bt, positions_bt, attn_mask_bts, cache,
-                               cache_index)
+                               cache_index, prefix=prefix,
+                               prefix_len=prefix_len)
     return self.logits(h), new_cache
 
 
