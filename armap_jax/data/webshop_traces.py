@@ -8,7 +8,12 @@ buying before every option is chosen, or a detour to a sub-page. The expert
 then recovers from wherever the mistake led. Every (page, action) of every
 episode is one example in `WebShopTraceFormat` (mistakes included: the
 demonstrations are noisy, which is what makes a trained policy's samples
-differ). Seeded and deterministic.
+differ). `choice="any"`: on a results page that lists several products
+fitting the goal, the demonstration opens one of them uniformly at random
+(the expert's first fit is one right answer, not the only one; a policy that
+learned only the first fit leaves a search no cheaper alternative to find:
+ARMAP's price target needs them). `choice="first"` is the expert verbatim.
+Seeded and deterministic.
 """
 
 from __future__ import annotations
@@ -30,6 +35,15 @@ class DemoConfig:
   split: str = "train"
   num_goals: int = 0  # 0 = every goal of the split.
   env_kwargs: tuple[tuple[str, object], ...] = (("catalog", "grounded"),)
+  choice: str = "any"  # "any" fitting listed product, or the expert's "first".
+
+  def __post_init__(self):
+    if self.choice not in CHOICES:
+      raise ValueError(f"DemoConfig.choice: {self.choice!r} (expected one of "
+                       f"{CHOICES})")
+
+
+CHOICES = ("any", "first")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +94,9 @@ def generate_demos(cfg: DemoConfig) -> list[Demo]:
       obs, last, before = env.reset(tid), "", ""
       while not env.done:
         act, wrong = env.expert()[0], False
+        fitting = env.fitting_listed() if cfg.choice == "any" else []
+        if len(fitting) > 1:
+          act = f"click[{rng.choice(fitting)}]"
         if rng.random() < cfg.noise:
           alt = _mistake(env, rng)
           if alt is not None and alt.lower() != act.lower():

@@ -25,6 +25,9 @@ def get_config() -> ml_collections.ConfigDict:
       "seed": 0,
       "split": "train",
       "num_goals": 0,
+      # "any": open any listed product that fits the goal (uniformly);
+      # "first": the expert's first fit (webshop-tiny v3 and before).
+      "choice": "any",
   })
   c.model = ml_collections.ConfigDict({
       "hidden_size": 128,

@@ -9,7 +9,6 @@ from armap_jax.data import webshop_recipe as R
 from armap_jax.data import webshop_traces as D
 from armap_jax.envs import registry
 
-
 def _play(env, tid, actions):
   env.reset(tid)
   steps = []
@@ -22,11 +21,9 @@ def _play(env, tid, actions):
                             reward=steps[-1].reward,
                             success=bool(steps[-1].info["success"]))
 
-
 @pytest.fixture(scope="module")
 def env():
   return registry.get_spec("webshop").factory(max_steps=10)()
-
 
 def test_refined_pairs_from_purchases(env):
   tid = registry.get_spec("webshop").splits("train")[3]
@@ -62,12 +59,10 @@ def test_refined_pairs_from_purchases(env):
                  for s in side.steps)
   assert {p.source for p in pairs} <= {"refined", "refined_edit"}
 
-
 def test_no_purchase_no_pair(env):
   tid = registry.get_spec("webshop").splits("train")[0]
   t = _play(env, tid, ["search[lamp]", "click[Back to Search]"])
   assert R.recipe_pairs([t], registry.get_spec("webshop").factory()) == []
-
 
 def test_demos_are_train_only_and_noisy():
   demos = D.generate_demos(D.DemoConfig(episodes_per_goal=2, num_goals=20,
@@ -82,3 +77,25 @@ def test_demos_are_train_only_and_noisy():
   again = D.generate_demos(D.DemoConfig(episodes_per_goal=2, num_goals=20,
                                         noise=0.3))
   assert [d.completion for d in again] == [d.completion for d in demos]
+
+def test_demos_open_any_fitting_product_not_only_the_first():
+  """`choice="any"` spreads the demonstrations over every listed product
+  that fits the goal (what gives a price target cheaper candidates to
+  find); `choice="first"` is the expert verbatim: one product per goal."""
+  kw = dict(episodes_per_goal=8, num_goals=10, noise=0.0)
+  env = registry.get_spec("webshop").factory(catalog="grounded")()
+  many = 0
+  for tid in env.task_ids("train")[:10]:
+    env.reset(tid)
+    env.step(env.expert()[0])
+    many += len(env.fitting_listed()) > 1
+  assert many >= 5  # Most goals list several fitting products.
+  first = D.generate_demos(D.DemoConfig(choice="first", **kw))
+  anyf = D.generate_demos(D.DemoConfig(choice="any", **kw))
+  buys_first = {(d.task_id, d.completion) for d in first
+                if d.completion.startswith(" click[") and "@" not in d.completion}
+  buys_any = {(d.task_id, d.completion) for d in anyf
+              if d.completion.startswith(" click[") and "@" not in d.completion}
+  assert len(buys_any) > len(buys_first)
+  with pytest.raises(ValueError, match="choice"):
+    D.DemoConfig(choice="cheapest")

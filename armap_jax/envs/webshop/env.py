@@ -359,13 +359,13 @@ class WebShopEnv:
     if s.page == "results":
       asins = self._page_asins()
       for a in asins:
-        if _fits(cat.product(a), g):
+        if fits(cat.product(a), g):
           return [f"click[{a}]"]
       if len(s.results) > s.page_num * P.PRODUCT_WINDOW:
         return [f"click[{P.NEXT_PAGE}]"]
       return [f"click[{asins[0]}]"] if asins else [f"click[{P.BACK_TO_SEARCH}]"]
     p = cat.product(s.asin)
-    if not _fits(p, g):
+    if not fits(p, g):
       return [f"click[{P.PREV_PAGE}]"]
     wanted = (list(g.goal_options.values()) if isinstance(g.goal_options, dict)
               else list(g.goal_options))
@@ -375,6 +375,15 @@ class WebShopEnv:
       if v is not None and s.options.get(name) != v.lower():
         acts.append(f"click[{v}]")
     return acts + [f"click[{P.BUY_NOW}]"]
+
+  def fitting_listed(self) -> list[str]:
+    """Asins on the current results page that `fits` the goal (empty on
+    other pages): every product the expert would be right to open."""
+    s = self._state()
+    if s.done or s.page != "results":
+      return []
+    cat = self.world.catalog
+    return [a for a in self._page_asins() if fits(cat.product(a), self.goal)]
 
   # -- snapshots -------------------------------------------------------------
   def snapshot(self) -> tuple[int, _State]:
@@ -404,7 +413,7 @@ def goal_query(instruction: str) -> str:
   return q.strip(" ,.")
 
 
-def _fits(p: C.Product, g: C.Goal) -> bool:
+def fits(p: C.Product, g: C.Goal) -> bool:
   """Whether the title names every goal attribute and the price is within
   the goal's bound (what a careful shopper checks on the results page)."""
   title = p.title.lower()
