@@ -131,7 +131,36 @@ def prompt_format(policy_cfg, env_cfg):
                             if env_cfg.name.startswith("game24") else None)
 
 
-def _tiny_random(seed: int, fmt):
+KV_DTYPES = ("", "float32", "bfloat16")
+
+
+def decode_options(policy_cfg) -> dict[str, Any]:
+  """`LocalPolicy`'s decode sizing from `config.policy` (`max_batch`,
+  `memory_budget_gb`, `kv_dtype`), validated."""
+  try:
+    max_batch = int(policy_cfg.get("max_batch", 0))
+    gb = float(policy_cfg.get("memory_budget_gb", 0.0))
+  except (TypeError, ValueError) as e:
+    raise PolicyConfigError(f"config.policy.max_batch / memory_budget_gb: "
+                            f"expected numbers ({e})") from None
+  if max_batch < 0:
+    raise PolicyConfigError(f"config.policy.max_batch must be >= 0 (0 = as "
+                            f"the memory budget allows), got {max_batch}")
+  if not gb >= 0 or gb == float("inf"):
+    raise PolicyConfigError(f"config.policy.memory_budget_gb must be >= 0 "
+                            f"GiB (0 = a quarter of the machine's memory), "
+                            f"got {gb}")
+  kv = str(policy_cfg.get("kv_dtype", "") or "")
+  if kv not in KV_DTYPES:
+    raise PolicyConfigError(f"config.policy.kv_dtype: expected one of "
+                            f"{KV_DTYPES} ('' = the model's dtype), got "
+                            f"{kv!r}")
+  return {"max_batch": max_batch or None,
+          "memory_budget_bytes": int(gb * 2**30) if gb else None,
+          "kv_dtype": kv or None}
+
+
+def _tiny_random(seed: int, fmt, decode: dict[str, Any]):
   """An untrained 1-layer Llama over the shipped policy's character-level
   trace tokenizer (tests and smoke runs)."""
   import transformers
@@ -148,7 +177,8 @@ def _tiny_random(seed: int, fmt):
       tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
   model = Transformer(mcfg, rngs=nnx.Rngs(seed))
-  return LocalPolicy(model, tok, fmt=fmt, chat=False, name="tiny-random")
+  return LocalPolicy(model, tok, fmt=fmt, chat=False, name="tiny-random",
+                     **decode)
 
 
 def policy_identity(policy_cfg) -> str:
@@ -165,6 +195,7 @@ def policy_identity(policy_cfg) -> str:
 def make_policy(policy_cfg, env_cfg):
   """The configured policy (see the module docstring for the names)."""
   name = policy_cfg.name
+  decode = decode_options(policy_cfg)  # Bad values fail before any loading.
   if name == "random":
     from armap_jax.agent import simple_policies as sp
     from armap_jax.envs import registry
@@ -192,7 +223,7 @@ def make_policy(policy_cfg, env_cfg):
           f"config.policy.openai.route='completions'")
     return _openai_policy(dict(policy_cfg.openai), fmt)
   if name == "tiny-random":
-    return _tiny_random(int(policy_cfg.get("seed", 0)), fmt)
+    return _tiny_random(int(policy_cfg.get("seed", 0)), fmt, decode)
   from armap_jax.agent.local_policy import LocalPolicy
   from armap_jax.models import load_pretrained
   path = model_dir(name)
@@ -208,5 +239,5 @@ def make_policy(policy_cfg, env_cfg):
     chat = 0  # Trace checkpoints read plain text.
   return LocalPolicy(model, tok, fmt=fmt,
                      chat=None if chat < 0 else bool(chat),
-                     max_batch=int(policy_cfg.get("max_batch", 0)) or None,
-                     name=os.path.basename(name.rstrip("/")) or name)
+                     name=os.path.basename(name.rstrip("/")) or name,
+                     **decode)

@@ -2,17 +2,26 @@
 
 Each `propose` call renders every history with its env's prompt format (the
 tokenizer's chat template for chat models, else the plain-text prompt), makes
-one `Decoder.generate` call per chunk of `max_batch` histories (the n samples
-of a history share its prefill), stops at the end of the action (the format's
-stop strings, or EOS), and parses each reply into an action.
+one `Decoder.generate` call per chunk of histories (the n samples of a
+history share its prefill), stops at the end of the action (the format's stop
+strings, or EOS), and parses each reply into an action.
+
+Chunks are sized from a memory budget (`decoding.budget`: weights + KV cache +
+working sets of one call, for the call's bucketed prompt length, n and
+max_new_tokens), capped by `max_batch`; a history whose n samples alone do not
+fit has its samples split over calls. Row (history i, sample j) of a call
+always uses key fold_in(key(seed), i * n + j), so the outputs do not depend on
+the chunking.
 """
 
 from __future__ import annotations
 
 import collections
+import inspect
 from collections.abc import Sequence
 
 from absl import logging
+import numpy as np
 
 from armap_jax.agent import prompts as prompts_lib
 from armap_jax.agent.policy import History, Proposal, Sampling
@@ -48,18 +57,50 @@ class LocalPolicy:
     fmt: prompt format for every history (default: per env name).
     chat: use the chat template (default: when the tokenizer has one).
     name: recorded in trajectories.
-    max_batch: at most this many histories per decode call (None = all).
+    max_batch: at most this many histories per decode call (None = as
+      many as the memory budget allows).
     context_length: the model's context (default: its config).
+    memory_budget_bytes: what one decode call may hold, weights included
+      (None: `budget.default_budget()`, a quarter of the machine's or the
+      accelerator's memory).
+    kv_dtype: the KV cache's dtype, "float32" or "bfloat16" (None: the
+      model's).
   """
 
   def __init__(self, model, tokenizer, *,
                fmt: prompts_lib.PromptFormat | None = None,
                chat: bool | None = None, name: str = "local",
                max_batch: int | None = None,
-               context_length: int | None = None):
+               context_length: int | None = None,
+               memory_budget_bytes: int | None = None,
+               kv_dtype: str | None = None):
     from armap_jax import decoding  # Heavy (jax); only when used.
+    from armap_jax.decoding import budget
+    if max_batch is not None and int(max_batch) < 1:
+      raise ValueError(f"max_batch must be >= 1 (or None), got {max_batch!r}")
+    budget.check_kv_dtype(kv_dtype)
+    self.compute_dtype = str(np.dtype(getattr(model, "dtype", np.float32)))
+    kw = {}
+    if "kv_dtype" in inspect.signature(decoding.Decoder).parameters:
+      kw["kv_dtype"] = kv_dtype
+    elif kv_dtype not in (None, self.compute_dtype):
+      logging.warning("kv_dtype=%s: this Decoder stores the KV cache in the "
+                      "model's dtype (%s); sizing with that", kv_dtype,
+                      self.compute_dtype)
+      kv_dtype = None
     self.decoder = decoding.Decoder(model, tokenizer,
-                                    context_length=context_length)
+                                    context_length=context_length, **kw)
+    self.budget = (budget.default_budget() if memory_budget_bytes is None
+                   else budget.MemoryBudget(memory_budget_bytes))
+    self.kv_dtype = kv_dtype or self.compute_dtype
+    self.model_config = model.config
+    self._weights_bytes = self._weights_in_use(model)
+    if self._weights_bytes >= self.budget.bytes:
+      raise ValueError(
+          f"memory budget {self.budget} is too small: the model's weights "
+          f"alone take {self._weights_bytes / budget.GiB:.2f} GiB during a "
+          f"decode call")
+    self._logged: set[tuple] = set()
     self.tokenizer = tokenizer
     self.fmt = fmt
     self.chat = (bool(getattr(tokenizer, "chat_template", None))
@@ -72,6 +113,15 @@ class LocalPolicy:
   def update(self, model) -> None:
     """Uses new weights (same architecture)."""
     self.decoder.update(model)
+    self.model_config = model.config
+    self._weights_bytes = self._weights_in_use(model)
+
+  def _weights_in_use(self, model) -> int:
+    """The weights' bytes during a call; an unrolled decode step holds a
+    per-layer copy of them (`engine.cached_step_fn`)."""
+    from armap_jax.decoding import budget
+    w = budget.weights_bytes(model)
+    return 2 * w if self.decoder.unroll_layers else w
 
   def _fmt(self, h: History) -> prompts_lib.PromptFormat:
     if self.fmt is not None:
@@ -92,15 +142,56 @@ class LocalPolicy:
       ids = ids[len(ids) - room:]
     return ids
 
+  def rows_per_call(self, prompt_len: int, n: int, max_new_tokens: int
+                    ) -> int:
+    """Decode rows (histories x n) one call may hold within the budget."""
+    from armap_jax.decoding import budget
+    sizing = budget.plan_rows(
+        self.budget.bytes, self.model_config, prompt_len,
+        max_new_tokens, self.kv_dtype, self._weights_bytes, n=n,
+        compute_dtype=self.compute_dtype)
+    key = (sizing.rows, n, sizing.p_len, sizing.n_buf)
+    if key not in self._logged:
+      self._logged.add(key)
+      logging.info("decode budget: %s -> %d rows per call (n=%d, prompt %d, "
+                   "new %d, kv %s; estimated peak %.2f GiB)", self.budget,
+                   sizing.rows, n, sizing.p_len, sizing.n_buf, self.kv_dtype,
+                   sizing.peak_bytes / budget.GiB)
+    return sizing.rows
+
+  def _chunks(self, ids: Sequence[Sequence[int]], n: int,
+              max_new_tokens: int) -> list[tuple[int, int, int, int]]:
+    """(first history, end, first sample, end) of each decode call."""
+    rows = self.rows_per_call(max(len(p) for p in ids), n, max_new_tokens)
+    per_call = max(1, rows // n)
+    if self.max_batch:
+      per_call = min(per_call, self.max_batch)
+    if rows >= n:
+      return [(k, min(k + per_call, len(ids)), 0, n)
+              for k in range(0, len(ids), per_call)]
+    # Not even one history's n samples fit: split its samples.
+    return [(i, i + 1, j, min(j + rows, n)) for i in range(len(ids))
+            for j in range(0, n, rows)]
+
   def _generate(self, ids: list[list[int]], n: int, sampling: Sampling,
                 stop: Sequence[str]):
-    out = []
-    step = self.max_batch or max(1, len(ids))
-    for k in range(0, len(ids), step):
-      out.extend(self.decoder.generate(
-          ids[k:k + step], n=n, max_new_tokens=sampling.max_new_tokens,
+    from armap_jax.decoding import batching, row_keys
+    if not ids:
+      return []
+    chunks = self._chunks(ids, n, sampling.max_new_tokens)
+    keys = None
+    if len(chunks) > 1:  # One call's own keys are these already.
+      keys = row_keys(sampling.seed, batching.batch_bucket(len(ids) * n))[
+          :len(ids) * n].reshape(len(ids), n)
+    out: list[list] = [[] for _ in ids]
+    for i0, i1, j0, j1 in chunks:
+      got = self.decoder.generate(
+          ids[i0:i1], n=j1 - j0, max_new_tokens=sampling.max_new_tokens,
           temperature=sampling.temperature, top_p=sampling.top_p,
-          top_k=sampling.top_k, stop=tuple(stop), seed=sampling.seed + k))
+          top_k=sampling.top_k, stop=tuple(stop), seed=sampling.seed,
+          keys=None if keys is None else keys[i0:i1, j0:j1])
+      for i, group in zip(range(i0, i1), got):
+        out[i].extend(group)
     return out
 
   def propose(self, histories: Sequence[History], n: int,

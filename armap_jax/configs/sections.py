@@ -68,7 +68,13 @@ def policy(name: str = "random", **overrides: Any) -> ml_collections.ConfigDict:
       # the format it was trained on, else the env's), "trace" or "env".
       "format": "auto",
       "chat": -1,  # Model policies: 1 chat template, 0 plain text, -1 auto.
-      "max_batch": 0,  # Model policies: histories per decode call (0 = all).
+      # Model policies: histories per decode call (0 = as many as the memory
+      # budget allows).
+      "max_batch": 0,
+      # Model policies: GiB one decode call may hold, weights included (0 = a
+      # quarter of the machine's memory, or of the accelerator's).
+      "memory_budget_gb": 0.0,
+      "kv_dtype": "",  # KV cache: "float32", "bfloat16" ("" = model dtype).
       "max_new_tokens": 40,  # Per action.
       "seed": 0,  # Initialisation of "tiny-random".
       "openai": openai(),

@@ -12,7 +12,7 @@ from agent_helpers import byte_tokenizer, tiny_lm
 from armap_jax import records
 from armap_jax.agent import rollout
 from armap_jax.agent.local_policy import LocalPolicy
-from armap_jax.agent.policy import Sampling
+from armap_jax.agent.policy import History, Sampling
 from armap_jax.data import synthesize
 from armap_jax.envs import game24
 from armap_jax.rewards.judge import JudgeScorer
@@ -108,3 +108,130 @@ def test_judge_scores_are_probabilities_and_match_direct_computation(lm):
   last_obs = pos[0].steps[-1].observation
   assert last_obs.startswith("Answer recorded")
   assert last_obs not in text
+
+
+def _counting(pol):
+  """Records (prompts, n) of every decode call."""
+  calls = []
+  generate = pol.decoder.generate
+
+  def counting(prompts, **kw):
+    calls.append((len(prompts), kw["n"]))
+    return generate(prompts, **kw)
+
+  pol.decoder.generate = counting
+  return calls
+
+
+def _budget_for_rows(pol, rows, prompt_len, n, max_new):
+  """The smallest budget under which `pol` fits `rows` decode rows a call."""
+  from armap_jax.decoding import budget
+  s = budget.plan_rows(1 << 40, pol.model_config, prompt_len, max_new,
+                       pol.kv_dtype, pol._weights_bytes, n=n, max_rows=rows)
+  return budget.call_peak_bytes(rows, n, s.cost, pol._weights_bytes)
+
+
+# Under 16 tokens each: one length bucket, fewer programs to compile.
+PROMPTS = ["3 4 6 8", "Refined: red", "1 1 1 1 =", "x", "24 from 2 5 7", "a b"]
+
+
+@pytest.mark.parametrize("temperature,n", [(0.0, 1), (1.0, 1), (1.0, 3)])
+def test_tiny_budget_throttles_rows_with_the_same_outputs(lm, temperature, n):
+  model, tok = lm
+  s = Sampling(temperature=temperature, max_new_tokens=12, seed=7)
+  free = LocalPolicy(model, tok)
+  free_calls = _counting(free)
+  want = free.generate_text(PROMPTS, sampling=s, n=n)
+  assert free_calls == [(len(PROMPTS), n)]  # The default budget: one call.
+  longest = max(len(tok(p)["input_ids"]) for p in PROMPTS)
+  b = _budget_for_rows(free, 2, longest, n, 12)
+  tight = LocalPolicy(model, tok, memory_budget_bytes=b)
+  assert tight.rows_per_call(longest, n, 12) == 2
+  calls = _counting(tight)
+  got = tight.generate_text(PROMPTS, sampling=s, n=n)
+  # Never more than 2 rows a call: n=3 splits each prompt's samples.
+  assert all(p * k <= 2 for p, k in calls), calls
+  assert sum(p * k for p, k in calls) == len(PROMPTS) * n
+  assert len(calls) == (3 if n == 1 else 2 * len(PROMPTS))
+  for a, g in zip(want, got):
+    assert [c.text for c in a] == [c.text for c in g]
+    np.testing.assert_allclose([c.logprob for c in a],
+                               [c.logprob for c in g], rtol=1e-4, atol=1e-4)
+  if temperature > 0 and n > 1:
+    assert len({c.text for c in got[0]}) > 1  # Samples differ.
+  if n > 1:
+    return
+  # max_batch stays an upper bound under a larger budget.
+  capped = LocalPolicy(model, tok, max_batch=1)
+  capped_calls = _counting(capped)
+  assert [[c.text for c in g] for g in capped.generate_text(
+      PROMPTS, sampling=s, n=n)] == [[c.text for c in g] for g in want]
+  assert capped_calls == [(1, n)] * len(PROMPTS)
+
+
+def test_throttled_rollout_steps_match_an_unthrottled_one(lm, tmp_path):
+  model, tok = lm
+  tasks = game24.Game24Env().task_ids("train")[:3]
+  cfg = rollout.RolloutConfig(num_envs=3, max_steps=1, attempts=1,
+                              sampling=Sampling(temperature=1.0,
+                                                max_new_tokens=8, seed=3),
+                              progress=False)
+  free = LocalPolicy(model, tok)
+  rollout.collect(game24.Game24Env, free, tasks, tmp_path / "a.jsonl", cfg)
+  env = game24.Game24Env()
+  longest = 0
+  for t in tasks:
+    obs = env.reset(t)
+    longest = max(longest, len(free.prompt_ids(History(
+        env=env.name, task_id=t, instruction=env.instruction,
+        observation=obs), 8)))
+  tight = LocalPolicy(model, tok, memory_budget_bytes=_budget_for_rows(
+      free, 1, longest, 1, 8))
+  calls = _counting(tight)
+  rollout.collect(game24.Game24Env, tight, tasks, tmp_path / "b.jsonl", cfg)
+  assert calls and all(p == 1 for p, _ in calls)
+  a = records.read_jsonl(tmp_path / "a.jsonl", records.Trajectory)
+  b = records.read_jsonl(tmp_path / "b.jsonl", records.Trajectory)
+  assert [t.steps[0].action for t in a] == [t.steps[0].action for t in b]
+
+
+def test_budget_too_small_for_the_weights_or_one_row(lm):
+  model, tok = lm
+  with pytest.raises(ValueError, match="too small: the model's weights"):
+    LocalPolicy(model, tok, memory_budget_bytes=1000)
+  with pytest.raises(ValueError, match="kv_dtype"):
+    LocalPolicy(model, tok, kv_dtype="int8")
+  pol = LocalPolicy(model, tok)
+  pol.budget = type(pol.budget)(pol._weights_bytes + 1)
+  with pytest.raises(ValueError, match="too small for one decode row"):
+    pol.generate_text(["hi"], sampling=Sampling(max_new_tokens=4))
+
+
+def test_factory_passes_the_decode_budget_through():
+  from armap_jax.agent import factory
+  from armap_jax.configs import sections
+  g24 = sections.env("game24")
+  pol = factory.make_policy(sections.policy(
+      "tiny-random", memory_budget_gb=0.25, kv_dtype="float32", max_batch=3),
+      g24)
+  assert pol.budget.bytes == 2**28 and pol.kv_dtype == "float32"
+  assert pol.max_batch == 3
+  from armap_jax.decoding import budget
+  default = factory.make_policy(sections.policy("tiny-random"), g24)
+  assert default.budget == budget.default_budget()
+  assert default.kv_dtype == "float32" and default.max_batch is None
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("memory_budget_gb", -1.0, r"config.policy.memory_budget_gb must be >= 0"),
+    ("memory_budget_gb", float("nan"), r"memory_budget_gb must be >= 0.*nan"),
+    ("kv_dtype", "int8", r"config.policy.kv_dtype: expected one of .*'int8'"),
+    ("max_batch", -2, r"config.policy.max_batch must be >= 0"),
+])
+def test_bad_decode_config_values_name_the_field(field, value, match):
+  from armap_jax.agent import factory
+  from armap_jax.configs import sections
+  p = sections.policy("random")  # Checked for every policy, before loading.
+  p[field] = value
+  with pytest.raises(factory.PolicyConfigError, match=match):
+    factory.make_policy(p, sections.env("game24"))
