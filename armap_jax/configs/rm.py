@@ -5,6 +5,16 @@ reads (model, data, train, mesh, view, workdir, seed).
     rm("prm", "game24")         # the main job's explicit PRM (trace tokenizer)
 
 `kind`: "orm" (train.kind "pair"), "prm" ("value") or "implicit".
+
+`backbone` (top of the section) picks what the reward model starts from:
+  ""        from scratch (model.arch + model.overrides over model.tokenizer);
+  a name    any `load_pretrained` name or directory (e.g.
+            "smollm2-135m-instruct"): its weights, its tokenizer and, by
+            default, LoRA (model.lora_rank -1 = rank 64 with model.lora_alpha
+            16, ARMAP's recipe) at train.backbone_lr;
+  "policy"  (main job) the LM policy's own model directory.
+`model.pretrained` is the same field (a reference to `backbone`: setting
+either sets both), kept for older commands.
 `flavour`:
   "default"  a small Llama from scratch over the SmolLM2 tokenizer (or
              model.pretrained), chat template and ARMAP's evaluation question;
@@ -23,6 +33,9 @@ import ml_collections
 KINDS = {"orm": "pair", "prm": "value", "implicit": "implicit"}
 FLAVOURS = ("default", "game24")
 GAME24_EVAL_SUFFIX = "Is every step and the answer correct: "
+# The backbone LR (LoRA): chosen on Game of 24 held-out pairs and dev puzzles
+# with SmolLM2-135M-Instruct (docs/reward_backbone.md).
+BACKBONE_LR = 2e-4
 
 
 def _train_defaults() -> dict:
@@ -55,10 +68,11 @@ def rm(kind: str = "orm", flavour: str = "default"
   c = ml_collections.ConfigDict()
   c.workdir = f"/tmp/armap_jax/rm_{kind}"
   c.seed = 0
+  # "" = from scratch; a load_pretrained name or directory (its weights and
+  # tokenizer; LoRA by default); "policy" = the main job's LM policy.
+  c.backbone = ""
   c.model = ml_collections.ConfigDict({
-      # "" = from scratch (arch + overrides, tokenizer from `tokenizer`);
-      # else a load_pretrained name or path (e.g. "smollm2-135m-instruct").
-      "pretrained": "",
+      "pretrained": c.get_ref("backbone"),  # The same value as `backbone`.
       # From scratch: "game24-trace" (character-level trace tokenizer), a
       # load_pretrained name or path, or a tokenizer directory.
       "tokenizer": "game24-trace" if game24 else "smollm2-135m-instruct",
@@ -70,8 +84,9 @@ def rm(kind: str = "orm", flavour: str = "default"
       "vocab_multiple": 32 if game24 else 1,  # Vocab rounded up to this.
       "dtype": "float32",  # Compute dtype; "bfloat16" keeps f32 master weights.
       # LoRA: rank 0 = full fine-tuning; r > 0 trains rank-r adapters on
-      # lora_targets (+ the value head) only.
-      "lora_rank": 0,
+      # lora_targets (+ the value head) only; -1 = rank 64 with a backbone,
+      # full training from scratch (`training.run.lora_config`).
+      "lora_rank": -1,
       "lora_alpha": 16.0,
       "lora_targets": "q,k,v,o,gate,up,down",
       "lora_save": "merged",  # "merged" | "separate"
@@ -86,12 +101,17 @@ def rm(kind: str = "orm", flavour: str = "default"
       "use_chat_template": not game24,
       "eval_suffix": GAME24_EVAL_SUFFIX if game24 else "",  # "": ARMAP's.
       "include_thoughts": not game24,
+      # "right" | "left": where training batches pad (the last real token is
+      # read from each sequence's length either way).
+      "padding_side": "right",
   })
   # What the model reads (`data.rm_view.RMView`): env "" = each record's own.
   c.view = ml_collections.ConfigDict({"env": "game24" if game24 else "",
                                       "protocol": "tot" if game24 else ""})
   t = _train_defaults()
-  t.update(kind=KINDS[kind], steps=300, lr=3e-4)
+  # lr: training from scratch; backbone_lr: with a backbone (LoRA or full).
+  t.update(kind=KINDS[kind], steps=300, lr=3e-4,
+           backbone_lr=BACKBONE_LR)
   if game24:
     t.update(steps=200, lr=1e-3, value_loss="bce", nan_policy="skip")
   else:
@@ -123,9 +143,9 @@ def for_stage(section, *, seed: int, workdir: str, train: str,
   """A copy of the main job's `orm` / `prm` section (an `rm(...)` config)
   with the run's own values filled in: its work directory, data files (the
   held-out file only when it exists and is not empty), the reward-model view
-  (an `RMView` or its dict) and the seed. `model.pretrained = "policy"`
-  starts from the LM policy's backbone (`policy_dir`; from scratch when the
-  policy is not a model directory)."""
+  (an `RMView` or its dict) and the seed. `backbone = "policy"` starts from
+  the LM policy's backbone (`policy_dir`; from scratch when the policy is
+  not a model directory)."""
   import os
   c = ml_collections.ConfigDict(section.to_dict())
   c.workdir = workdir
@@ -136,6 +156,11 @@ def for_stage(section, *, seed: int, workdir: str, train: str,
   if view is not None:
     d = view.to_dict() if hasattr(view, "to_dict") else dict(view)
     c.view.env, c.view.protocol = d["env"], d.get("protocol", "")
-  if c.model.pretrained == "policy":
-    c.model.pretrained = policy_dir or ""
+  # `to_dict` copies `backbone` and `model.pretrained` as two values; link
+  # them again (`backbone` wins: it is the field the section is built with).
+  backbone = section.get("backbone", "") or section.model.get("pretrained", "")
+  if backbone == "policy":
+    backbone = policy_dir or ""
+  c.backbone = backbone
+  c.model.pretrained = c.get_ref("backbone")
   return c

@@ -11,10 +11,15 @@ Three example kinds:
   the suffix, per-token action-step ids, the outcome label (`success`, or
   `reward > 0.5` when `success` is absent).
 
-Sequences are right-padded to a bucket length (powers of two up to
-`max_length`), so causal attention needs no extra mask and positions are
-0..T-1. Batches are numpy dicts; every batch has `example_mask` [B] (False on
-filler rows that pad a short final batch).
+Sequences are padded to a bucket length (powers of two up to `max_length`)
+on an explicit side (`padding_side`). Right padding (the default): causal
+attention needs no extra mask and positions are 0..T-1. Left padding (pair
+and value batches): the batch also has `starts` (each row's leading pads,
+shaped like `lengths`) and value positions point into the padded rows; the
+model then takes `models.heads.padding_inputs(starts, T)`. Either way the
+last real token is `lengths - 1 (+ starts)`, never found from the pad id.
+Batches are numpy dicts; every batch has `example_mask` [B] (False on filler
+rows that pad a short final batch).
 
 Bad records (empty instruction, a pair with an empty trajectory, an
 instruction that alone exceeds `max_length`) are skipped and counted; the
@@ -42,6 +47,8 @@ import numpy as np
 from absl import logging
 
 from armap_jax.data import format as fmt_lib
+from armap_jax.models import heads
+from armap_jax.models.heads import pad_rows
 from armap_jax.records import Step
 
 KINDS = ("pair", "value", "implicit")
@@ -231,10 +238,16 @@ class BatchIterator:
                shuffle: bool = True,
                drop_remainder: bool = False,
                pad_id: int = 0,
+               padding_side: str = "right",
                process_index: int = 0,
                process_count: int = 1):
     if kind not in KINDS:
       raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    heads.check_padding_side(padding_side, "data.padding_side")
+    if padding_side == "left" and kind == "implicit":
+      raise ValueError("data.padding_side='left' is supported for pair and "
+                       "value batches, not kind='implicit'")
+    self.padding_side = padding_side
     if batch_size % process_count:
       raise ValueError(f"batch_size {batch_size} is not divisible by the "
                        f"{process_count} processes")
@@ -328,26 +341,23 @@ class BatchIterator:
     rows = rows[lo:lo + per]
     c = self._cols
     ex = np.array([r is not None for r in rows])
+    left = self.padding_side == "left"
     if self.kind == "pair":
-      tok = np.full((per, 2, t), self.pad_id, np.int32)
-      lens = np.ones((per, 2), np.int32)
-      for j, r in enumerate(rows):
-        if r is None:
-          continue
-        for s, key in enumerate(("pos_ids", "neg_ids")):
-          ids = c[key][r]
-          tok[j, s, :len(ids)] = ids
-          lens[j, s] = len(ids)
-      return {"tokens": tok, "lengths": lens, "example_mask": ex}
-    tok = np.full((per, t), self.pad_id, np.int32)
-    lens = np.ones((per,), np.int32)
-    for j, r in enumerate(rows):
-      if r is None:
-        continue
-      ids = c["ids"][r]
-      tok[j, :len(ids)] = ids
-      lens[j] = len(ids)
+      seqs = [c[key][r] if r is not None else [self.pad_id]
+              for r in rows for key in ("pos_ids", "neg_ids")]
+      tok, starts = pad_rows(seqs, 2 * per, t, self.pad_id, self.padding_side)
+      lens = np.array([len(q) for q in seqs], np.int32).reshape(per, 2)
+      out = {"tokens": tok.reshape(per, 2, t), "lengths": lens,
+             "example_mask": ex}
+      if left:
+        out["starts"] = starts.reshape(per, 2)
+      return out
+    seqs = [c["ids"][r] if r is not None else [self.pad_id] for r in rows]
+    tok, starts = pad_rows(seqs, per, t, self.pad_id, self.padding_side)
+    lens = np.array([len(q) for q in seqs], np.int32)
     out = {"tokens": tok, "lengths": lens, "example_mask": ex}
+    if left:
+      out["starts"] = starts
     if self.kind == "value":
       s = max(1, max((len(c["value_pos"][r]) for r in rows if r is not None),
                      default=1))
@@ -359,7 +369,7 @@ class BatchIterator:
         if r is None:
           continue
         n = len(c["value_pos"][r])
-        vp[j, :n] = c["value_pos"][r]
+        vp[j, :n] = np.asarray(c["value_pos"][r]) + starts[j]
         vt[j, :n] = c["value_tgt"][r]
         vm[j, :n] = True
       out.update(value_pos=vp, value_tgt=vt, value_mask=vm)

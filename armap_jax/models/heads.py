@@ -2,8 +2,16 @@
 
 `rm(tokens_bt, positions_bt=None, attn_mask_bts=None) -> values_bt` gives one
 float32 scalar per position; callers pick the last real token (outcome RM,
-ARMAP) or each step's end position (process RM). Inputs are right-padded, so
-the default causal mask is correct and positions are 0..T-1.
+ARMAP) or each step's end position (process RM).
+
+Padding is explicit (`PADDING_SIDES`): right-padded rows (the default) need
+nothing more, since the causal mask already keeps real tokens from seeing the
+pads after them and positions are 0..T-1; left-padded rows pass
+`padding_inputs(starts_b, T)` (positions counted from each row's first real
+token, a mask that hides the leading pads). Either way the value is read at
+an index computed from each row's length (`score_inputs`, `last_index`),
+never found by searching for the pad id, so a tokenizer without a pad token,
+or one whose pad id is also a real token (EOS), reads the right position.
 
 The backbone's LM head is dropped (a reward model never uses it), so a
 pretrained backbone costs no vocab x hidden head in memory or in the
@@ -120,24 +128,73 @@ class RewardModel(nnx.Module):
         {"backbone": params["backbone"]}, trainable, self.lora_config))
 
 
+PADDING_SIDES = ("right", "left")
+
+
+def check_padding_side(side: str, field: str = "padding_side") -> str:
+  if side not in PADDING_SIDES:
+    raise ValueError(f"{field} must be one of {PADDING_SIDES}, got {side!r}")
+  return side
+
+
+def pad_rows(ids: Sequence[Sequence[int]], rows: int, length: int,
+             pad_id: int, padding_side: str = "right"
+            ) -> tuple[np.ndarray, np.ndarray]:
+  """Token rows [rows, length] padded on `padding_side`, and each row's
+  number of leading pads [rows] (0 for right padding; filler rows count as
+  all padding on the left, one real token on the right)."""
+  check_padding_side(padding_side)
+  tok = np.full((rows, length), pad_id, np.int32)
+  starts = np.zeros((rows,), np.int32)
+  if padding_side == "left":
+    starts[:] = length - 1
+  for j, seq in enumerate(ids):
+    if len(seq) > length:
+      raise ValueError(f"pad_rows: row {j} has {len(seq)} tokens, more than "
+                       f"the padded length {length}")
+    if padding_side == "right":
+      tok[j, :len(seq)] = seq
+    else:
+      starts[j] = length - len(seq)
+      tok[j, starts[j]:] = seq
+  return tok, starts
+
+
+def padding_inputs(starts_b: jax.Array, length: int
+                  ) -> tuple[jax.Array, jax.Array]:
+  """(positions [B, T], attention mask [B, T, T]) of left-padded rows whose
+  first real token is at `starts_b`: positions count from it (pads get 0),
+  and a query sees the real keys up to itself (a pad query only itself, so
+  no softmax row is empty)."""
+  t = jnp.arange(length, dtype=jnp.int32)
+  starts = jnp.asarray(starts_b, jnp.int32)[:, None]
+  positions = jnp.maximum(t[None, :] - starts, 0)
+  causal = t[None, :, None] >= t[None, None, :]  # [1, Tq, Tk]
+  real_key = t[None, None, :] >= starts[:, :, None]
+  mask = (causal & real_key) | (t[:, None] == t[None, :])[None]
+  return positions, mask
+
+
 def score_inputs(ids: Sequence[Sequence[int]],
                  positions: Sequence[Sequence[int]], rows: int, length: int,
-                 pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+                 pad_id: int, padding_side: str = "right"
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Host inputs for `RewardModel(tokens, score_idx_bk=...)`.
 
-  Returns right-padded tokens [rows, length] and score positions [rows, K]
-  (K: the next power of two >= the most positions of any sequence, to bound
-  recompiles); negative positions count from each sequence's end. Row j's
-  values are then `values[j, :len(positions[j])]`.
+  Returns tokens [rows, length] padded on `padding_side`, score positions
+  [rows, K] in the padded rows (K: the next power of two >= the most
+  positions of any sequence, to bound recompiles) and the leading pads of
+  each row [rows] (left padding: pass `padding_inputs(starts, length)` to the
+  model). `positions` index each unpadded sequence; negative ones count from
+  its end. Row j's values are then `values[j, :len(positions[j])]`.
   """
   k = 1 << max(max(len(p) for p in positions) - 1, 0).bit_length()
-  tok = np.full((rows, length), pad_id, np.int32)
+  tok, starts = pad_rows(ids, rows, length, pad_id, padding_side)
   idx = np.zeros((rows, k), np.int32)
   for j, (seq, pos) in enumerate(zip(ids, positions)):
-    tok[j, :len(seq)] = seq
     pos = np.asarray(pos, np.int64)
-    idx[j, :len(pos)] = np.where(pos < 0, len(seq) + pos, pos)
-  return tok, idx
+    idx[j, :len(pos)] = starts[j] + np.where(pos < 0, len(seq) + pos, pos)
+  return tok, idx, starts
 
 
 def gather_positions(values_bt: jax.Array, idx_bk: jax.Array) -> jax.Array:
@@ -146,6 +203,16 @@ def gather_positions(values_bt: jax.Array, idx_bk: jax.Array) -> jax.Array:
   return jnp.take_along_axis(values_bt, idx, axis=1)
 
 
-def last_token_values(values_bt: jax.Array, lengths_b: jax.Array) -> jax.Array:
-  """The value at each row's last real token (right padding). [B]."""
-  return gather_positions(values_bt, (lengths_b - 1)[:, None])[:, 0]
+def last_index(lengths_b: jax.Array, starts_b: jax.Array | None = None
+              ) -> jax.Array:
+  """Index of each row's last real token [B] (`starts_b`: leading pads of
+  left-padded rows; None = right padding)."""
+  last = lengths_b - 1
+  return last if starts_b is None else last + starts_b
+
+
+def last_token_values(values_bt: jax.Array, lengths_b: jax.Array,
+                      starts_b: jax.Array | None = None) -> jax.Array:
+  """The value at each row's last real token. [B]."""
+  return gather_positions(values_bt,
+                          last_index(lengths_b, starts_b)[:, None])[:, 0]

@@ -25,16 +25,20 @@ from armap_jax.data import format as F
 from armap_jax.data.rm_view import RMView
 from armap_jax.records import Trajectory
 from armap_jax.training import checkpoint as ckpt_lib
-from armap_jax.models.heads import RewardModel, score_inputs
+from armap_jax.models.heads import (RewardModel, check_padding_side,
+                                    padding_inputs, score_inputs)
 
 
 def _next_pow2(n: int, lo: int) -> int:
   return max(lo, 1 << max(n - 1, 0).bit_length())
 
 
-def _rm_forward(graphdef, params, tokens_bt, idx_bk):
+def _rm_forward(graphdef, params, tokens_bt, idx_bk, starts_b=None):
   model = nnx.merge(graphdef, params)
-  return model(tokens_bt, score_idx_bk=idx_bk)
+  if starts_b is None:  # Right padding: the default causal mask.
+    return model(tokens_bt, score_idx_bk=idx_bk)
+  pos, mask = padding_inputs(starts_b, tokens_bt.shape[1])
+  return model(tokens_bt, pos, mask, score_idx_bk=idx_bk)
 
 
 _rm_forward_jit = jax.jit(_rm_forward, static_argnums=0)
@@ -96,11 +100,14 @@ def load_run(directory: str, which: str = "best", mesh=None,
 
 class RMRunner:
   """Batched, bucketed forward passes of a RewardModel over viewed, encoded
-  trajectories; counts the tokens it reads (`tokens_used`)."""
+  trajectories; counts the tokens it reads (`tokens_used`). `padding_side`:
+  where each bucket's padding goes (values do not depend on it, nor on the
+  tokenizer's pad id: positions come from each sequence's length)."""
 
   def __init__(self, model: RewardModel, tokenizer, fcfg: F.FormatConfig,
                batch_size: int = 16, min_bucket: int = 32,
-               view: RMView | None = None):
+               view: RMView | None = None, padding_side: str = "right"):
+    self.padding_side = check_padding_side(padding_side)
     self.graphdef, self.params = nnx.split(model, nnx.Param)
     self.tokenizer = tokenizer
     self.fcfg = fcfg
@@ -129,11 +136,12 @@ class RMRunner:
       t = _next_pow2(max(len(encodings[i].ids) for i in idx), self.min_bucket)
       rows = _next_pow2(len(idx), 1)
       # Only the read positions are scored (the RM's last layer runs there).
-      tok, pos = score_inputs([encodings[i].ids for i in idx],
-                              [positions[i] for i in idx], rows, t,
-                              self.pad_id)
-      v = np.asarray(_rm_forward_jit(self.graphdef, self.params,
-                                     jnp.asarray(tok), jnp.asarray(pos)))
+      tok, pos, starts = score_inputs([encodings[i].ids for i in idx],
+                                      [positions[i] for i in idx], rows, t,
+                                      self.pad_id, self.padding_side)
+      v = np.asarray(_rm_forward_jit(
+          self.graphdef, self.params, jnp.asarray(tok), jnp.asarray(pos),
+          jnp.asarray(starts) if self.padding_side == "left" else None))
       for j, i in enumerate(idx):
         out[i] = v[j, :len(positions[i])].astype(np.float32)
     self.last_tokens = [len(e.ids) for e in encodings]
@@ -170,10 +178,12 @@ class ORMScorer(RunnerScorer):
   def __init__(self, model: RewardModel, tokenizer,
                fcfg: F.FormatConfig = F.FormatConfig(), *,
                view: RMView | None = None, sigmoid: bool = True,
-               name: str = "orm", batch_size: int = 16):
+               name: str = "orm", batch_size: int = 16,
+               padding_side: str = "right"):
     self.name = name
     self.sigmoid = sigmoid
-    self.runner = RMRunner(model, tokenizer, fcfg, batch_size, view=view)
+    self.runner = RMRunner(model, tokenizer, fcfg, batch_size, view=view,
+                           padding_side=padding_side)
 
   @classmethod
   def from_checkpoint(cls, directory: str, which: str = "best", mesh=None,

@@ -49,14 +49,15 @@ class PRMScorer(RunnerScorer):
                fcfg: F.FormatConfig = F.FormatConfig(), *,
                aggregation: str = "last", sigmoid: bool = False,
                view: RMView | None = None, name: str = "prm",
-               batch_size: int = 16):
+               batch_size: int = 16, padding_side: str = "right"):
     if aggregation not in AGGREGATIONS:
       raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got "
                        f"{aggregation!r}")
     self.name = name
     self.aggregation = aggregation
     self.sigmoid = sigmoid
-    self.runner = RMRunner(model, tokenizer, fcfg, batch_size, view=view)
+    self.runner = RMRunner(model, tokenizer, fcfg, batch_size, view=view,
+                           padding_side=padding_side)
 
   @classmethod
   def from_checkpoint(cls, directory: str, which: str = "best", mesh=None,

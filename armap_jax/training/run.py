@@ -16,7 +16,9 @@ the env's verdict.
 
 Config schema: `armap_jax/configs/rm.py` (`rm(kind, flavour)`):
   workdir, seed
-  model.pretrained   "" (from scratch) | a load_pretrained name or path
+  backbone           "" (from scratch) | a load_pretrained name or path: its
+                     weights and tokenizer (model.pretrained is the same
+                     field, an older spelling)
   model.tokenizer    tokenizer when training from scratch: "game24-trace" (the
                      character-level trace tokenizer), a load_pretrained name
                      or path, or a tokenizer directory
@@ -25,14 +27,19 @@ Config schema: `armap_jax/configs/rm.py` (`rm(kind, flavour)`):
                      ("float32" | "bfloat16": compute dtype; params stay f32)
   model.lora_rank    0 = full fine-tuning; r > 0 = LoRA adapters of rank r
                      on model.lora_targets, scaled by model.lora_alpha / r;
+                     -1 = BACKBONE_LORA_RANK with a backbone, 0 from scratch;
                      model.lora_save "merged" | "separate"
   data.train, data.eval   JSONL paths (comma-separated); eval "" = hold out
                      data.eval_frac of train
   data.max_length, data.min_bucket, data.use_chat_template,
   data.eval_suffix ("" = ARMAP's), data.include_thoughts
+  data.padding_side  "right" (default) | "left": where batches put padding;
+                     either way the model reads each sequence's last real
+                     token and never locates it by the pad id
   view.env, view.protocol   the RMView
   train.*            TrainConfig fields + log_every, eval_every, save_every,
-                     keep, best_metric, best_mode
+                     keep, best_metric, best_mode; train.lr from scratch,
+                     train.backbone_lr (when set) with a backbone
   mesh.data, mesh.fsdp, mesh.tensor, mesh.devices (0: all devices; n: the
                      first n)
   distributed.coordinator_address, num_processes, process_id (optional)
@@ -67,6 +74,9 @@ _RECORD_KIND = {"pair": PreferencePair, "value": StepValue,
                 "implicit": Trajectory}
 # Tokenizer sources that are not files: name -> builder.
 TRACE_TOKENIZER = "game24-trace"
+# ARMAP's LoRA recipe on a pretrained backbone (model.lora_rank = -1).
+BACKBONE_LORA_RANK = 64
+AUTO_RANK = -1
 
 
 def maybe_initialize_distributed(cfg) -> None:
@@ -100,32 +110,69 @@ def load_tokenizer(source: str):
   return tok
 
 
-def lora_config(mcfg_dict) -> lora_lib.LoRAConfig | None:
-  """The run's LoRAConfig from model.lora_* (None: full fine-tuning)."""
+def backbone_of(cfg) -> str:
+  """The run's backbone: `backbone`, else `model.pretrained` ("" = from
+  scratch); an error when the two name different models."""
+  b = str(cfg.get("backbone", "") or "")
+  p = str(cfg.model.get("pretrained", "") or "")
+  if b and p and b != p:
+    raise ValueError(f"backbone={b!r} and model.pretrained={p!r} name "
+                     "different models; set backbone only")
+  if (b or p) == "policy":
+    raise ValueError("backbone='policy' is resolved by the main job "
+                     "(configs.rm.for_stage); elsewhere name a load_pretrained "
+                     "model or directory")
+  return b or p
+
+
+def lora_config(mcfg_dict, backbone: str = "") -> lora_lib.LoRAConfig | None:
+  """The run's LoRAConfig from model.lora_* (None: full fine-tuning);
+  lora_rank -1 = BACKBONE_LORA_RANK with a `backbone`, none from scratch."""
+  rank = mcfg_dict.get("lora_rank", 0)
+  if rank == AUTO_RANK and not isinstance(rank, bool):
+    rank = BACKBONE_LORA_RANK if backbone else 0
   return lora_lib.from_flat(
-      mcfg_dict.get("lora_rank", 0), mcfg_dict.get("lora_alpha", 16.0),
+      rank, mcfg_dict.get("lora_alpha", 16.0),
       mcfg_dict.get("lora_targets", "q,k,v,o,gate,up,down"),
       mcfg_dict.get("lora_save", "merged"))
 
 
-def build_model(mcfg_dict, kind: str, seed: int):
-  """(model, tokenizer, ModelConfig) for the run's model settings.
+def learning_rate(cfg, backbone: str) -> float:
+  """train.backbone_lr with a backbone (when the config has it), else
+  train.lr."""
+  t = cfg.train
+  if backbone and t.get("backbone_lr") is not None:
+    return float(t.backbone_lr)
+  return float(t.lr)
+
+
+def build_model(mcfg_dict, kind: str, seed: int, backbone_name: str = ""):
+  """(model, tokenizer, ModelConfig) for the run's model settings;
+  `backbone_name`: a load_pretrained name or directory ("" = from scratch;
+  default: mcfg_dict["pretrained"]).
 
   One `nnx.Rngs(seed)` stream initialises the backbone, then the value head
   (so a from-scratch RM equals `RewardModel(mcfg, rngs=nnx.Rngs(seed))`)."""
   from armap_jax.models import ModelConfig, Transformer, load_pretrained
   dtype = _dtype(mcfg_dict.get("dtype", "float32"))
-  lora = lora_config(mcfg_dict)
+  backbone_name = backbone_name or mcfg_dict.get("pretrained") or ""
+  lora = lora_config(mcfg_dict, backbone_name)
   if lora is not None and kind == "implicit":
-    raise ValueError("model.lora_rank: LoRA is supported for the pair and "
-                     "value reward models, not train.kind='implicit'")
+    if mcfg_dict.get("lora_rank") == AUTO_RANK:
+      lora = None  # The implicit PRM trains its whole policy LM.
+    else:
+      raise ValueError("model.lora_rank: LoRA is supported for the pair and "
+                       "value reward models, not train.kind='implicit'")
   rngs = nnx.Rngs(seed)
-  if mcfg_dict.get("pretrained"):
-    backbone, tok, mcfg = load_pretrained(
-        mcfg_dict["pretrained"], dtype=dtype, param_dtype=jnp.float32)
+  if backbone_name:
+    try:
+      backbone, tok, mcfg = load_pretrained(
+          backbone_name, dtype=dtype, param_dtype=jnp.float32)
+    except (OSError, ValueError, KeyError) as e:
+      raise ValueError(f"backbone={backbone_name!r}: cannot load it ({e})"
+                       ) from e
     if tok is None:
-      raise ValueError(f"model.pretrained={mcfg_dict['pretrained']!r} has no "
-                       "tokenizer files")
+      raise ValueError(f"backbone={backbone_name!r} has no tokenizer files")
   else:
     src = mcfg_dict.get("tokenizer")
     if not src:
@@ -262,8 +309,13 @@ def train_from_config(cfg) -> dict[str, Any]:
   mesh = make_mesh(cfg)
   t = cfg.train
   tfields = {f.name for f in dataclasses.fields(T.TrainConfig)}
-  tcfg = T.TrainConfig(**{k: v for k, v in t.to_dict().items() if k in tfields})
-  model, tok, mcfg = build_model(cfg.model.to_dict(), tcfg.kind, int(cfg.seed))
+  backbone = backbone_of(cfg)
+  tcfg = T.TrainConfig(**{**{k: v for k, v in t.to_dict().items()
+                             if k in tfields},
+                          "lr": learning_rate(cfg, backbone)})
+  model, tok, mcfg = build_model(cfg.model.to_dict(), tcfg.kind, int(cfg.seed),
+                                 backbone)
+  padding_side = cfg.data.get("padding_side", "right")
   fcfg = format_of(cfg)
   train_ds, eval_ds = load_data(cfg, tok, fcfg, view)
   bs = tcfg.batch_size
@@ -277,7 +329,7 @@ def train_from_config(cfg) -> dict[str, Any]:
       ds, tcfg.kind, bs, max_length=fcfg.max_length,
       min_bucket=int(cfg.data.min_bucket) or max(16, fcfg.max_length // 2),
       seed=int(cfg.seed), shuffle=shuffle, pad_id=int(tok.pad_token_id or 0),
-      process_index=pi, process_count=pc)
+      padding_side=padding_side, process_index=pi, process_count=pc)
   train_it = mk(train_ds, True)
   eval_fn = None
   if eval_ds is not None and len(eval_ds):
@@ -285,10 +337,12 @@ def train_from_config(cfg) -> dict[str, Any]:
     eval_fn = eval_it.epoch_batches
   trainer = T.Trainer(tcfg, model, mesh)
   lora = getattr(model, "lora_config", None)
+  logging.info("reward model: %s, lr %g, %d trainable parameters",
+               f"backbone {backbone!r}" if backbone else "from scratch",
+               tcfg.lr, trainer.num_trainable())
   if lora is not None:
-    logging.info("LoRA r=%d alpha=%g on %s: %d trainable parameters (%s)",
-                 lora.rank, lora.alpha, ",".join(lora.weight_names),
-                 trainer.num_trainable(), lora.save)
+    logging.info("LoRA r=%d alpha=%g on %s (%s)", lora.rank, lora.alpha,
+                 ",".join(lora.weight_names), lora.save)
   ck = ckpt_lib.Checkpointer(
       cfg.workdir, keep=int(t.keep),
       best_metric=(t.best_metric or None) if eval_fn else None,
@@ -300,7 +354,7 @@ def train_from_config(cfg) -> dict[str, Any]:
                         "format": dataclasses.asdict(fcfg),
                         "view": view.to_dict(),
                         "value_loss": tcfg.value_loss, "beta": tcfg.beta,
-                        "pretrained": cfg.model.pretrained,
+                        "pretrained": backbone,
                         "lora": lora.to_dict() if lora else None}},
       {**cfg.to_dict(), "data_digest": _digest(data_paths)}, tok)
   if ck.latest_step() is not None:

@@ -42,6 +42,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from armap_jax import sharding as shd
 from armap_jax.runtime import xla_options
 from armap_jax.training import losses
+from armap_jax.models import heads
 from armap_jax.models.lora import TRAINABLE, FrozenParam
 
 State = dict[str, Any]
@@ -173,6 +174,14 @@ def _key(k) -> str:
 def _positions(tokens_bt):
   return jnp.broadcast_to(jnp.arange(tokens_bt.shape[-1], dtype=jnp.int32),
                           tokens_bt.shape)
+
+
+def _padding(tokens_bt, starts_b):
+  """(positions, attention mask) of right-padded rows (`starts_b` None: the
+  default causal mask) or left-padded ones (`heads.padding_inputs`)."""
+  if starts_b is None:
+    return _positions(tokens_bt), None
+  return heads.padding_inputs(starts_b, tokens_bt.shape[-1])
 
 
 class Trainer:
@@ -311,8 +320,11 @@ class Trainer:
       b, _, t = tok.shape
       flat = tok.reshape(b * 2, t)
       flat = shd.shard(flat, "batch", "length")
-      last = (batch["lengths"].reshape(b * 2) - 1)[:, None]
-      r = model(flat, _positions(flat), score_idx_bk=last).reshape(b, 2)
+      starts = batch.get("starts")
+      starts = None if starts is None else starts.reshape(b * 2)
+      last = heads.last_index(batch["lengths"].reshape(b * 2), starts)
+      pos, mask = _padding(flat, starts)
+      r = model(flat, pos, mask, score_idx_bk=last[:, None]).reshape(b, 2)
       return losses.pairwise_loss(r[:, 0], r[:, 1], ex, margin=cfg.margin,
                                   center_coef=cfg.center_coef)
     if cfg.kind == "value":
@@ -333,7 +345,8 @@ class Trainer:
     """(pred, loss, metrics) of the value (PRM) loss; pred is the raw value
     at each `value_pos`."""
     tok = shd.shard(batch["tokens"], "batch", "length")
-    pred = model(tok, _positions(tok), score_idx_bk=batch["value_pos"])
+    pred = model(tok, *_padding(tok, batch.get("starts")),
+                 score_idx_bk=batch["value_pos"])
     mask = batch["value_mask"] & batch["example_mask"][:, None]
     loss, m = losses.value_loss(pred, batch["value_tgt"], mask,
                                 kind=self.cfg.value_loss)

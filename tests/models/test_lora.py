@@ -285,5 +285,5 @@ def test_launcher_lora_resume_and_scorer(tmp_path):
   assert s.shape == (4,) and np.all(np.isfinite(s))
   with pytest.raises(ValueError, match=r"model\.lora_rank"):
     c = config(8)
-    c.model.lora_rank = -1
+    c.model.lora_rank = -2  # -1 is "auto" (rank 64 with a backbone).
     run_lib.train_from_config(c)

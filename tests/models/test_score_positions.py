@@ -113,3 +113,45 @@ def test_unrolled_and_scanned_reward_models_agree():
   np.testing.assert_allclose(want, unrolled(tok), **tol)
   np.testing.assert_allclose(scan(tok, score_idx_bk=_idx()),
                              unrolled(tok, score_idx_bk=_idx()), **tol)
+
+
+@pytest.mark.parametrize("arch,over", [("llama", {}), ("qwen2", {}),
+                                       ("gpt2", {})])
+def test_score_does_not_depend_on_padding(arch, over):
+  """A sequence's values are those of the sequence alone, whatever the
+  padded length and the padding side, and even when the pad id is a real
+  token of it (EOS as pad: the index comes from the length, not from a
+  search for the pad id)."""
+  from armap_jax.models.heads import padding_inputs, score_inputs
+  cfg = ModelConfig.tiny(arch, **over)
+  rm = RewardModel(cfg, rngs=nnx.Rngs(5))
+  rng = np.random.default_rng(1)
+  pad = 2
+  seqs = [list(rng.integers(3, cfg.vocab_size, n)) for n in (5, 9, 12)]
+  seqs[0][2] = pad  # The pad id inside a sequence...
+  seqs[1][-1] = pad  # ...and as its last (read) token.
+  reads = [[-1], [-1, 3], [0, 6, -1]]
+  alone = [np.asarray(rm(jnp.asarray([s], jnp.int32)))[0] for s in seqs]
+  want = [a[np.asarray(r) % len(s)] for a, s, r in zip(alone, seqs, reads)]
+  for side in ("right", "left"):
+    for length in (12, 16, 40):
+      tok, idx, starts = score_inputs(seqs, reads, 4, length, pad, side)
+      if side == "right":
+        assert not starts.any()
+        got = rm(jnp.asarray(tok), score_idx_bk=jnp.asarray(idx))
+      else:
+        assert list(starts[:3]) == [length - len(s) for s in seqs]
+        pos, mask = padding_inputs(jnp.asarray(starts), length)
+        got = rm(jnp.asarray(tok), pos, mask, score_idx_bk=jnp.asarray(idx))
+      for j, w in enumerate(want):
+        np.testing.assert_allclose(
+            np.asarray(got)[j, :len(w)], w, **model_tol(cfg, length, w),
+            err_msg=f"{arch} {side} padding to {length}, row {j}")
+
+
+def test_padding_side_is_checked():
+  from armap_jax.models.heads import score_inputs
+  with pytest.raises(ValueError, match=r"padding_side.*'middle'"):
+    score_inputs([[3, 4]], [[-1]], 1, 4, 0, "middle")
+  with pytest.raises(ValueError, match=r"row 0 has 5 tokens"):
+    score_inputs([[3, 4, 5, 6, 7]], [[-1]], 1, 4, 0, "left")
