@@ -141,7 +141,10 @@ def get_config(flavour: str = "default") -> ml_collections.ConfigDict:
                              rollouts=8, max_attempts=3)
   c.budget.max_steps = c.env.get_ref("max_steps")
   c.eval = ml_collections.ConfigDict({
-      "num_test": 100,  # Test tasks; fewer = the first N.
+      "num_test": 100,  # Evaluated tasks; fewer = the first N.
+      # "test" (what reports quote, once) or "dev" (to choose knobs: a
+      # temperature, lambdas, N); training never reads either.
+      "split": "test",
       "methods": "greedy,sampling,reflexion,bon,mcts,beam",
       "oracle_rows": True,  # Each scored method again with the env oracle.
       "batch_tasks": 100,

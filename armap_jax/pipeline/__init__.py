@@ -77,7 +77,7 @@ def run(cfg, workdir: str) -> str:
 
   wd.stage("rm_eval", rm_eval)
   wd.stage("honesty", lambda: {"files_scanned": honesty.assert_no_test_leak(
-      wd.root, cfg.env.name)})
+      wd.root, cfg.env.name, ("test", eval_lib.eval_split(cfg)))})
   if "bon" in ms and "sampling" in ms:  # Sampling reuses Best-of-N's draws.
     ms.remove("bon")
     ms.insert(ms.index("sampling"), "bon")

@@ -44,9 +44,24 @@ def eval_dir(wd) -> str:
   return os.path.dirname(wd.path("eval", "x"))
 
 
+EVAL_SPLITS = ("test", "dev")
+
+
+def eval_split(cfg) -> str:
+  """The split the evaluation runs on (`config.eval.split`)."""
+  split = str(cfg.eval.get("split", "test"))
+  if split not in EVAL_SPLITS:
+    from armap_jax.configs.sections import ConfigValueError
+    raise ConfigValueError(f"config.eval.split: {split!r} (expected one of "
+                           f"{EVAL_SPLITS}; training tasks are never "
+                           "evaluated)")
+  return split
+
+
 def test_task_ids(cfg) -> list[str]:
-  """The first `eval.num_test` tasks of the env's fixed test split."""
-  ids = stages.spec(cfg).splits("test", **dict(cfg.env.kwargs))
+  """The first `eval.num_test` tasks of the evaluated split (`eval_split`:
+  the env's fixed test split unless `eval.split = "dev"`)."""
+  ids = stages.spec(cfg).splits(eval_split(cfg), **dict(cfg.env.kwargs))
   return ids[:int(cfg.eval.num_test)]
 
 
@@ -201,22 +216,25 @@ def write_report(cfg, wd, extra: dict[str, Any]) -> str:
       res = common.read_results(p)
       if res:
         rows.append(_row(label, res))
+  split = eval_split(cfg)
   ns = [int(x) for x in str(cfg.eval.scaling_ns).split(",") if x.strip()]
   scaling = scaling_rows(wd, ns)
   if scaling:
     plots.plot_scaling([dict(r, series=r["method"]) for r in scaling],
                        wd.path("scaling.png"),
-                       title=f"Best-of-N on the {cfg.env.name} test tasks")
+                       title=f"Best-of-N on the {cfg.env.name} {split} tasks")
   t = wd.timings()
-  n_test = len(stages.spec(cfg).splits("test", **dict(cfg.env.kwargs)))
+  n_test = len(stages.spec(cfg).splits(split, **dict(cfg.env.kwargs)))
   first = ("" if cfg.eval.num_test >= n_test else
            f", the first {cfg.eval.num_test}")
   lines = [
       f"# ARMAP on {ENV_TITLES.get(cfg.env.name, cfg.env.name)}",
       "",
       f"Policy `{cfg.policy.name}`, protocol `{cfg.env.protocol}`; "
-      f"{rows[0]['tasks'] if rows else 0} test tasks (the env's fixed test "
-      f"split of {n_test}{first}). Success is the env's ground truth of the "
+      f"{rows[0]['tasks'] if rows else 0} {split} tasks (the env's fixed "
+      f"{split} split of {n_test}{first}"
+      + ("; DEV: for choosing knobs, not a reported result" if split == "dev"
+         else "") + "). Success is the env's ground truth of the "
       "chosen trajectory "
       "(Sampling: mean over its N samples, the same draws ARMAP-B ranks); "
       "oracle@N is the share of tasks "
@@ -327,7 +345,8 @@ def split_record(cfg) -> dict[str, Any]:
       continue
     splits[name] = {"count": len(ids), "sha256": hashlib.sha256(
         "\n".join(ids).encode()).hexdigest()}
-  out = {"splits": splits, "test_ids": test_task_ids(cfg)}
+  out = {"splits": splits, "eval_split": eval_split(cfg),
+         "test_ids": test_task_ids(cfg)}
   describe = es.describe(**dict(cfg.env.kwargs))
   if describe:
     out["data"] = describe

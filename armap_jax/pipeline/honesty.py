@@ -100,10 +100,12 @@ def training_files(workdir: str) -> list[str]:
   return [os.path.join(workdir, FILES[k]) for k in TRAINING_ARTEFACTS]
 
 
-def assert_no_test_leak(workdir: str, env: str = "game24") -> int:
-  """Raises `LeakError` listing leaks; returns the number of files scanned."""
+def assert_no_test_leak(workdir: str, env: str = "game24",
+                        splits: tuple[str, ...] = ("test",)) -> int:
+  """Raises `LeakError` listing leaks of any task of `splits`; returns the
+  number of files scanned."""
   files = [p for p in training_files(workdir) if os.path.exists(p)]
-  found = scan_files(files, env)
+  found = [f for s in dict.fromkeys(splits) for f in scan_files(files, env, s)]
   if found:
     raise LeakError(f"{len(found)} test-task leaks in training artefacts, "
                     f"e.g. " + "; ".join(found[:5]))
