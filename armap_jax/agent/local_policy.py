@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import inspect
+import time
 from collections.abc import Sequence
 
 from absl import logging
@@ -65,6 +66,8 @@ class LocalPolicy:
       accelerator's memory).
     kv_dtype: the KV cache's dtype, "float32" or "bfloat16" (None: the
       model's).
+    progress: show a transient bar of decoded rows when a call is split
+      into several decode calls.
   """
 
   def __init__(self, model, tokenizer, *,
@@ -73,7 +76,7 @@ class LocalPolicy:
                max_batch: int | None = None,
                context_length: int | None = None,
                memory_budget_bytes: int | None = None,
-               kv_dtype: str | None = None):
+               kv_dtype: str | None = None, progress: bool = True):
     from armap_jax import decoding  # Heavy (jax); only when used.
     from armap_jax.decoding import budget
     if max_batch is not None and int(max_batch) < 1:
@@ -101,6 +104,7 @@ class LocalPolicy:
           f"alone take {self._weights_bytes / budget.GiB:.2f} GiB during a "
           f"decode call")
     self._logged: set[tuple] = set()
+    self.progress = progress
     self.tokenizer = tokenizer
     self.fmt = fmt
     self.chat = (bool(getattr(tokenizer, "chat_template", None))
@@ -184,6 +188,11 @@ class LocalPolicy:
       keys = row_keys(sampling.seed, batching.batch_bucket(len(ids) * n))[
           :len(ids) * n].reshape(len(ids), n)
     out: list[list] = [[] for _ in ids]
+    bar, tokens, t0 = None, 0, time.monotonic()
+    if self.progress and len(chunks) > 1:
+      from tqdm.auto import tqdm  # Only when shown.
+      bar = tqdm(total=len(ids) * n, desc="decode rows", unit="row",
+                 leave=False, dynamic_ncols=True)
     for i0, i1, j0, j1 in chunks:
       got = self.decoder.generate(
           ids[i0:i1], n=j1 - j0, max_new_tokens=sampling.max_new_tokens,
@@ -192,6 +201,14 @@ class LocalPolicy:
           keys=None if keys is None else keys[i0:i1, j0:j1])
       for i, group in zip(range(i0, i1), got):
         out[i].extend(group)
+        tokens += (len(ids[i]) if j0 == 0 else 0) + sum(
+            c.completion_tokens for c in group)
+      if bar is not None:
+        bar.set_postfix(tok_s=f"{tokens / (time.monotonic() - t0):.0f}",
+                        refresh=False)
+        bar.update((i1 - i0) * (j1 - j0))
+    if bar is not None:
+      bar.close()
     return out
 
   def propose(self, histories: Sequence[History], n: int,

@@ -8,6 +8,14 @@ full). Work items are (task id, attempt index) pairs; on a rerun the ones
 already in the output file are skipped, so an interrupted collection resumes
 without duplicates or losses (an episode is written only when it finishes).
 
+Progress: the bar counts episodes, a live one as (its steps / max_steps) of
+an episode, so it and its ETA move with every lockstep step, long before the
+first episode ends; the ETA therefore assumes every unfinished episode runs to
+max_steps (an upper bound on steps; episodes that end early make it shrink).
+The postfix shows lockstep steps done, the policy's tokens per second (its
+`usage` counters, else the proposals' token counts), live episodes and
+successes.
+
 Invalid actions (the env's `info["invalid"]`, or `info["valid"] is False`) are
 counted per episode and shown to the agent through the env's observation. An
 env that raises on an action (a bug: envs should answer untrusted text with an
@@ -119,11 +127,52 @@ class _Episode:
   error: str = ""
 
 
-def _progress(total: int, enabled: bool):
-  if not enabled:
-    return None
-  from tqdm.auto import tqdm  # Only when shown.
-  return tqdm(total=total, desc="episodes", unit="ep", dynamic_ncols=True)
+def policy_tokens(policy) -> int | None:
+  """Tokens a policy has spent so far (`usage.total_tokens`), if it counts."""
+  usage = getattr(policy, "usage", None)
+  total = getattr(usage, "total_tokens", None)
+  return None if total is None else int(total)
+
+
+class _Progress:
+  """The collect bar (see the module docstring for what it estimates)."""
+
+  def __init__(self, total: int, max_steps: int, policy, enabled: bool):
+    self.bar = None
+    self.max_steps = max_steps
+    self.policy = policy
+    self.t0 = time.monotonic()
+    self.tok0 = policy_tokens(policy)
+    if enabled:
+      from tqdm.auto import tqdm  # Only when shown.
+      self.bar = tqdm(total=total, desc="episodes", unit="ep",
+                      dynamic_ncols=True)
+
+  def done_estimate(self, episodes: int, live: Sequence[_Episode]) -> float:
+    """Finished episodes + each live one's steps / max_steps."""
+    return episodes + sum(min(1.0, len(e.history.steps) / self.max_steps)
+                          for e in live)
+
+  def postfix(self, stats: RolloutStats, steps: int, live: int
+             ) -> dict[str, str]:
+    el = max(1e-9, time.monotonic() - self.t0)
+    now = policy_tokens(self.policy)
+    tokens = stats.tokens if now is None or self.tok0 is None else (
+        now - self.tok0)
+    return {"steps": str(steps), "tok_s": f"{tokens / el:.0f}",
+            "live": str(live), "succ": f"{stats.successes}/{stats.episodes}"}
+
+  def update(self, stats: RolloutStats, steps: int,
+             live: Sequence[_Episode]) -> None:
+    if self.bar is None:
+      return
+    self.bar.n = round(self.done_estimate(stats.episodes, live), 2)
+    self.bar.set_postfix(self.postfix(stats, steps, len(live)), refresh=False)
+    self.bar.refresh()
+
+  def close(self) -> None:
+    if self.bar is not None:
+      self.bar.close()
 
 
 def collect(env_factory: EnvFactory, policy: Policy, task_ids: Sequence[str],
@@ -175,7 +224,11 @@ def collect(env_factory: EnvFactory, policy: Policy, task_ids: Sequence[str],
   free_envs: list[Env] = []
   live: list[_Episode] = []
   queue = list(reversed(work))  # pop() from the end = in order.
-  bar = _progress(len(work), config.progress)
+  logging.info("collect: %d episodes, %d envs in lockstep, at most %d steps "
+               "each (the bar counts a live episode as its steps / %d)",
+               len(work), min(config.num_envs, len(work)), config.max_steps,
+               config.max_steps)
+  bar = _Progress(len(work), config.max_steps, policy, config.progress)
   step_index = 0
   extra_meta = dict(meta or {})
 
@@ -222,19 +275,12 @@ def collect(env_factory: EnvFactory, policy: Policy, task_ids: Sequence[str],
             free_envs.append(ep.env)
             if on_trajectory is not None:
               on_trajectory(traj)
-            if bar is not None:
-              el = max(1e-9, time.monotonic() - t0)
-              bar.update(1)
-              bar.set_postfix(ep_s=f"{stats.episodes / el:.2f}",
-                              tok_s=f"{stats.tokens / el:.0f}",
-                              succ=f"{stats.successes}/{stats.episodes}",
-                              refresh=False)
           else:
             still.append(ep)
         live = still
+        bar.update(stats, step_index, live)
   finally:
-    if bar is not None:
-      bar.close()
+    bar.close()
     for env in envs:
       try:
         env.close()

@@ -248,3 +248,39 @@ def test_resume_after_sigkill_of_a_collection(tmp_path):
   assert len(keys) == len(set(keys)) == 24
   assert stats.episodes == 24 - done_before
   assert all(t.success for t in trajs)
+
+
+def test_progress_moves_every_step_with_tokens_per_second(tmp_path,
+                                                          monkeypatch):
+  from armap_jax.agent.usage import TokenUsage
+
+  class Counting(ScriptedPolicy):
+    def __init__(self):
+      super().__init__()
+      self.usage = TokenUsage()
+
+    def propose(self, histories, n, sampling):
+      out = super().propose(histories, n, sampling)
+      self.usage.add(prompt_tokens=1000 * len(histories), calls=1)
+      return out
+
+  seen = []
+  update = rollout._Progress.update
+
+  def recording(self, stats, steps, live):
+    update(self, stats, steps, live)
+    seen.append((self.bar.n, dict(self.bar.postfix and [
+        kv.split("=") for kv in self.bar.postfix.split(", ")]), len(live)))
+
+  monkeypatch.setattr(rollout._Progress, "update", recording)
+  tasks = _solvable_tasks(4)
+  rollout.collect(game24.Game24Env, Counting(), tasks, tmp_path / "t.jsonl",
+                  rollout.RolloutConfig(num_envs=4, max_steps=8))
+  # Game of 24 (tot): 3 steps + the answer; after step 1 nothing is done,
+  # yet the bar moved by 4 episodes x 1/8 and shows the policy's tokens/s.
+  n1, post1, live1 = seen[0]
+  assert live1 == 4 and n1 == pytest.approx(0.5)
+  assert post1["steps"] == "1" and float(post1["tok_s"]) > 0
+  assert post1["succ"] == "0/0"
+  assert [s[0] for s in seen] == pytest.approx([0.5, 1.0, 1.5, 4.0])
+  assert seen[-1][1]["succ"] == "4/4"
