@@ -2,9 +2,12 @@
 
 A stage runs at most once per work directory: when it finishes it writes
 ``stages/<name>.done`` (JSON: seconds, finish time, what it wrote) and its
-wall time into ``timings.json`` (the marker also has the process CPU time:
-on a shared machine, CPU seconds / cores is the wall time a quiet one needs); a later run skips it (logging "skip") and
-keeps the recorded time. Stages write their artefacts atomically or through
+wall time, process CPU time and peak resident memory into ``timings.json``
+(``{stage: {"seconds", "cpu_seconds", "peak_rss_gib"}}``; on a shared
+machine, CPU seconds / cores is the wall time a quiet one needs; the peak is
+the process's running maximum at the stage's end, so the first stage whose
+value jumps set it); a later run skips it (logging "skip") and keeps the
+recorded numbers. Stages write their artefacts atomically or through
 resumable writers, so a run killed mid-stage redoes only that stage's
 unfinished part.
 """
@@ -52,16 +55,25 @@ class Workdir:
     with open(self.marker(name), encoding="utf-8") as f:
       return json.load(f)
 
-  def timings(self) -> dict[str, float]:
+  def stage_timings(self) -> dict[str, dict[str, float]]:
+    """``timings.json``: per stage seconds, cpu_seconds, peak_rss_gib
+    (older directories stored the seconds alone)."""
     p = os.path.join(self.root, TIMINGS_FILE)
     if not os.path.exists(p):
       return {}
     with open(p, encoding="utf-8") as f:
-      return json.load(f)
+      raw = json.load(f)
+    return {k: dict(v) if isinstance(v, dict) else {"seconds": float(v)}
+            for k, v in raw.items()}
 
-  def _save_timing(self, name: str, seconds: float) -> None:
-    t = self.timings()
-    t[name] = round(float(seconds), 2)
+  def timings(self) -> dict[str, float]:
+    """Wall seconds per stage."""
+    return {k: float(v.get("seconds", 0.0))
+            for k, v in self.stage_timings().items()}
+
+  def _save_timing(self, name: str, info: dict[str, Any]) -> None:
+    t = self.stage_timings()
+    t[name] = {k: info[k] for k in ("seconds", "cpu_seconds", "peak_rss_gib")}
     write_json(os.path.join(self.root, TIMINGS_FILE), t, sort_keys=False)
 
   def stage(self, name: str, fn: Callable[[], dict[str, Any] | None]
@@ -85,7 +97,7 @@ class Workdir:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **out}
     write_json(self.marker(name), info)
-    self._save_timing(name, dt)
+    self._save_timing(name, info)
     self.ran.append(name)
     logging.info("stage %-10s done in %.1fs (process CPU %.1fs, peak "
                  "resident memory so far %.2f GiB)", name, dt, cpu, peak)

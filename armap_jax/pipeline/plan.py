@@ -18,6 +18,7 @@ import dataclasses
 import glob
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -57,16 +58,26 @@ def run_method(tasks: Sequence[str], *, workdir: str, label: str,
   if todo:
     bar = None
     if progress:
+      # Moves once per batch of tasks (a decode call split by the memory
+      # budget shows its own rows bar meanwhile); its ETA is this run's mean
+      # time per task times the tasks left.
       from tqdm import tqdm
       bar = tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc=label,
-                 unit="task")
+                 unit="task", dynamic_ncols=True)
     step = max(1, int(batch_tasks))
+    t0, tokens, succ, ran = time.monotonic(), 0, 0.0, 0
     for k in range(0, len(todo), step):
       batch = todo[k:k + step]
       res = run_batch(batch)
       common.write_results(path, res)
       done.update({r.task_id: r for r in res})
+      tokens += sum(r.compute.policy_tokens for r in res)
+      succ += sum(float(r.success) for r in res)
+      ran += len(res)
       if bar is not None:
+        el = max(1e-9, time.monotonic() - t0)
+        bar.set_postfix(policy_tok_s=f"{tokens / el:.0f}",
+                        succ=f"{succ:g}/{ran}", refresh=False)
         bar.update(len(batch))
     if bar is not None:
       bar.close()

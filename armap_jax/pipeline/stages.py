@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import time
 from typing import Any
 
 from absl import logging
@@ -188,9 +189,20 @@ def tree_values(cfg, wd, policy) -> dict[str, Any]:
     os.remove(trees_path)
   trees = []
   chunk = 32
-  for k in tqdm(range(0, len(ids), chunk), desc="mcts trees", unit="batch"):
-    for r in searcher.run(ids[k:k + chunk], policy, scorer,
-                          registry.env_factory(cfg.env), budget):
+  # One update per batch of 32 tasks (a decode call split by the memory
+  # budget shows its own rows bar meanwhile); the ETA is this run's mean
+  # time per task times the tasks left.
+  bar = tqdm(total=len(ids), desc="mcts trees", unit="task",
+             dynamic_ncols=True)
+  t0, tokens = time.monotonic(), 0
+  for k in range(0, len(ids), chunk):
+    batch = searcher.run(ids[k:k + chunk], policy, scorer,
+                         registry.env_factory(cfg.env), budget)
+    tokens += sum(r.compute.policy_tokens for r in batch)
+    el = max(1e-9, time.monotonic() - t0)
+    bar.set_postfix(policy_tok_s=f"{tokens / el:.0f}", refresh=False)
+    bar.update(len(batch))
+    for r in batch:
       nodes = [tv.TreeNode(
           id=int(n["id"]), parent=int(n["parent"]), action=n["action"],
           observation=n["observation"], visits=int(n["visits"]),
@@ -200,6 +212,7 @@ def tree_values(cfg, wd, policy) -> dict[str, Any]:
       trees.append(tv.SearchTree(task_id=r.task_id, env=r.env,
                                  instruction=r.chosen.instruction, nodes=nodes,
                                  meta={"method": "mcts-puct"}))
+  bar.close()
   if cfg.tree.from_collect:
     # The collected episodes too: each task's N samples form a prefix tree
     # whose node values are Monte-Carlo returns (merged with the MCTS trees'

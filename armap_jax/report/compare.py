@@ -155,7 +155,9 @@ def compare(workdirs: Sequence[str], names: Sequence[str] | None = None
     row["ORM held-out acc %"] = None if acc is None else 100.0 * acc
     row["ORM held-out pairs"] = orm.get("pairs")
     row["PRM Spearman"] = (p["rm_accuracy"].get("prm") or {}).get("spearman")
-    row["wall s"] = (sum(float(v) for v in p["timings"].values())
+    # timings.json: {stage: {"seconds", ...}} (older runs: {stage: seconds}).
+    row["wall s"] = (sum(float(v["seconds"] if isinstance(v, dict) else v)
+                         for v in p["timings"].values())
                      if p["timings"] else None)
     for f in prov_cols:
       row[f] = p["provenance"].get(f, "unknown")

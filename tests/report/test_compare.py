@@ -49,6 +49,10 @@ def test_differing_fields_methods_accuracy_and_wall_time(tmp_path):
   a = _point(tmp_path, "a", _config(steps=60, n=8), bon=50.0, acc=0.75)
   b = _point(tmp_path, "b", _config(steps=120, n=8), bon=62.5, acc=0.8,
              cpu="Another CPU")
+  # b: the current timings.json (per stage seconds, CPU, peak memory).
+  (tmp_path / "b" / "timings.json").write_text(json.dumps(
+      {"collect": {"seconds": 1.0, "cpu_seconds": 2.0, "peak_rss_gib": 1.5},
+       "eval": {"seconds": 4.0, "cpu_seconds": 8.0, "peak_rss_gib": 2.0}}))
   c = compare.compare([a, b])
   assert c.columns == [
       "run", "orm.train.steps", "greedy success %", "greedy score",
@@ -60,6 +64,7 @@ def test_differing_fields_methods_accuracy_and_wall_time(tmp_path):
   assert (rb["orm.train.steps"], rb["bon-orm success %"]) == (120, 62.5)
   assert ra["ORM held-out acc %"] == 75.0 and rb["ORM held-out acc %"] == 80.0
   assert ra["PRM Spearman"] == 0.5 and ra["wall s"] == 3.5
+  assert rb["wall s"] == 5.0
   assert rb["cpu"].startswith("Another CPU") and "git commit" in c.same
   assert c.split["eval.num_test"] == 20
   paths = compare.write(c, str(tmp_path / "out"))
