@@ -17,7 +17,6 @@ the chunking.
 from __future__ import annotations
 
 import collections
-import inspect
 import time
 from collections.abc import Sequence
 
@@ -61,8 +60,9 @@ class LocalPolicy:
     max_batch: at most this many histories per decode call (None = as
       many as the memory budget allows).
     context_length: the model's context (default: its config).
-    memory_budget_bytes: what one decode call may hold, weights included
-      (None: `budget.default_budget()`, a quarter of the machine's or the
+    memory_budget_bytes: what decoding may hold: weights, the shared-prefix
+      store (an eighth of the budget) and one call's rows (None:
+      `budget.default_budget()`, a quarter of the machine's or the
       accelerator's memory).
     kv_dtype: the KV cache's dtype, "float32" or "bfloat16" (None: the
       model's).
@@ -79,30 +79,30 @@ class LocalPolicy:
                kv_dtype: str | None = None, progress: bool = True):
     from armap_jax import decoding  # Heavy (jax); only when used.
     from armap_jax.decoding import budget
+    from armap_jax.decoding import prefix as prefix_lib
+    from armap_jax.decoding.prefix import PrefixCache
     if max_batch is not None and int(max_batch) < 1:
       raise ValueError(f"max_batch must be >= 1 (or None), got {max_batch!r}")
     budget.check_kv_dtype(kv_dtype)
-    self.compute_dtype = str(np.dtype(getattr(model, "dtype", np.float32)))
-    kw = {}
-    if "kv_dtype" in inspect.signature(decoding.Decoder).parameters:
-      kw["kv_dtype"] = kv_dtype
-    elif kv_dtype not in (None, self.compute_dtype):
-      logging.warning("kv_dtype=%s: this Decoder stores the KV cache in the "
-                      "model's dtype (%s); sizing with that", kv_dtype,
-                      self.compute_dtype)
-      kv_dtype = None
-    self.decoder = decoding.Decoder(model, tokenizer,
-                                    context_length=context_length, **kw)
     self.budget = (budget.default_budget() if memory_budget_bytes is None
                    else budget.MemoryBudget(memory_budget_bytes))
+    # The shared-prefix store is part of the budget: an eighth of it, at
+    # most the store's own default bound.
+    store = PrefixCache(max_bytes=min(prefix_lib.default_max_bytes(),
+                                      self.budget.bytes // 8))
+    self.decoder = decoding.Decoder(model, tokenizer,
+                                    context_length=context_length,
+                                    prefix_cache=store, kv_dtype=kv_dtype)
+    self.compute_dtype = str(np.dtype(getattr(model, "dtype", np.float32)))
     self.kv_dtype = kv_dtype or self.compute_dtype
     self.model_config = model.config
     self._weights_bytes = self._weights_in_use(model)
-    if self._weights_bytes >= self.budget.bytes:
+    if self._fixed_bytes() >= self.budget.bytes:
       raise ValueError(
           f"memory budget {self.budget} is too small: the model's weights "
-          f"alone take {self._weights_bytes / budget.GiB:.2f} GiB during a "
-          f"decode call")
+          f"take {self._weights_bytes / budget.GiB:.2f} GiB during a decode "
+          f"call (and the prefix store "
+          f"{self.decoder.prefix_cache.max_bytes / budget.GiB:.2f} GiB)")
     self._logged: set[tuple] = set()
     self.progress = progress
     self.tokenizer = tokenizer
@@ -122,10 +122,19 @@ class LocalPolicy:
 
   def _weights_in_use(self, model) -> int:
     """The weights' bytes during a call; an unrolled decode step holds a
-    per-layer copy of them (`engine.cached_step_fn`)."""
+    per-layer copy of the stacked layer weights (`engine.cached_step_fn`)."""
     from armap_jax.decoding import budget
     w = budget.weights_bytes(model)
-    return 2 * w if self.decoder.unroll_layers else w
+    layers = getattr(model, "layers", None)
+    if self.decoder.unroll_layers:
+      w += budget.weights_bytes(layers) if layers is not None else w
+    return w
+
+  def _fixed_bytes(self) -> int:
+    """What every call holds whatever its rows: the weights (as in use) and
+    the prefix store's bound."""
+    store = self.decoder.prefix_cache
+    return self._weights_bytes + (store.max_bytes if store is not None else 0)
 
   def _fmt(self, h: History) -> prompts_lib.PromptFormat:
     if self.fmt is not None:
@@ -152,7 +161,7 @@ class LocalPolicy:
     from armap_jax.decoding import budget
     sizing = budget.plan_rows(
         self.budget.bytes, self.model_config, prompt_len,
-        max_new_tokens, self.kv_dtype, self._weights_bytes, n=n,
+        max_new_tokens, self.kv_dtype, self._fixed_bytes(), n=n,
         compute_dtype=self.compute_dtype)
     key = (sizing.rows, n, sizing.p_len, sizing.n_buf)
     if key not in self._logged:

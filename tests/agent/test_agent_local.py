@@ -124,11 +124,13 @@ def _counting(pol):
 
 
 def _budget_for_rows(pol, rows, prompt_len, n, max_new):
-  """The smallest budget under which `pol` fits `rows` decode rows a call."""
+  """The smallest budget under which a policy like `pol` fits `rows` decode
+  rows a call (the prefix store takes an eighth of the budget)."""
   from armap_jax.decoding import budget
   s = budget.plan_rows(1 << 40, pol.model_config, prompt_len, max_new,
-                       pol.kv_dtype, pol._weights_bytes, n=n, max_rows=rows)
-  return budget.call_peak_bytes(rows, n, s.cost, pol._weights_bytes)
+                       pol.kv_dtype, 0, n=n, max_rows=rows)
+  need = pol._weights_bytes + budget.call_peak_bytes(rows, n, s.cost, 0)
+  return -(-need * 8 // 7) + 8
 
 
 # Under 16 tokens each: one length bucket, fewer programs to compile.
@@ -202,7 +204,7 @@ def test_budget_too_small_for_the_weights_or_one_row(lm):
   with pytest.raises(ValueError, match="kv_dtype"):
     LocalPolicy(model, tok, kv_dtype="int8")
   pol = LocalPolicy(model, tok)
-  pol.budget = type(pol.budget)(pol._weights_bytes + 1)
+  pol.budget = type(pol.budget)(pol._fixed_bytes() + 1)
   with pytest.raises(ValueError, match="too small for one decode row"):
     pol.generate_text(["hi"], sampling=Sampling(max_new_tokens=4))
 
@@ -216,6 +218,11 @@ def test_factory_passes_the_decode_budget_through():
       g24)
   assert pol.budget.bytes == 2**28 and pol.kv_dtype == "float32"
   assert pol.max_batch == 3
+  # The prefix store is an eighth of the budget.
+  assert pol.decoder.prefix_cache.max_bytes == 2**25
+  bf = factory.make_policy(sections.policy("tiny-random", kv_dtype="bfloat16"),
+                           g24)
+  assert bf.kv_dtype == "bfloat16" and bf.decoder.kv_dtype == "bfloat16"
   from armap_jax.decoding import budget
   default = factory.make_policy(sections.policy("tiny-random"), g24)
   assert default.budget == budget.default_budget()
