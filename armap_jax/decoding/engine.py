@@ -124,13 +124,16 @@ def _prefix_prefill_impl(graphdef, state, prefix, prefix_len, tokens_1t,
                          mask_1t, *, slots, kv_dtype=None):
   """Keys/values of a prefix: the first `prefix_len` tokens of `prefix`
   (None: none) followed by the real tokens of `tokens_1t` (one left-padded
-  row, run here attending to that prefix), in a one-row cache of `slots`
-  slots (later slots zero). The stacked form `Decoder` stores."""
+  row, run here attending to that prefix; repeated to the mesh's batch
+  shards if any), in a one-row cache of `slots` slots (later slots zero).
+  The stacked form `Decoder` stores."""
   model = nnx.merge(graphdef, state)
+  tokens_1t = batching.shard_rows(tokens_1t)
+  mask_1t = batching.shard_rows(mask_1t)
   t = tokens_1t.shape[1]
   base = jnp.int32(0) if prefix is None else prefix_len
   positions_1t = batching.positions_from_mask(mask_1t) + base
-  cache = model.init_cache(1, t, kv_dtype)
+  cache = model.init_cache(tokens_1t.shape[0], t, kv_dtype)
   _, cache = model.hidden(tokens_1t, positions_1t,
                           batching.prefill_mask(mask_1t), cache=cache,
                           cache_index=jnp.int32(0), prefix=prefix,
@@ -138,7 +141,7 @@ def _prefix_prefill_impl(graphdef, state, prefix, prefix_len, tokens_1t,
   # New slot j: the prefix's slot j below `base`, then the new tokens (the
   # last n_new of the row's t slots).
   old = 0 if prefix is None else transformer.cache_length(prefix)
-  n_new = jnp.sum(mask_1t, dtype=jnp.int32)
+  n_new = jnp.sum(mask_1t[0], dtype=jnp.int32)
   j = jnp.arange(slots, dtype=jnp.int32)
   src = jnp.clip(jnp.where(j < base, j, old + t - n_new + j - base), 0,
                  old + t - 1)
