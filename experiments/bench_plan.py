@@ -336,11 +336,11 @@ def main(argv):
     counts = ("MISMATCH" if problems else "match" if same else
               "differ (each side steered by its own samples)")
     print(f"\n== {s} ({describe(method, budget)}, {len(tasks)} puzzles)\n"
-          f"  ours      {a.wall_s:8.2f} s (first run {cold.wall_s:.2f} s with "
+          f"  ours      {a.wall_s:9.3f} s (first run {cold.wall_s:.2f} s with "
           f"compilation; rerun {'same proposals' if not rerun else rerun}); "
-          f"model calls {a.model_s:.2f} s; outside model calls "
+          f"model calls {a.model_s:.3f} s; outside model calls "
           f"{100 * outside:.1f}% of wall\n"
-          f"  reference {b.wall_s:8.2f} s; model calls {b.model_s:.2f} s\n"
+          f"  reference {b.wall_s:9.3f} s; model calls {b.model_s:.3f} s\n"
           f"  wall-time ratio reference/ours {ratio:.2f}x; per generated "
           f"token {per_tok(b) / per_tok(a):.2f}x (generated tokens ours "
           f"{a.generated}, reference {b.generated})\n"
