@@ -1,19 +1,28 @@
 """Batched generation: one bucketed prefill, then a jitted while_loop decode.
 
 Flow of `Decoder.generate`:
-  1. Host: tokenize, validate, left-pad the P prompts to a power-of-two length
-     bucket, choose power-of-two row counts (multiples of the mesh's batch
-     shards).
-  2. `_prefill` (jit): one forward over all prompts into a fresh KV cache, then
-     gather cache rows and last-position logits to the R = P * n decode rows
-     (n samples per prompt share that one prefill).
-  3. `_decode` (jit, cache donated): a `lax.while_loop` over one
+  1. Host: tokenize, validate, find the prompts' shared prefix (whole blocks
+     of the `PrefixCache`'s, `Decoder.shared_prefix_len`), left-pad the P
+     prompts' remaining suffixes to a power-of-two length bucket, choose
+     power-of-two row counts (multiples of the mesh's batch shards).
+  2. The shared prefix's keys/values, one row: from the `PrefixCache`, or
+     `_prefix_prefill` (jit) runs its tokens not yet stored (attending to the
+     longest stored part) and the result is stored.
+  3. `_prefill` (jit): one forward over all suffixes (attending to the prefix)
+     into a fresh KV cache, then gather cache rows and last-position logits to
+     the R = P * n decode rows (n samples per prompt share that one prefill).
+  4. `_decode` (jit, cache donated): a `lax.while_loop` over one
      `state.DecodeState` (every field commented there) that samples a token
      per row, records it and its log-prob in fixed buffers, updates per-row
      stop state (EOS ids, stop-token ids, the stop-string automaton of
      `stops.py`, length), and runs one cached forward step, until every row is
-     done.
-  4. Host: decode text, trim at stop strings, build `Completion`s.
+     done. Every row attends to the one shared prefix (not a copy per row)
+     and to its own cache (suffix + generated tokens).
+  5. Host: decode text, trim at stop strings, build `Completion`s.
+
+Without a shared prefix (`prefix_cache=None`, prompts sharing less than a
+block, sliding-window models) step 2 is skipped and every row's cache holds
+its whole prompt.
 
 `Decoder.start` (a `Generation`) runs the same steps in chunks: `_decode_start`
 samples token 0 from the prefill's logits, then each `_decode_chunk` call runs
