@@ -155,27 +155,33 @@ class LocalPolicy:
       ids = ids[len(ids) - room:]
     return ids
 
-  def rows_per_call(self, prompt_len: int, n: int, max_new_tokens: int
-                    ) -> int:
-    """Decode rows (histories x n) one call may hold within the budget."""
+  def rows_per_call(self, prompt_len: int, n: int, max_new_tokens: int,
+                    prefix_len: int = 0) -> int:
+    """Decode rows (histories x n) one call may hold within the budget, for
+    prompts of at most `prompt_len` tokens sharing `prefix_len`."""
     from armap_jax.decoding import budget
+    store = self.decoder.prefix_cache
     sizing = budget.plan_rows(
         self.budget.bytes, self.model_config, prompt_len,
         max_new_tokens, self.kv_dtype, self._fixed_bytes(), n=n,
-        compute_dtype=self.compute_dtype)
-    key = (sizing.rows, n, sizing.p_len, sizing.n_buf)
+        compute_dtype=self.compute_dtype, prefix_len=prefix_len,
+        **({} if store is None else {"prefix_block": store.block}))
+    key = (sizing.rows, n, sizing.p_len, sizing.prefix_slots, sizing.n_buf)
     if key not in self._logged:
       self._logged.add(key)
-      logging.info("decode budget: %s -> %d rows per call (n=%d, prompt %d, "
-                   "new %d, kv %s; estimated peak %.2f GiB)", self.budget,
-                   sizing.rows, n, sizing.p_len, sizing.n_buf, self.kv_dtype,
+      logging.info("decode budget: %s -> %d rows per call (n=%d, prompt %d "
+                   "+ shared prefix %d, new %d, kv %s; estimated peak %.2f "
+                   "GiB)", self.budget, sizing.rows, n, sizing.p_len,
+                   sizing.prefix_slots, sizing.n_buf, self.kv_dtype,
                    sizing.peak_bytes / budget.GiB)
     return sizing.rows
 
   def _chunks(self, ids: Sequence[Sequence[int]], n: int,
               max_new_tokens: int) -> list[tuple[int, int, int, int]]:
     """(first history, end, first sample, end) of each decode call."""
-    rows = self.rows_per_call(max(len(p) for p in ids), n, max_new_tokens)
+    # Any chunk's prompts share at least what all of them share.
+    rows = self.rows_per_call(max(len(p) for p in ids), n, max_new_tokens,
+                              self.decoder.shared_prefix_len(ids))
     per_call = max(1, rows // n)
     if self.max_batch:
       per_call = min(per_call, self.max_batch)

@@ -1,23 +1,28 @@
 """How many decode rows fit a memory budget.
 
-A `Decoder.generate` call of P prompts x n samples holds, at its peak:
+A `Decoder.generate` call of P prompts x n samples whose prompts share a
+prefix of `prefix_len` tokens (`Decoder.shared_prefix_len`; its keys/values
+are held once, not per row) holds, at its peak:
 
   weights                                   (the caller's `weights_bytes`)
-  + R x KV(cache_len)                       the decode rows' caches, both phases
+  + shared prefix: its KV once + the activations of prefilling it
+  + R x KV(cache_len)                       the decode rows' own caches
   + max(P x (KV(cache_len) + prefill act),  prefill: the prompts' own cache
                                             (before the gather to rows) and one
                                             layer's activations at p_len
         R x decode step working set)        decode: logits + sampling copies,
                                             one layer's attention, buffers
 
-with the engine's buckets: p_len = `batching.next_pow2(prompt_len, 16)`,
-n_buf = `next_pow2(max_new_tokens, 16)`, cache_len = p_len + n_buf, and the
-row counts R, P rounded up by `batching.batch_bucket`. Every row is costed
-with its own full-length cache (an upper bound when rows share a stored
-prefix). The activation terms count the arrays the forward materialises (f32
-attention scores and softmax, MLP intermediates), not XLA's exact buffer
-assignment: the estimate is meant to bound the decode's working set, and
-`tests/decoding/test_budget.py` checks the arithmetic against a hand count.
+with the engine's buckets: p_len = `batching.next_pow2(prompt_len -
+prefix_len, 16)`, n_buf = `next_pow2(max_new_tokens, 16)`, cache_len = p_len +
+n_buf, the prefix in `prefix.prefix_slots` slots (attention reads prefix slots
++ cache_len keys), and the row counts R, P rounded up by
+`batching.batch_bucket`. The activation terms count the arrays the forward
+materialises (f32 attention scores and softmax, MLP intermediates), not XLA's
+exact buffer assignment (fusion makes the real peak lower: on SmolLM2-135M
+a call's measured peak was 0.4-0.8 of the estimate): the estimate bounds the
+decode's working set, and `tests/decoding/test_budget.py` checks the
+arithmetic against a hand count.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import os
 import numpy as np
 
 from armap_jax.decoding import batching
+from armap_jax.decoding import prefix as prefix_lib
 
 # KV cache storage dtypes: `Decoder(kv_dtype=...)` / `config.policy.kv_dtype`.
 KV_DTYPES = {"float32": 4, "bfloat16": 2}
@@ -130,39 +136,51 @@ class RowCost:
   kv: int       # Keys + values of every layer, cache_len slots.
   decode: int   # A decode step's working set.
   prefill: int  # The prefill's activations for one prompt at p_len.
+  shared: int = 0  # Once per call: the shared prefix's KV + its prefill.
 
   @property
   def total(self) -> int:
+    """One row's bytes (the shared prefix not included)."""
     return self.kv + self.decode + self.prefill
 
 
 def row_cost(config, cache_len: int, kv_dtype, *, prompt_len: int | None = None,
-             n_buf: int = 0, compute_dtype="float32") -> RowCost:
+             n_buf: int = 0, compute_dtype="float32",
+             prefix_slots: int = 0) -> RowCost:
   """Per-row bytes for a cache of `cache_len` slots (already bucketed).
 
   `prompt_len`: the prefill's (bucketed) length; default `cache_len - n_buf`.
-  `n_buf`: the generated-token buffers' length.
+  `n_buf`: the generated-token buffers' length. `prefix_slots`: slots of a
+  shared prefix every row attends to (held once: `RowCost.shared`).
   """
   c = config
   kv_b, act_b = dtype_bytes(kv_dtype), dtype_bytes(compute_dtype)
   n_heads, d, f = c.num_heads, c.hidden_size, c.intermediate_size
   kvh = c.num_kv_heads * c.head_dim
+  act = (6 * d + 3 * f + 2 * n_heads * c.head_dim) * act_b  # Per query.
+  keys = prefix_slots + cache_len  # What attention reads.
   kv = c.num_layers * 2 * kvh * cache_len * kv_b
   # One layer's cache read at the compute dtype when stored narrower.
-  upcast = 2 * kvh * cache_len * act_b if kv_b < act_b else 0
+  upcast = 2 * kvh * keys * act_b if kv_b < act_b else 0
   decode = (LOGIT_COPIES * c.vocab_size * 4
-            + SCORE_COPIES * n_heads * cache_len * 4
-            + (6 * d + 3 * f + 2 * n_heads * c.head_dim) * act_b
-            + upcast
+            + SCORE_COPIES * n_heads * keys * 4
+            + act + upcast
             + n_buf * 8 + cache_len)  # tokens + log-probs; kv_valid.
   t = cache_len - n_buf if prompt_len is None else int(prompt_len)
-  prefill = (SCORE_COPIES * n_heads * t * cache_len * 4
-             + t * cache_len  # The [T, S] attention mask.
-             + t * (6 * d + 3 * f + 2 * n_heads * c.head_dim) * act_b
-             + upcast
+  prefill = (SCORE_COPIES * n_heads * t * keys * 4
+             + t * keys  # The [T, S] attention mask.
+             + t * act + upcast
              + c.vocab_size * 4  # Last-position logits.
              + t * 9)  # tokens, positions (int32), mask (bool).
-  return RowCost(kv=int(kv), decode=int(decode), prefill=int(prefill))
+  shared = 0
+  if prefix_slots:
+    # Its KV (one row per batch shard), and prefilling it as one row.
+    shared = batching.batch_bucket(1) * (
+        c.num_layers * 2 * kvh * prefix_slots * kv_b
+        + SCORE_COPIES * n_heads * prefix_slots * prefix_slots * 4
+        + prefix_slots * prefix_slots + prefix_slots * act)
+  return RowCost(kv=int(kv), decode=int(decode), prefill=int(prefill),
+                 shared=int(shared))
 
 
 def kv_bytes_per_row(config, cache_len: int, kv_dtype, *,
@@ -180,7 +198,8 @@ class Sizing:
 
   rows: int         # Decode rows (prompts x n) per call.
   peak_bytes: int   # Estimated peak of a call with `rows` rows.
-  p_len: int        # Bucketed prompt length.
+  p_len: int        # Bucketed prompt length (after the shared prefix).
+  prefix_slots: int  # Slots of the shared prefix (0: none).
   n_buf: int        # Bucketed new-token buffer.
   cost: RowCost
 
@@ -190,29 +209,44 @@ def call_peak_bytes(rows: int, n: int, cost: RowCost,
   """Estimated peak of one call of `rows` decode rows, n samples a prompt."""
   r_b = batching.batch_bucket(rows)
   p_b = batching.batch_bucket(-(-rows // max(1, n)))
-  return int(weights_bytes + r_b * cost.kv +
+  return int(weights_bytes + cost.shared + r_b * cost.kv +
              max(p_b * (cost.kv + cost.prefill), r_b * cost.decode))
 
 
 def plan_rows(budget_bytes: int, config, prompt_len: int, max_new_tokens: int,
               kv_dtype, weights_bytes: int, *, n: int = 1,
-              compute_dtype="float32", max_rows: int = 1 << 20) -> Sizing:
-  """The most decode rows (at most `max_rows`) whose call fits the budget."""
+              compute_dtype="float32", max_rows: int = 1 << 20,
+              prefix_len: int = 0,
+              prefix_block: int = prefix_lib.DEFAULT_BLOCK) -> Sizing:
+  """The most decode rows (at most `max_rows`) whose call fits the budget.
+
+  `prompt_len`: the longest prompt; `prefix_len`: tokens all prompts share
+  (`Decoder.shared_prefix_len`; 0: none).
+  """
   if prompt_len < 1 or max_new_tokens < 1:
     raise ValueError(f"prompt_len and max_new_tokens must be >= 1, got "
                      f"{prompt_len}, {max_new_tokens}")
-  p_len = batching.next_pow2(prompt_len, 16)
+  if not 0 <= prefix_len < prompt_len:
+    raise ValueError(f"prefix_len must be in [0, prompt_len={prompt_len}), "
+                     f"got {prefix_len}")
+  p_len = batching.next_pow2(prompt_len - prefix_len, 16)
   n_buf = batching.next_pow2(max_new_tokens, 16)
+  slots = prefix_lib.prefix_slots(prefix_len, prefix_block) if prefix_len else 0
   cost = row_cost(config, p_len + n_buf, kv_dtype, prompt_len=p_len,
-                  n_buf=n_buf, compute_dtype=compute_dtype)
+                  n_buf=n_buf, compute_dtype=compute_dtype,
+                  prefix_slots=slots)
   one = call_peak_bytes(1, n, cost, weights_bytes)
   if one > budget_bytes:
     raise ValueError(
         f"memory budget {human_bytes(budget_bytes)} is too small for one "
         f"decode row: it needs {human_bytes(one)} (weights "
         f"{human_bytes(weights_bytes)} + KV cache {human_bytes(cost.kv)} for "
-        f"{p_len + n_buf} slots in {kv_dtype} + working sets "
-        f"{human_bytes(one - weights_bytes - cost.kv)}) at a prompt of "
+        f"{p_len + n_buf} slots in {kv_dtype}"
+        + (f" + shared prefix {human_bytes(cost.shared)}" if cost.shared
+           else "")
+        + f" + working sets "
+        f"{human_bytes(one - weights_bytes - cost.kv - cost.shared)}) at a "
+        f"prompt of "
         f"{prompt_len} tokens and {max_new_tokens} new tokens; raise the "
         f"budget (config.policy.memory_budget_gb)"
         + ("" if dtype_bytes(kv_dtype) <= 2 else
@@ -227,19 +261,18 @@ def plan_rows(budget_bytes: int, config, prompt_len: int, max_new_tokens: int,
     if p > budget_bytes:
       break
     rows, peak = nxt, p
-  return Sizing(rows=rows, peak_bytes=peak, p_len=p_len, n_buf=n_buf,
-                cost=cost)
+  return Sizing(rows=rows, peak_bytes=peak, p_len=p_len, prefix_slots=slots,
+                n_buf=n_buf, cost=cost)
 
 
 def rows_that_fit(budget_bytes: int, config, prompt_len: int,
-                  max_new_tokens: int, kv_dtype, weights_bytes: int, *,
-                  n: int = 1, compute_dtype="float32",
-                  max_rows: int = 1 << 20) -> int:
+                  max_new_tokens: int, kv_dtype, weights_bytes: int,
+                  **kwargs) -> int:
   """Decode rows (>= 1) one generate call may hold within `budget_bytes`;
-  a ValueError naming the budget and one row's needs if none fits."""
+  a ValueError naming the budget and one row's needs if none fits
+  (`kwargs`: `plan_rows`' n, compute_dtype, max_rows, prefix_len, ...)."""
   return plan_rows(budget_bytes, config, prompt_len, max_new_tokens, kv_dtype,
-                   weights_bytes, n=n, compute_dtype=compute_dtype,
-                   max_rows=max_rows).rows
+                   weights_bytes, **kwargs).rows
 
 
 def weights_bytes(model) -> int:

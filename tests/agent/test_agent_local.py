@@ -123,12 +123,13 @@ def _counting(pol):
   return calls
 
 
-def _budget_for_rows(pol, rows, prompt_len, n, max_new):
+def _budget_for_rows(pol, rows, prompt_len, n, max_new, prefix_len=0):
   """The smallest budget under which a policy like `pol` fits `rows` decode
   rows a call (the prefix store takes an eighth of the budget)."""
   from armap_jax.decoding import budget
   s = budget.plan_rows(1 << 40, pol.model_config, prompt_len, max_new,
-                       pol.kv_dtype, 0, n=n, max_rows=rows)
+                       pol.kv_dtype, 0, n=n, max_rows=rows,
+                       prefix_len=prefix_len)
   need = pol._weights_bytes + budget.call_peak_bytes(rows, n, s.cost, 0)
   return -(-need * 8 // 7) + 8
 
@@ -181,14 +182,16 @@ def test_throttled_rollout_steps_match_an_unthrottled_one(lm, tmp_path):
   free = LocalPolicy(model, tok)
   rollout.collect(game24.Game24Env, free, tasks, tmp_path / "a.jsonl", cfg)
   env = game24.Game24Env()
-  longest = 0
+  ids = []
   for t in tasks:
     obs = env.reset(t)
-    longest = max(longest, len(free.prompt_ids(History(
+    ids.append(free.prompt_ids(History(
         env=env.name, task_id=t, instruction=env.instruction,
-        observation=obs), 8)))
+        observation=obs), 8))
+  shared = free.decoder.shared_prefix_len(ids)
+  assert shared > 0  # The env's prompt: one shared prefix, costed once.
   tight = LocalPolicy(model, tok, memory_budget_bytes=_budget_for_rows(
-      free, 1, longest, 1, 8))
+      free, 1, max(map(len, ids)), 1, 8, shared))
   calls = _counting(tight)
   rollout.collect(game24.Game24Env, tight, tasks, tmp_path / "b.jsonl", cfg)
   assert calls and all(p == 1 for p, _ in calls)

@@ -87,3 +87,26 @@ def test_default_budget_is_a_quarter_of_memory():
   assert b.bytes == budget.physical_memory_bytes() // 4 > 0
   assert str(budget.MemoryBudget(6 * 2**30)) == "6.0 GiB"
   assert str(budget.MemoryBudget(3 * 2**20)) == "3.0 MiB"
+
+
+def test_a_shared_prefix_is_costed_once_per_call():
+  # Prompts of 100 tokens sharing 64 (one block): suffix 36 -> 64 slots,
+  # + 16 new -> rows hold 80 slots and attend 64 prefix slots more.
+  s = budget.plan_rows(10**9, TINY, 100, 5, "float32", 0, prefix_len=64,
+                       max_rows=4)
+  assert (s.p_len, s.prefix_slots, s.n_buf) == (64, 64, 16)
+  c = s.cost
+  act = 6 * 8 + 3 * 16 + 2 * 2 * 4
+  assert c.kv == 2 * 2 * 4 * 80 * 4
+  assert c.decode == 6 * 100 * 4 + 2 * 2 * (64 + 80) * 4 + act * 4 + 16 * 8 + 80
+  assert c.prefill == (2 * 2 * 64 * 144 * 4 + 64 * 144 + 64 * act * 4
+                       + 100 * 4 + 64 * 9)
+  assert c.shared == (2 * 2 * 4 * 64 * 4 + 2 * 2 * 64 * 64 * 4 + 64 * 64
+                      + 64 * act * 4)
+  assert s.peak_bytes == budget.call_peak_bytes(4, 1, c, 0) == (
+      c.shared + 4 * c.kv + 4 * (c.kv + c.prefill))
+  # Without sharing every row holds the whole prompt: fewer rows fit.
+  alone = budget.plan_rows(s.peak_bytes, TINY, 100, 5, "float32", 0)
+  assert alone.p_len == 128 and alone.rows < 4
+  with pytest.raises(ValueError, match="prefix_len"):
+    budget.plan_rows(10**9, TINY, 100, 5, "float32", 0, prefix_len=100)
