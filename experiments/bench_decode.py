@@ -11,6 +11,18 @@ The last line is the SmolLM2 batch-16 ratio.
   python experiments/bench_decode.py                     # everything
   python experiments/bench_decode.py --models=smollm2 --batches=16 \\
       --modes=greedy                                     # a quick subset
+
+`--shared_prefix=512` times the prefix store instead (no torch): 16 prompts
+sharing a 512-token prefix, each with its own 32-token suffix, with the store
+cold (a new store per call: the prefix prefilled once, batch 1), warm (the
+prefix taken from the store) and disabled (`prefix_cache=None`: every prompt
+prefilled whole, every row holding its whole prompt), and prints the ratios.
+`--peak_rows=256` measures the peak resident memory of one SmolLM2 call of
+that many rows (histories x 4 samples) over a `--peak_prefix`-token shared
+prompt, each setting in its own subprocess, with and without the store.
+
+  python experiments/bench_decode.py --shared_prefix=512 --new_tokens=32
+  python experiments/bench_decode.py --peak_rows=256 --peak_rows_disabled=64
 """
 
 from __future__ import annotations
@@ -42,6 +54,29 @@ _BW_MB = flags.DEFINE_integer("bw_mb", 512, "MiB copied for the bandwidth probe"
 _DTYPE = flags.DEFINE_enum(
     "dtype", "float32", ["float32", "bfloat16"],
     "weights and compute on both sides (torch: model.to(dtype))")
+_SHARED_PREFIX = flags.DEFINE_integer(
+    "shared_prefix", 0, "> 0: time the prefix store (cold / warm / disabled) "
+    "on prompts sharing this many tokens instead of the torch comparison",
+    lower_bound=0)
+_SUFFIX_LEN = flags.DEFINE_integer("suffix_len", 32, "--shared_prefix: each "
+                                   "prompt's own tokens", lower_bound=1)
+_PREFIX_PROMPTS = flags.DEFINE_integer(
+    "prefix_prompts", 16, "--shared_prefix: prompts per call", lower_bound=1)
+_KV_DTYPE = flags.DEFINE_enum("kv_dtype", None, ["float32", "bfloat16"],
+                              "Decoder(kv_dtype=...) (default: the model's)")
+_PEAK_ROWS = flags.DEFINE_integer(
+    "peak_rows", 0, "> 0: peak resident memory of one SmolLM2 call of this "
+    "many rows (histories x 4 samples), with and without the store, each in "
+    "a subprocess", lower_bound=0)
+_PEAK_ROWS_DISABLED = flags.DEFINE_integer(
+    "peak_rows_disabled", 0, "--peak_rows: rows of the run without the store "
+    "(0: --peak_rows; fewer where the whole-prompt copies do not fit)",
+    lower_bound=0)
+_PEAK_PREFIX = flags.DEFINE_integer("peak_prefix", 960, "--peak_rows: shared "
+                                    "prompt tokens", lower_bound=1)
+_RSS_PROBE = flags.DEFINE_enum(
+    "rss_probe", None, ["store", "disabled"],
+    "internal (--peak_rows' subprocess): one call, then print the peak RSS")
 
 
 def memory_bandwidth_gbs(mib: int) -> float:
@@ -77,8 +112,9 @@ def decode_phase(total_s: float, prefill_s: float, steps: int
   return decode_s, ""
 
 
-def load(name: str, dtype: str):
-  """(our model, torch model, config) with identical weights in `dtype`."""
+def load(name: str, dtype: str, with_torch: bool = True):
+  """(our model, torch model, config) with identical weights in `dtype`
+  (SmolLM2's torch model only with `with_torch` and --torch)."""
   import jax.numpy as jnp
   import torch
   import transformers
@@ -91,13 +127,14 @@ def load(name: str, dtype: str):
     ours, _, config = load_pretrained("smollm2-135m-instruct",
                                       dtype=jnp.dtype(dtype))
     tmodel = None
-    if _TORCH.value:
+    if _TORCH.value and with_torch:
       tmodel = transformers.AutoModelForCausalLM.from_pretrained(
           os.path.dirname(path), gguf_file=os.path.basename(path),
           dtype=tdtype).eval()
     return ours, tmodel, config
   if name == "tiny":
-    config = ModelConfig.tiny(arch="llama", vocab_size=512)
+    config = ModelConfig.tiny(arch="llama", vocab_size=512,
+                              max_position_embeddings=2048)
     torch.manual_seed(0)
     tmodel = transformers.AutoModelForCausalLM.from_config(
         config.to_hf_config(), dtype=torch.float32).eval()
@@ -110,10 +147,125 @@ def load(name: str, dtype: str):
   raise app.UsageError(f"--models: unknown model {name!r}")
 
 
+def shared_prefix_bench(name: str, ours, config, rng) -> dict[str, float]:
+  """Times --prefix_prompts prompts sharing --shared_prefix tokens with the
+  store cold / warm / disabled; prints a line per mode and the ratios.
+  Returns {mode: seconds} of the last --modes entry."""
+  from armap_jax import decoding
+  from armap_jax.decoding.prefix import PrefixCache
+  vocab = min(config.vocab_size, 32000)
+  prefix = rng.integers(3, vocab, size=_SHARED_PREFIX.value).tolist()
+  prompts = [prefix + rng.integers(3, vocab, size=_SUFFIX_LEN.value).tolist()
+             for _ in range(_PREFIX_PROMPTS.value)]
+  new = _NEW_TOKENS.value
+
+  def decoder(store):
+    return decoding.Decoder(ours, None, eos_token_ids=[],
+                            unroll_layers=_UNROLL.value, prefix_cache=store,
+                            kv_dtype=_KV_DTYPE.value)
+
+  times = {}
+  for mode in _MODES.value:
+    knobs = (dict(temperature=0.0) if mode == "greedy" else
+             dict(temperature=0.8, top_p=0.95))
+    disabled_dec, warm_dec = decoder(None), decoder(PrefixCache())
+    decs = {"disabled": lambda: disabled_dec,
+            "cold": lambda: decoder(PrefixCache()),  # A new store per call.
+            "warm": lambda: warm_dec}
+    prefilled = {}
+
+    def run(dec):
+      before = dec.stats["prefill_tokens"]
+      t = time.perf_counter()
+      out = dec.generate(prompts, max_new_tokens=new, seed=1, **knobs)
+      elapsed = time.perf_counter() - t
+      assert all(g[0].completion_tokens == new for g in out)
+      return elapsed, dec.stats["prefill_tokens"] - before
+
+    for m in decs:  # Compile (and fill the warm store).
+      run(decs[m]())
+    best = {m: float("inf") for m in decs}
+    for _ in range(_REPEATS.value):
+      for m in decs:  # Interleaved: a noisy spell hits every mode.
+        elapsed, prefilled[m] = run(decs[m]())
+        best[m] = min(best[m], elapsed)
+    rows = len(prompts)
+    for m in decs:
+      print(f"{name:8s} shared prefix {_SHARED_PREFIX.value} + "
+            f"{_SUFFIX_LEN.value} x {rows} prompts, {new} new, {mode:6s} "
+            f"store {m:8s} {best[m]:7.3f} s ({rows * new / best[m]:8.1f} "
+            f"tok/s), {prefilled[m]} prompt tokens prefilled", flush=True)
+    ratio = lambda a, b: best[a] / best[b]
+    print(f"{name:8s} {mode}: disabled/cold {ratio('disabled', 'cold'):5.2f}x"
+          f", disabled/warm {ratio('disabled', 'warm'):5.2f}x, cold/warm "
+          f"{ratio('cold', 'warm'):5.2f}x (time ratios, > 1: the store is "
+          f"faster)", flush=True)
+    times = best
+  return times
+
+
+def rss_probe(setting: str) -> None:
+  """One SmolLM2 call of --peak_rows rows (histories x 4 samples) over a
+  --peak_prefix-token shared prompt; prints the peak RSS before and after."""
+  import resource
+
+  import jax.numpy as jnp
+  import numpy as np
+
+  from armap_jax import decoding
+  from armap_jax.decoding.prefix import PrefixCache
+  from armap_jax.models import load_pretrained
+  model, _, config = load_pretrained("smollm2-135m-instruct",
+                                     dtype=jnp.dtype(_DTYPE.value))
+  n = 4
+  rows = _PEAK_ROWS.value if setting == "store" else (
+      _PEAK_ROWS_DISABLED.value or _PEAK_ROWS.value)
+  rng = np.random.default_rng(0)
+  prefix = rng.integers(3, config.vocab_size, size=_PEAK_PREFIX.value).tolist()
+  prompts = [prefix + rng.integers(3, config.vocab_size, size=int(k)).tolist()
+             for k in rng.integers(16, 48, size=max(1, rows // n))]
+  dec = decoding.Decoder(model, None, eos_token_ids=[],
+                         prefix_cache=PrefixCache() if setting == "store"
+                         else None, kv_dtype=_KV_DTYPE.value)
+  gib = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+  loaded = gib()
+  t = time.perf_counter()
+  dec.generate(prompts, n=n, max_new_tokens=_NEW_TOKENS.value)
+  elapsed = time.perf_counter() - t
+  print(f"RSS_PROBE {setting} rows {len(prompts) * n} prompt "
+        f"{_PEAK_PREFIX.value}+16..47 tokens, {_NEW_TOKENS.value} new, kv "
+        f"{dec.kv_dtype or _DTYPE.value}: peak RSS {gib():.2f} GiB (after "
+        f"loading the model {loaded:.2f} GiB), call {elapsed:.1f} s, "
+        f"prefilled {dec.stats['prefill_tokens']} of "
+        f"{dec.stats['prompt_tokens']} prompt tokens", flush=True)
+
+
+def peak_memory() -> None:
+  """Runs `rss_probe` for both settings, each in a fresh subprocess."""
+  import subprocess
+  import sys
+  for setting in ("store", "disabled"):
+    args = [sys.executable, os.path.abspath(__file__),
+            f"--rss_probe={setting}", f"--peak_rows={_PEAK_ROWS.value}",
+            f"--peak_rows_disabled={_PEAK_ROWS_DISABLED.value}",
+            f"--peak_prefix={_PEAK_PREFIX.value}",
+            f"--new_tokens={_NEW_TOKENS.value}", f"--dtype={_DTYPE.value}"]
+    if _KV_DTYPE.value:
+      args.append(f"--kv_dtype={_KV_DTYPE.value}")
+    out = subprocess.run(args, capture_output=True, text=True, check=False)
+    lines = [l for l in out.stdout.splitlines() if l.startswith("RSS_PROBE")]
+    print(lines[0][len("RSS_PROBE "):] if lines else
+          f"{setting}: probe failed (exit {out.returncode}): "
+          f"{out.stderr.strip().splitlines()[-1:]}", flush=True)
+
+
 def main(argv):
   del argv
   from armap_jax.runtime import hostmem
   hostmem.tune_malloc()  # Before JAX starts its threads (see hostmem).
+  if _RSS_PROBE.value:
+    rss_probe(_RSS_PROBE.value)
+    return
   import jax
   import numpy as np
   import torch
@@ -129,10 +281,17 @@ def main(argv):
         f"({jax.devices()[0].platform}), torch {torch.__version__} "
         f"({torch.get_num_threads()} threads); memory copy bandwidth "
         f"{bw:.1f} GB/s (read+write, {_BW_MB.value} MiB)")
+  if _PEAK_ROWS.value:
+    peak_memory()
+    return
   new = _NEW_TOKENS.value
   rng = np.random.default_rng(0)
   summary = {}
   for name in _MODELS.value:
+    if _SHARED_PREFIX.value:
+      ours, _, config = load(name, _DTYPE.value, with_torch=False)
+      shared_prefix_bench(name, ours, config, rng)
+      continue
     ours, tmodel, config = load(name, _DTYPE.value)
     n_params = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(
         nnx.state(ours, nnx.Param)))
@@ -219,7 +378,9 @@ def main(argv):
             line += f"{torch_decode_s / decode_s:4.2f}x)"
         print(line, flush=True)
   key = [k for k in summary if k[0] == "smollm2" and k[1] == 16]
-  if key:
+  if _SHARED_PREFIX.value:
+    pass
+  elif key:
     parts = ", ".join(f"{k[2]} {summary[k]:.2f}x" for k in key)
     print(f"SmolLM2-135M batch 16 ours/torch tokens/s ratio: {parts}")
   else:
