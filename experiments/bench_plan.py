@@ -43,7 +43,7 @@ import os
 import sys
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 
 import bench_decode  # The torch + JAX model builder (same weights).
 from armap_jax.runtime import launch
@@ -57,9 +57,6 @@ _SMOKE = flags.DEFINE_bool(
 _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 40,
                                 "new tokens per action (both sides)",
                                 lower_bound=1)
-_MAX_ROWS = flags.DEFINE_integer(
-    "max_rows", 128, "ours: at most this many rows (histories x n) per "
-    "decode call (0: all histories in one call)", lower_bound=0)
 _SEED = flags.DEFINE_integer("seed", 0, "search seed (both sides)")
 _FOLLOW = flags.DEFINE_bool(
     "follow", True, "the reference generates for every history it is asked "
@@ -115,27 +112,6 @@ class TimedDecoder:
 
   def __getattr__(self, k):
     return getattr(self._d, k)
-
-
-class RowCap:
-  """Splits a propose call so one decode call holds at most `max_rows` rows
-  (histories x n); chunk k starts at seed + its first history's index, as
-  `LocalPolicy` seeds its own chunks."""
-
-  def __init__(self, policy, max_rows: int):
-    self._p = policy
-    self._rows = int(max_rows)
-    self.name = policy.name
-
-  def propose(self, histories, n, sampling):
-    if not self._rows:
-      return self._p.propose(histories, n, sampling)
-    step = max(1, self._rows // n)
-    out = []
-    for k in range(0, len(histories), step):
-      out.extend(self._p.propose(histories[k:k + step], n, dataclasses.replace(
-          sampling, seed=sampling.seed + k)))
-    return out
 
 
 class Recorder:
@@ -220,6 +196,9 @@ def run_side(searcher, policy, stats_of, tasks, scorer, envs, budget,
   res = searcher.run(tasks, rec, scorer, envs, budget)
   wall = time.perf_counter() - t0
   m1, p1, src, g1 = stats_of()
+  logging.info("%s: %d policy calls, %d histories, %.1f s (model %.1f s)",
+               "ours" if follow is None else "reference", len(rec.calls),
+               rec.histories, wall, m1 - m0)
   if follow is not None and len(rec.calls) != len(follow.calls):
     raise CountMismatch(f"{len(rec.calls)} policy calls; the followed search "
                         f"made {len(follow.calls)}")
@@ -281,7 +260,6 @@ def main(argv):
   ref = HFPolicy(tmodel, tok, fmt=fmt, chat=ours.chat, name=name,
                  eos_token_ids=timed.eos_token_ids,
                  context_length=timed.context)
-  ours_policy = RowCap(ours, _MAX_ROWS.value)
 
   def ours_stats():
     p, src = timed.prefill_tokens()
@@ -308,8 +286,8 @@ def main(argv):
     searcher = search_factory.make_searcher(search_cfg, method)
     budget = Budget(max_steps=MAX_STEPS, **sizes)
     args = (tasks, scorer, envs, budget, max_new)
-    cold = run_side(searcher, ours_policy, ours_stats, *args)  # Compiles.
-    a = run_side(searcher, ours_policy, ours_stats, *args)
+    cold = run_side(searcher, ours, ours_stats, *args)  # Compiles.
+    a = run_side(searcher, ours, ours_stats, *args)
     try:
       b = run_side(searcher, ref, ref_stats, *args,
                    follow=a.rec if _FOLLOW.value else None)
