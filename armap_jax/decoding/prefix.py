@@ -87,10 +87,6 @@ class Entry:
   nbytes: int
   keys: tuple[tuple[Hashable, bytes], ...]  # (namespace, hash) it serves.
 
-  @property
-  def slots(self) -> int:
-    return int(self.kv["v"].shape[-2])
-
 
 class PrefixCache:
   """Prefix keys/values by token blocks; LRU-bounded by bytes.
