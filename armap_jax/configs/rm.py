@@ -17,7 +17,7 @@ reads (model, data, train, mesh, view, workdir, seed).
 either sets both), kept for older commands.
 `flavour`:
   "default"  a small Llama from scratch over the SmolLM2 tokenizer (or
-             model.pretrained), chat template and ARMAP's evaluation question;
+             the backbone's), chat template and ARMAP's evaluation question;
   "game24"   the main job's reward models: a small Llama from scratch over the
              Game of 24 character-level trace tokenizer, plain text (no chat
              template, no thoughts), the suffix "Is every step and the answer

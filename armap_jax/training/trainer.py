@@ -14,8 +14,9 @@ Kinds (`TrainConfig.kind`):
              a frozen copy of its initial params is the reference.
 
 Gradient accumulation splits the global batch into `grad_accum` interleaved
-micro-batches (rows j, j+A, j+2A, ...) and scans over them; the loss is the
-mean of the micro-batch losses. Non-finite loss or gradients never reach the
+micro-batches (rows j, j+A, j+2A, ...) and scans over them; the loss, metrics
+and gradients are the micro-batches' means weighted by their real examples
+(the full batch's mean for the masked-mean losses). Non-finite loss or gradients never reach the
 parameters: the update is skipped inside the step (`metrics["skipped"]`), and
 the host loop raises (`nan_policy="raise"`) or logs and goes on ("skip").
 
@@ -369,18 +370,21 @@ class Trainer:
         mb = jax.tree.map(lambda x: shd.shard(
             x, "batch", *([None] * (x.ndim - 1))), mb)
         (l, m), g = grad_fn(state["params"], mb, ref, frozen)
-        acc = jax.tree.map(jnp.add, carry, (l, m, g))
-        return acc, None
+        # Weighted by real examples: a micro-batch of filler rows (a short
+        # final batch) adds nothing instead of pulling the mean to 0.
+        n = jnp.sum(mb["example_mask"].astype(jnp.float32))
+        acc = jax.tree.map(lambda c, x: c + n * x, carry[:3], (l, m, g))
+        return acc + (carry[3] + n,), None
 
       zeros = jax.tree.map(jnp.zeros_like, (
           jnp.zeros((), jnp.float32),
           jax.eval_shape(lambda: self.loss_fn(
               state["params"], jax.tree.map(lambda x: x[0], micro), ref,
               frozen)[1]),
-          state["params"]))
-      (loss, metrics, grads), _ = jax.lax.scan(body, zeros, micro)
-      loss, metrics, grads = jax.tree.map(lambda x: x / a,
-                                          (loss, metrics, grads))
+          state["params"], jnp.zeros((), jnp.float32)))
+      (loss, metrics, grads, n), _ = jax.lax.scan(body, zeros, micro)
+      loss, metrics, grads = jax.tree.map(
+          lambda x: x / jnp.maximum(n, 1.0), (loss, metrics, grads))
     gnorm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
     updates, new_opt = self.tx.update(grads, state["opt_state"],
