@@ -44,7 +44,7 @@ import sys
 import tempfile
 import time
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 from armap_jax.runtime import launch
 
@@ -73,6 +73,9 @@ _LORA_RANK = flags.DEFINE_integer(
     "lora_rank", None, "LoRA rank on all projections. Tiny: ours and TRL "
     "with LoRA of this rank instead of full fine-tuning (default 0 = full); "
     "a pretrained model: the LoRA phase's rank (default 64).", lower_bound=0)
+_PHASES = flags.DEFINE_list(
+    "phases", ["lora", "full"], "A pretrained model's phases, in order: "
+    "lora, full (fine-tuning).")
 _LORA_ALPHA = flags.DEFINE_float(
     "lora_alpha", None, "LoRA alpha (default: 2 x rank for tiny, 16 for a "
     "pretrained model, ARMAP's recipe).")
@@ -439,8 +442,14 @@ def main(argv):
       save_pretrained(backbone, tok, hf_dir)
     del backbone
     rank = opt("lora_rank") or 64
-    phases = [(f"LoRA r={rank} alpha={opt('lora_alpha'):g} on "
-               f"{','.join(LORA_TARGETS)}", rank), ("full fine-tuning", 0)]
+    named = {"lora": (f"LoRA r={rank} alpha={opt('lora_alpha'):g} on "
+                      f"{','.join(LORA_TARGETS)}", rank),
+             "full": ("full fine-tuning", 0)}
+    bad = [p for p in _PHASES.value if p not in named]
+    if bad or not _PHASES.value:
+      raise app.UsageError(f"--phases: expected some of lora, full, got "
+                           f"{_PHASES.value}")
+    phases = [named[p] for p in _PHASES.value]
   chosen, rejected = data(np.random.default_rng(0), cfg.vocab_size)
   print(f"machine: {machine.describe()}")
   print(f"model: {_MODEL.value} ({cfg.num_layers} layers, hidden "
@@ -462,8 +471,9 @@ def main(argv):
   if _MODEL.value == "tiny":
     print(f"ratio ours/TRL: {ratios[rank]:.2f}")
   else:
-    print(f"{_MODEL.value} ratio ours/TRL: full fine-tuning "
-          f"{ratios[0]:.2f}x; LoRA {ratios[rank]:.2f}x")
+    full = f"full fine-tuning {ratios[0]:.2f}x; " if 0 in ratios else ""
+    lora = f"LoRA {ratios[rank]:.2f}x" if rank in ratios else ""
+    print(f"{_MODEL.value} ratio ours/TRL: {full}{lora}".rstrip("; "))
 
 
 if __name__ == "__main__":
