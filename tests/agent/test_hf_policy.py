@@ -77,7 +77,6 @@ def test_same_prompts(policies):
   assert len(ids) == 32 and ids == local.prompt_ids(h, 8)[-32:]
 
 
-@pytest.mark.slow  # Compiles our decoder for two prompt lengths.
 def test_greedy_proposals_equal_ours(policies):
   local, ref = policies
   samp = dataclasses.replace(GREEDY, max_new_tokens=12)
