@@ -14,11 +14,17 @@ module level, so repeated calls with the same bucket shapes do not recompile):
 generation a chunk of decode steps at a time (the model server's path: new
 tokens readable and rows cancellable between chunks); `detok.TextStream`
 turns a row's growing tokens into text that is safe to send.
+
+Prompts of one call that share a token prefix share its keys/values (stored
+once, attended by every row), and a `Decoder`'s `PrefixCache` keeps prefixes
+across calls (a search's task prompt and histories are prefilled once);
+`budget.py` sizes the rows of a call to a memory budget.
 """
 
 from __future__ import annotations
 
 from armap_jax.decoding.engine import Completion, Decoder, Generation
+from armap_jax.decoding.prefix import PrefixCache
 from armap_jax.decoding.sampling import SamplingArrays, row_keys, sample_tokens
 
 
@@ -38,6 +44,7 @@ def score_continuations(model, tokenizer, prompts, continuations, **kwargs):
       prompts, continuations, **kwargs)
 
 
-__all__ = ["Completion", "Decoder", "Generation", "SamplingArrays",
+__all__ = ["Completion", "Decoder", "Generation", "PrefixCache",
+           "SamplingArrays",
            "beam_search",
            "generate", "row_keys", "sample_tokens", "score_continuations"]
