@@ -17,6 +17,7 @@ and the tokens generated.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 
@@ -160,11 +161,8 @@ class HFPolicy:
     for k, h in enumerate(histories):
       fmt = self._fmt(h)
       ids = self.prompt_ids(h, sampling.max_new_tokens)
-      samp_k = Sampling(temperature=sampling.temperature,
-                        top_p=sampling.top_p, top_k=sampling.top_k,
-                        max_new_tokens=sampling.max_new_tokens,
-                        seed=sampling.seed + k)
-      comps = self.generate_ids(ids, n, samp_k, fmt.stop)
+      comps = self.generate_ids(ids, n, dataclasses.replace(
+          sampling, seed=sampling.seed + k), fmt.stop)
       self.usage.add(prompt_tokens=len(ids))
       props = []
       for c in comps:
