@@ -100,6 +100,8 @@ OVERRIDES: dict[str, Override] = {
         ("--models=tiny", "--batches=1", "--modes=greedy", "--prompt_len=8",
          "--new_tokens=4", "--repeats=1", "--notorch", "--bw_mb=8"),
         slow=True),
+    "python experiments/bench_plan.py": Override(("--smoke", "--threads=1"),
+                                                 slow=True),
     "python experiments/bench_train.py": Override(
         ("--steps=1", "--rounds=1", "--warmup=1", "--batch=2", "--seq=32",
          "--hidden=64", "--layers=1", "--skip_trl"), slow=True),

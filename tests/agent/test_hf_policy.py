@@ -10,13 +10,12 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from agent_helpers import byte_tokenizer  # noqa: E402
+from torch_helpers import torch_and_ours  # noqa: E402
 
 from armap_jax.agent import prompts  # noqa: E402
 from armap_jax.agent.hf_policy import HFPolicy, completion_length  # noqa: E402
 from armap_jax.agent.local_policy import LocalPolicy  # noqa: E402
 from armap_jax.agent.policy import GREEDY, History, Sampling  # noqa: E402
-from armap_jax.models import keymap  # noqa: E402
-from armap_jax.models import params as params_lib  # noqa: E402
 from armap_jax.models.config import ModelConfig  # noqa: E402
 from armap_jax.records import Step  # noqa: E402
 
@@ -25,16 +24,7 @@ def _pair(tok):
   config = ModelConfig.tiny(vocab_size=272, bos_token_id=1, eos_token_id=2,
                             pad_token_id=0, max_position_embeddings=1024,
                             tie_word_embeddings=False)
-  torch.manual_seed(0)
-  hf_config = config.to_hf_config()
-  hf_config.initializer_range = 0.1  # Clear argmax margins.
-  tmodel = transformers.AutoModelForCausalLM.from_config(
-      hf_config, attn_implementation="eager", dtype=torch.float32).eval()
-  sd = {k: v.detach().numpy() for k, v in tmodel.state_dict().items()}
-  specs = {k: (v.shape, str(v.dtype)) for k, v in sd.items()}
-  ours = params_lib.build_model(
-      config, keymap.hf_to_ours(config, specs, sd.__getitem__, "torch"))
-  return tmodel, ours
+  return torch_and_ours(config)
 
 
 def _histories():

@@ -5,17 +5,13 @@ import os
 import numpy as np
 import pytest
 
+from torch_helpers import torch_and_ours
+
 from armap_jax import decoding
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-try:
-  from armap_jax.models import keymap
-  from armap_jax.models import params as params_lib
-  from armap_jax.models.config import ModelConfig
-except ImportError as e:  # pragma: no cover - before the models land.
-  pytest.skip(f"armap_jax.models loaders not available: {e}",
-              allow_module_level=True)
+from armap_jax.models.config import ModelConfig  # noqa: E402
 
 ARCHS = {
     "llama": dict(arch="llama", tie_word_embeddings=False),
@@ -23,19 +19,6 @@ ARCHS = {
     "gpt2": dict(arch="gpt2"),
 }
 PROMPTS = [[1, 17, 42, 99, 5, 23, 64], [1, 8], [1, 120, 3, 77, 91]]
-
-
-def torch_and_ours(config):
-  torch.manual_seed(0)
-  hf_config = config.to_hf_config()
-  hf_config.initializer_range = 0.1  # Clear argmax margins.
-  tmodel = transformers.AutoModelForCausalLM.from_config(
-      hf_config, attn_implementation="eager", dtype=torch.float32).eval()
-  sd = {k: v.detach().numpy() for k, v in tmodel.state_dict().items()}
-  specs = {k: (v.shape, str(v.dtype)) for k, v in sd.items()}
-  params = keymap.hf_to_ours(config, specs, sd.__getitem__, "torch state_dict")
-  return tmodel, params_lib.build_model(config, params)
-
 
 def torch_greedy(tmodel, prompt, max_new_tokens, eos_ids, pad_id):
   with torch.no_grad():
@@ -46,7 +29,6 @@ def torch_greedy(tmodel, prompt, max_new_tokens, eos_ids, pad_id):
         eos_token_id=list(eos_ids), pad_token_id=pad_id)
   return out[0, len(prompt):].tolist()
 
-
 def assert_same_greedy(ours, want, eos_ids):
   n = len(ours.token_ids)
   assert ours.token_ids == want[:n]
@@ -54,7 +36,6 @@ def assert_same_greedy(ours, want, eos_ids):
     assert ours.token_ids[-1] in eos_ids
   else:
     assert n == len(want)
-
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_greedy_matches_torch_generate(arch):
@@ -65,7 +46,6 @@ def test_greedy_matches_torch_generate(arch):
   for prompt, group in zip(PROMPTS, got):
     want = torch_greedy(tmodel, prompt, 16, eos_ids, config.pad_token_id)
     assert_same_greedy(group[0], want, eos_ids)
-
 
 @pytest.mark.slow
 def test_smollm2_greedy_matches_torch_gguf():
