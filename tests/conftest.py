@@ -44,3 +44,17 @@ def eight_devices():
 def mesh222(eight_devices):
   from armap_jax import sharding
   return sharding.make_mesh(sharding.MeshConfig(data=2, fsdp=2, tensor=2))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def free_compiled_programs():
+  """Drops jax's compiled programs after each test module. Every XLA CPU
+  executable keeps memory mappings for its code, and one pytest process
+  compiles thousands of programs: the suite passed the kernel's limit on
+  mappings (vm.max_map_count, 65530 here) and LLVM crashed with SIGSEGV
+  mid-compile. Programs a later module needs again come back from the
+  session's persistent compilation cache (on disk) or are recompiled."""
+  yield
+  import gc
+  jax.clear_caches()
+  gc.collect()
