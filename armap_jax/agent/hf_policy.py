@@ -27,14 +27,7 @@ from armap_jax.agent import prompts as prompts_lib
 from armap_jax.agent.local_policy import encode_chat, encode_text
 from armap_jax.agent.policy import History, Proposal, Sampling
 from armap_jax.agent.usage import TokenUsage
-
-
-def _as_ids(x) -> list[int]:
-  if x is None:
-    return []
-  if isinstance(x, int):
-    return [x]
-  return [int(v) for v in x]
+from armap_jax.decoding.engine import default_eos_ids
 
 
 def completion_length(token_ids: Sequence[int], eos_ids: Sequence[int],
@@ -81,10 +74,7 @@ class HFPolicy:
                  if chat is None else chat)
     self.name = name
     if eos_token_ids is None:
-      eos = set(_as_ids(getattr(model.config, "eos_token_id", None)))
-      if tokenizer.eos_token_id is not None:
-        eos.add(int(tokenizer.eos_token_id))
-      eos_token_ids = sorted(eos)
+      eos_token_ids = default_eos_ids(model.config, tokenizer)
     self.eos_token_ids = [int(e) for e in eos_token_ids]
     self.context = int(context_length or getattr(
         model.config, "max_position_embeddings", 0) or 1 << 30)

@@ -373,6 +373,15 @@ def _as_tuple(x) -> tuple[int, ...]:
   return tuple(int(v) for v in x)
 
 
+def default_eos_ids(config, tokenizer) -> tuple[int, ...]:
+  """The ids that end a row: the model config's `eos_token_id` (an int or a
+  list; ours or a transformers config) and the tokenizer's EOS, sorted."""
+  eos = set(_as_tuple(getattr(config, "eos_token_id", None)))
+  if tokenizer is not None and tokenizer.eos_token_id is not None:
+    eos.add(int(tokenizer.eos_token_id))
+  return tuple(sorted(eos))
+
+
 class Decoder:
   """Generation, beam search and scoring for one model + tokenizer.
 
@@ -433,10 +442,7 @@ class Decoder:
     self.context = int(context_length or getattr(
         config, "max_position_embeddings", 0) or 1 << 30)
     if eos_token_ids is None:
-      eos = set(_as_tuple(getattr(config, "eos_token_id", None)))
-      if tokenizer is not None and tokenizer.eos_token_id is not None:
-        eos.add(int(tokenizer.eos_token_id))
-      eos_token_ids = sorted(eos)
+      eos_token_ids = default_eos_ids(config, tokenizer)
     self.eos_token_ids = _as_tuple(eos_token_ids)
 
   def update(self, model) -> None:
