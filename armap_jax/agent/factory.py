@@ -98,6 +98,23 @@ def trace_format_name(name: str) -> str:
   return "game24-trace"
 
 
+# Trace formats of trace-trained policies: pretrain_info.json's ``format`` ->
+# (the env it reads, "module:Class" of its `PromptFormat`). One entry per env
+# with a shipped trace policy; an endpoint (`openai`) told to use
+# ``format="trace"`` gets the entry of its env.
+TRACE_FORMATS = {
+    "game24-trace": ("game24", "armap_jax.agent.trace_format:Game24TraceFormat"),
+    "webshop-trace": ("webshop",
+                      "armap_jax.agent.webshop_trace:WebShopTraceFormat"),
+}
+
+
+def _trace_format(name: str):
+  import importlib
+  module, cls = TRACE_FORMATS[name][1].split(":")
+  return getattr(importlib.import_module(module), cls)()
+
+
 def prompt_format(policy_cfg, env_cfg):
   """The prompt format a model policy reads (see the module docstring)."""
   want = policy_cfg.get("format", "auto")
@@ -108,25 +125,29 @@ def prompt_format(policy_cfg, env_cfg):
                                ("openai",) and is_trace_policy(
                                    policy_cfg.name)))
   # An endpoint has no pretrain_info.json: its trace format is the env's.
-  trace_name = ("webshop-trace" if policy_cfg.name == "openai"
-                and env_cfg.name == "webshop" else
+  by_env = {env: fmt for fmt, (env, _) in TRACE_FORMATS.items()}
+  trace_name = (by_env.get(env_cfg.name, "game24-trace")
+                if policy_cfg.name == "openai" else
                 trace_format_name(policy_cfg.name))
-  if trace and trace_name == "webshop-trace":
-    if env_cfg.name != "webshop":
+  if (trace or policy_cfg.name == "tiny-random") and trace_name in TRACE_FORMATS:
+    env = TRACE_FORMATS[trace_name][0]
+    if env == "game24":
+      if not env_cfg.name.startswith("game24") or env_cfg.protocol != "tot":
+        raise PolicyConfigError(
+            f"config.policy.name={policy_cfg.name!r} writes Game of 24 step "
+            f"traces: it needs config.env.name='game24' and "
+            f"config.env.protocol='tot' (got {env_cfg.name!r}, "
+            f"{env_cfg.protocol!r})")
+    elif env_cfg.name != env:
       raise PolicyConfigError(
-          f"config.policy.name={policy_cfg.name!r} reads WebShop pages: it "
-          f"needs config.env.name='webshop' (got {env_cfg.name!r})")
-    from armap_jax.agent.webshop_trace import WebShopTraceFormat
-    return WebShopTraceFormat()
-  if trace or policy_cfg.name == "tiny-random":
-    if not env_cfg.name.startswith("game24") or env_cfg.protocol != "tot":
-      raise PolicyConfigError(
-          f"config.policy.name={policy_cfg.name!r} writes Game of 24 step "
-          f"traces: it needs config.env.name='game24' and "
-          f"config.env.protocol='tot' (got {env_cfg.name!r}, "
-          f"{env_cfg.protocol!r})")
-    from armap_jax.agent.trace_format import Game24TraceFormat
-    return Game24TraceFormat()
+          f"config.policy.name={policy_cfg.name!r} reads {env} traces "
+          f"({trace_name}): it needs config.env.name={env!r} (got "
+          f"{env_cfg.name!r})")
+    return _trace_format(trace_name)
+  if trace:
+    raise PolicyConfigError(
+        f"config.policy.name={policy_cfg.name!r}: its pretrain_info.json names "
+        f"trace format {trace_name!r}; known: {sorted(TRACE_FORMATS)}")
   return prompts.get_format(env_cfg.name, env_cfg.protocol
                             if env_cfg.name.startswith("game24") else None)
 
@@ -235,7 +256,7 @@ def make_policy(policy_cfg, env_cfg):
         f"another policy)")
   model, tok, _ = load_pretrained(path or name)
   chat = int(policy_cfg.get("chat", -1))
-  if getattr(fmt, "name", "") in ("game24-trace", "webshop-trace"):
+  if getattr(fmt, "name", "") in TRACE_FORMATS:
     chat = 0  # Trace checkpoints read plain text.
   return LocalPolicy(model, tok, fmt=fmt,
                      chat=None if chat < 0 else bool(chat),
