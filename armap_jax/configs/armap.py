@@ -147,9 +147,11 @@ def get_config(flavour: str = "default") -> ml_collections.ConfigDict:
   c.budget.max_steps = c.env.get_ref("max_steps")
   c.eval = ml_collections.ConfigDict({
       "num_test": 100,  # Evaluated tasks; fewer = the first N.
-      # "test" (what reports quote, once) or "dev" (to choose knobs: a
-      # temperature, lambdas, N); training never reads either.
-      "split": "test",
+      # "" = the env's own (EnvSpec.eval_splits: "test", or "test_seen,
+      # test_unseen"); "dev" (or "dev_seen,dev_unseen") to choose knobs (a
+      # temperature, lambdas, N); a comma list evaluates each split into
+      # eval/<split>/. Training never reads any of them.
+      "split": "",
       "methods": "greedy,sampling,reflexion,bon,mcts,beam",
       "oracle_rows": True,  # Each scored method again with the env oracle.
       "batch_tasks": 100,

@@ -77,6 +77,10 @@ class EnvSpec:
   # reward (R - lambda * cost) and, optionally, what its table reports (None:
   # not incurred); "actions" (the number of actions) is always available.
   costs: tuple[tuple[str, ...], ...] = ()
+  # The splits the main job evaluates by default (`config.eval.split` = ""):
+  # the test split, or ("test_seen", "test_unseen") where the benchmark
+  # reports seen and unseen task variations.
+  eval_splits: tuple[str, ...] = ("test",)
 
   @property
   def module(self) -> str:

@@ -14,7 +14,8 @@ times in ``timings.json``):
   train_prm   AgentRM's explicit process RM
   rm_eval     held-out pairwise accuracy (held-out *train* tasks)
   honesty     no test task in any training artefact (raises otherwise)
-  eval_*      each method on the env's test tasks
+  eval_*      each method on the env's test tasks (each of `eval_splits`:
+              test, or test_seen and test_unseen)
   targets     (where enabled) ARMAP-B/M with R - lambda * cost, several lambda
   report      summary.md, summary.json, scaling.png
 
@@ -33,7 +34,7 @@ from absl import logging
 
 from armap_jax.agent.factory import policy_identity
 from armap_jax.pipeline import evaluate as eval_lib
-from armap_jax.pipeline import honesty, stages
+from armap_jax.pipeline import honesty, stages, summary
 from armap_jax.pipeline.core import Workdir, check_producer, write_json
 
 __all__ = ["run", "Workdir", "stages", "honesty"]
@@ -76,28 +77,34 @@ def run(cfg, workdir: str) -> str:
     return {"orm_accuracy": acc["orm"]["accuracy"]}
 
   wd.stage("rm_eval", rm_eval)
+  splits = eval_lib.eval_splits(cfg)
   wd.stage("honesty", lambda: {"files_scanned": honesty.assert_no_test_leak(
-      wd.root, cfg.env.name, ("test", eval_lib.eval_split(cfg)))})
+      wd.root, cfg.env.name, tuple(dict.fromkeys(["test", *splits])))})
   if "bon" in ms and "sampling" in ms:  # Sampling reuses Best-of-N's draws.
     ms.remove("bon")
     ms.insert(ms.index("sampling"), "bon")
-  for m in ms:
-    kinds = ["none"] if m in ("greedy", "sampling") else [
-        eval_lib.SCORER_OF[m]] + (["oracle"] if cfg.eval.oracle_rows else [])
-    for k in kinds:
-      name = f"eval_{m}" + ("" if k == "none" else f"_{k}")
-      wd.stage(name, lambda m=m, k=k: eval_lib.evaluate(cfg, wd, policy(), m,
-                                                        k))
+  for split in splits:
+    scfg = eval_lib.for_split(cfg, split)
+    tag = f"{split}_" if len(splits) > 1 else ""
+    for m in ms:
+      kinds = ["none"] if m in ("greedy", "sampling") else [
+          eval_lib.SCORER_OF[m]] + (["oracle"] if cfg.eval.oracle_rows else [])
+      for k in kinds:
+        name = f"eval_{tag}{m}" + ("" if k == "none" else f"_{k}")
+        wd.stage(name, lambda m=m, k=k, scfg=scfg: eval_lib.evaluate(
+            scfg, wd, policy(), m, k))
   if cfg.get("targets") and cfg.targets.enabled:
-    # Customised reward targets (R - lambda * cost): real searches.
+    # Customised reward targets (R - lambda * cost): real searches, on the
+    # first evaluated split.
     from armap_jax.pipeline import targets
-    wd.stage("targets", lambda: targets.run(cfg, wd, policy()))
+    wd.stage("targets", lambda: targets.run(
+        eval_lib.for_split(cfg, splits[0]), wd, policy()))
   extra.update(eval_lib.load_extra(wd))
   text = ""
 
   def report():
     nonlocal text
-    text = eval_lib.write_report(cfg, wd, extra)
+    text = summary.write_report(cfg, wd, extra)
     return {}
 
   # The report is cheap and reflects every run: always rewritten.

@@ -106,7 +106,8 @@ def run(cfg, wd, policy) -> dict[str, Any]:
   rows = []
   for method in methods:
     searcher = factory.make_searcher(cfg.search, method)
-    base_path = plan_lib.results_path(eval_lib.eval_dir(wd), f"{method}-orm")
+    base_path = plan_lib.results_path(eval_lib.eval_dir(wd, cfg),
+                                     f"{method}-orm")
     for cost in wanted:
       for lam in [0.0] + [x for x in _lambdas(cfg, cost) if x != 0.0]:
         if lam == 0.0 and os.path.exists(base_path):
@@ -127,7 +128,8 @@ def run(cfg, wd, policy) -> dict[str, Any]:
                **_summary(res, costs, reports)}
         logging.info("targets: %s", row)
         rows.append(row)
-  write_json(wd.path("targets.json"), {"rows": rows, "test_ids": ids})
+  write_json(wd.path("targets.json"), {"rows": rows, "test_ids": ids,
+                                       "split": eval_lib.eval_split(cfg)})
   plot(rows, wanted, wd.path("targets.png"), cfg.env.name)
   return {"rows": len(rows)}
 

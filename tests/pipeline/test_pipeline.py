@@ -193,3 +193,41 @@ def test_configs_and_policy_switch():
   c = tiny_config("no-such-model")
   with pytest.raises(FileNotFoundError):
     make_policy(c.policy, c.env)
+
+
+def test_several_eval_splits(run_dir, tmp_path):
+  """`eval.split = "dev,test"`: each split evaluates into eval/<split>/, the
+  summary has one table per split and rows that name their split; the
+  trained models are reused (no training stage runs again)."""
+  wd, _ = run_dir
+  wd2 = str(tmp_path / "splits")
+  shutil.copytree(wd, wd2)
+  c = tiny_config()
+  c.eval.split = "dev,test"
+  c.eval.methods = "greedy,sampling,bon"
+  c.eval.oracle_rows = False
+  before = os.path.getmtime(os.path.join(wd2, "stages", "train_orm.done"))
+  text = pipeline.run(c, wd2)
+  assert os.path.getmtime(os.path.join(wd2, "stages", "train_orm.done")) == (
+      before)
+  dev_ids = set(game24.Game24Env().task_ids("dev"))
+  summary = json.load(open(os.path.join(wd2, "summary.json")))
+  assert summary["eval_splits"] == ["dev", "test"]
+  by_split = {}
+  for r in summary["rows"]:
+    by_split.setdefault(r["split"], []).append(r["label"])
+    res = [json.loads(x) for x in open(os.path.join(
+        wd2, "eval", r["split"], "results", r["label"] + ".jsonl"))]
+    want = dev_ids if r["split"] == "dev" else TEST_IDS
+    assert {x["task_id"] for x in res} <= want
+  assert by_split == {"dev": ["greedy", "sampling", "bon-orm"],
+                      "test": ["greedy", "sampling", "bon-orm"]}
+  assert "## Split `dev`" in text and "## Split `test`" in text
+  assert "DEV: for choosing knobs" in text.split("## Split `test`")[0]
+  for s in ("dev", "test"):
+    assert os.path.exists(os.path.join(wd2, f"scaling_{s}.png"))
+    assert os.path.exists(os.path.join(wd2, "stages",
+                                       f"eval_{s}_greedy.done"))
+  c.eval.split = "dev,train"
+  with pytest.raises(ValueError, match="config.eval.split: 'train'"):
+    pipeline.run(c, wd2)
