@@ -18,28 +18,50 @@ receptacle such as ``fridge 1``):
 
 An invalid command answers ALFWorld's "Nothing happens." followed by the
 reason. Reaching the goal gives reward 1 and ends the episode; `max_steps`
-steps end it otherwise. Task ids are ``"<task type>/<seed>"``; splits are
-disjoint seed ranges cycling over the six task types: train seeds [0, n_train),
-dev [100000, +n_dev) and test [200000, +n_test) (defaults 140 and 134, the
-sizes of ALFWorld's seen and unseen evaluation sets). Unlike ALFWorld's
-"unseen" split, test rooms come from the same generator with other seeds.
+steps end it otherwise. Task ids are ``"<task type>/<seed>"``; the split is a
+function of the seed, each split a disjoint seed range cycling over the six
+task types:
+
+  train        [0, n_train)                 seen goal pairs    (3000)
+  dev_seen     [100000, +n_dev_seen)        seen goal pairs      (70)
+  dev_unseen   [150000, +n_dev_unseen)      unseen goal pairs    (70)
+  test_seen    [200000, +n_test_seen)       seen goal pairs     (140)
+  test_unseen  [250000, +n_test_unseen)     unseen goal pairs   (134)
+
+``dev`` = dev_seen + dev_unseen and ``test`` = test_seen + test_unseen (the
+sizes of ALFWorld's seen and unseen evaluation sets). *Seen* tasks come from
+the same distribution as train (other seeds). *Unseen* tasks ask for a goal
+combination (object type, target receptacle type; e.g. "put a clean apple
+in fridge") that no train, dev_seen or test_seen task asks for: a fixed
+quarter of all goal pairs is held out (`household_world.is_unseen_pair`).
+ALFWorld's unseen split holds out whole rooms; every generated room here is
+new anyway (drawn per seed), so what is held out is the goal combination.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import re
 
 from armap_jax.envs import household_expert
 from armap_jax.envs import household_world as hw
-from armap_jax.envs.base import SPLITS, EnvError, StepResult, Task
+from armap_jax.envs.base import EnvError, StepResult, Task
 
 NAME = "household"
 # Observation text that states the verdict (removed by `data.rm_view`): none;
 # the goal check is silent (success shows only in `reward` and `info`), and
 # the step limit ends an episode without a message.
 OUTCOME_PATTERNS: tuple[str, ...] = ()
-_SPLIT_BASE = {"train": 0, "dev": 100_000, "test": 200_000}
+# Split -> (first seed, goal pairs it draws); see the module docstring.
+_SPLIT_BASE = {"train": (0, "seen"), "dev_seen": (100_000, "seen"),
+               "dev_unseen": (150_000, "unseen"),
+               "test_seen": (200_000, "seen"),
+               "test_unseen": (250_000, "unseen")}
+# Splits that are the union of two others.
+_UNIONS = {"dev": ("dev_seen", "dev_unseen"),
+           "test": ("test_seen", "test_unseen")}
+SPLIT_NAMES = tuple(_SPLIT_BASE) + tuple(_UNIONS)
 _APPLY = {"clean": ("sinkbasin", hw.CLEANABLE, "clean"),
           "heat": ("microwave", hw.HEATABLE, "hot"),
           "cool": ("fridge", hw.COOLABLE, "cool")}
@@ -60,9 +82,24 @@ def _listing(names: list[str]) -> str:
 
 
 def split_of_seed(seed: int) -> str:
-  """The split a seed belongs to (see the module docstring)."""
-  return "test" if seed >= _SPLIT_BASE["test"] else (
-      "dev" if seed >= _SPLIT_BASE["dev"] else "train")
+  """The split a seed belongs to (train, dev_seen, dev_unseen, test_seen or
+  test_unseen; see the module docstring)."""
+  best = "train"
+  for name, (base, _) in _SPLIT_BASE.items():
+    if seed >= base >= _SPLIT_BASE[best][0]:
+      best = name
+  return best
+
+
+def goals_of_seed(seed: int) -> str:
+  """The goal pairs a seed's task draws from ("seen" or "unseen")."""
+  return _SPLIT_BASE[split_of_seed(seed)][1]
+
+
+def world_for(task_id: str) -> hw.World:
+  """The generated world of a task id (its split decides its goal pairs)."""
+  ttype, seed = parse_task_id(task_id)
+  return hw.generate(ttype, seed, goals_of_seed(seed))
 
 
 def parse_task_id(task_id: str) -> tuple[str, int]:
@@ -79,9 +116,17 @@ class HouseholdEnv:
 
   name = NAME
 
-  def __init__(self, n_train: int = 3000, n_dev: int = 140, n_test: int = 134,
-               max_steps: int = 50, explain_invalid: bool = True):
-    self._counts = {"train": n_train, "dev": n_dev, "test": n_test}
+  def __init__(self, n_train: int = 3000, n_dev_seen: int = 70,
+               n_dev_unseen: int = 70, n_test_seen: int = 140,
+               n_test_unseen: int = 134, max_steps: int = 50,
+               explain_invalid: bool = True):
+    self.n_train = int(n_train)
+    self._counts = {"train": n_train, "dev_seen": n_dev_seen,
+                    "dev_unseen": n_dev_unseen, "test_seen": n_test_seen,
+                    "test_unseen": n_test_unseen}
+    for name, n in self._counts.items():
+      if int(n) < 0:
+        raise EnvError(f"household: n_{name}={n} must be >= 0")
     self.max_steps = int(max_steps)
     self.explain_invalid = explain_invalid
     self._w: hw.World | None = None
@@ -93,18 +138,22 @@ class HouseholdEnv:
   # --- tasks ---------------------------------------------------------------
 
   def task_ids(self, split: str) -> list[str]:
-    if split not in SPLITS:
-      raise EnvError(f"household: unknown split {split!r}; expected {SPLITS}")
-    base, types = _SPLIT_BASE[split], hw.TASK_TYPES
+    if split in _UNIONS:
+      return [t for part in _UNIONS[split] for t in self.task_ids(part)]
+    if split not in _SPLIT_BASE:
+      raise EnvError(f"household: unknown split {split!r}; expected one of "
+                     f"{SPLIT_NAMES}")
+    base, types = _SPLIT_BASE[split][0], hw.TASK_TYPES
     return [f"{types[i % len(types)]}/{base + i}"
             for i in range(self._counts[split])]
 
   def task(self, task_id: str) -> Task:
     ttype, seed = parse_task_id(task_id)
-    w = hw.generate(ttype, seed)
+    w = world_for(task_id)
     return Task(task_id, f"Your task is to: {w.goal.text()}",
                 split_of_seed(seed),
-                {"task_type": ttype, "seed": seed, "room": w.room})
+                {"task_type": ttype, "seed": seed, "room": w.room,
+                 "goals": goals_of_seed(seed)})
 
   @property
   def instruction(self) -> str:
@@ -121,9 +170,16 @@ class HouseholdEnv:
       raise EnvError("household: no episode; call reset()")
     return self._w
 
-  def reset(self, task_id: str) -> str:
-    ttype, seed = parse_task_id(task_id)
-    self._w = hw.generate(ttype, seed)
+  def reset(self, task_id: str, goal: hw.Goal | None = None) -> str:
+    """Starts `task_id`'s episode; `goal` replaces its goal (the reward
+    recipe replays a trajectory under a refined goal; the room is the
+    task's own)."""
+    self._w = world_for(task_id)
+    if goal is not None:
+      if not isinstance(goal, hw.Goal):
+        raise EnvError(f"household: goal must be a household_world.Goal, "
+                       f"got {type(goal).__name__}")
+      self._w.goal = goal
     self._task_id = task_id
     self._steps = 0
     self._done = self._won = False
@@ -369,3 +425,44 @@ class HouseholdEnv:
 def _natural(s: str) -> tuple:
   """Sort 'cabinet 10' after 'cabinet 9'."""
   return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", s))
+
+
+# --- the main job's hooks (EnvSpec.leak_texts_fn, describe_fn) ---------------
+
+
+def first_observation(task_id: str) -> str:
+  """The observation `reset(task_id)` returns (room listing and goal)."""
+  return HouseholdEnv().reset(task_id)
+
+
+@functools.lru_cache(maxsize=2)
+def _train_first_observations(n_train: int) -> frozenset[str]:
+  env = HouseholdEnv(n_train=n_train)
+  return frozenset(env.reset(t) for t in env.task_ids("train"))
+
+
+def leak_texts(task_id: str) -> list[str]:
+  """Strings of held-out task `task_id` that no training artefact may
+  contain (`pipeline/honesty.py`): its id, and its first observation (the
+  room's receptacles and the goal; collected trajectories keep it in
+  `meta["first_observation"]`) unless some train task of the default env
+  starts with the very same text. A goal alone ("put a mug in desk.") is not
+  specific: seen tasks share goals with train tasks by design."""
+  parse_task_id(task_id)
+  out = [task_id]
+  first = first_observation(task_id)
+  if first not in _train_first_observations(HouseholdEnv().n_train):
+    out.append(first)
+  return out
+
+
+def describe_env(**env_kwargs) -> dict:
+  """`EnvSpec.describe`: where the tasks come from (all generated)."""
+  env = HouseholdEnv(**{k: v for k, v in env_kwargs.items()
+                        if k != "max_steps"})
+  return {"source": "generated (armap_jax/envs/household_world.py)",
+          "synthetic_parts": ["everything"],
+          "splits": {s: len(env.task_ids(s)) for s in _SPLIT_BASE},
+          "note": "ALFWorld-style households generated here (ALFWorld's six "
+                  "task types, goal wording and commands); unseen = held-out "
+                  "(object, receptacle) goal pairs. Not ALFWorld numbers."}

@@ -13,12 +13,23 @@ A room type is drawn that can host the task type; receptacles are drawn with
 their counts; objects are scattered over the receptacles that may hold them
 (tables of plausible placements written for this project after ALFRED's
 object/receptacle vocabulary). The generator makes the goal reachable and not
-already satisfied. Everything is a pure function of (task type, seed).
+already satisfied. Everything is a pure function of (task type, seed,
+goals).
+
+Seen / unseen goals: a fixed quarter of the (object type, target receptacle
+type) goal pairs (`is_unseen_pair`: a hash of the pair, so the choice does not
+depend on the task type or the room) is *held out*. `generate(..., goals=
+"seen")` never draws a held-out pair as the goal (train, dev_seen,
+test_seen), `goals="unseen"` draws only held-out pairs (dev_unseen,
+test_unseen), `goals="any"` draws from all. A held-out object and receptacle
+still appear in seen rooms (as distractors and furniture); it is the goal
+combination that a policy trained on seen tasks was never asked for.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import random
 
 TASK_TYPES = (
@@ -201,11 +212,25 @@ class World:
     return None
 
 
-def generate(task_type: str, seed: int) -> World:
-  """The household for (task type, seed); deterministic."""
+GOAL_SETS = ("any", "seen", "unseen")
+
+
+def is_unseen_pair(obj_type: str, recep_type: str) -> bool:
+  """Whether the goal pair (object type, target receptacle type; "desklamp"
+  for look-at tasks) is held out for the unseen splits (a fixed quarter)."""
+  h = hashlib.sha256(f"household-unseen|{obj_type}|{recep_type}".encode())
+  return h.digest()[0] % 4 == 0
+
+
+def generate(task_type: str, seed: int, goals: str = "any") -> World:
+  """The household for (task type, seed); deterministic. `goals`: "seen"
+  (no held-out goal pair), "unseen" (only held-out pairs) or "any"."""
   if task_type not in TASK_TYPES:
     raise ValueError(f"household: unknown task type {task_type!r}; "
                      f"expected one of {TASK_TYPES}")
+  if goals not in GOAL_SETS:
+    raise ValueError(f"household: goals={goals!r}; expected one of "
+                     f"{GOAL_SETS}")
   rng = random.Random(f"household-{task_type}-{seed}")
   room = rng.choice(ROOMS_FOR[task_type])
   recep_types: dict[str, str] = {}
@@ -226,12 +251,16 @@ def generate(task_type: str, seed: int) -> World:
       targets = [LAMP]
     else:
       targets = sorted(r for r in homes if r != APPLIANCE.get(task_type))
+    if goals != "any":
+      targets = [r for r in targets
+                 if is_unseen_pair(obj_type, r) == (goals == "unseen")]
     # The object needs a starting place other than the target type.
     if targets and (len(homes) >= 2 or
                     (task_type == "look_at_obj_in_light" and homes)):
       break
   else:  # pragma: no cover - the tables always admit a goal
-    raise RuntimeError(f"household: no goal for {task_type} in a {room}")
+    raise RuntimeError(f"household: no {goals} goal for {task_type} in a "
+                       f"{room}")
   recep_type = rng.choice(targets)
   goal = Goal(task_type, obj_type, recep_type, ADJ.get(task_type, ""),
               2 if task_type == "pick_two_obj_and_place" else 1)

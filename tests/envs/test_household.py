@@ -44,7 +44,7 @@ def test_goal_wording():
 def test_splits_and_ids():
   env = HouseholdEnv()
   ids = {s: env.task_ids(s) for s in ("train", "dev", "test")}
-  assert len(ids["dev"]) == 140 and len(ids["test"]) == 134
+  assert len(ids["dev"]) == 140 and len(ids["test"]) == 140 + 134
   assert not set(ids["train"]) & set(ids["dev"])
   assert not set(ids["dev"]) & set(ids["test"])
   # Every task type appears in every split.
@@ -170,7 +170,7 @@ def test_task_and_prompt_example_replays():
   env = HouseholdEnv()
   tid = env.task_ids("test")[5]
   t = env.task(tid)
-  assert t.split == "test" and t.meta["task_type"] == parse_task_id(tid)[0]
+  assert t.split == "test_seen" and t.meta["task_type"] == parse_task_id(tid)[0]
   env.reset(tid)
   assert t.instruction == env.instruction
   assert prompts_extra.check_example(HouseholdEnv(), "household") == []
