@@ -1,12 +1,22 @@
 """ScienceWorld through the `scienceworld` package (a Scala simulator in a JVM).
 
-Task ids are ``"<task name>/<variation>"`` (e.g. ``"boil/14"``) over the 30
-ScienceWorld tasks. Splits follow the convention of ETO and ARMAP, which use
-the simulator's own per-task variation splits:
+Task ids are ``"<task name>/<variation>"`` (e.g. ``"boil/14"``). Splits
+follow ETO and ARMAP, which evaluate on the simulator's own per-task
+variation splits: *seen* = its dev variations, *unseen* = its test
+variations; agents train on its train variations. Here (per task, each list
+a fixed seeded sample, sorted; `split_sample`):
 
-  * ``train``: `get_variations_train()` of each task,
-  * ``dev``:   `get_variations_dev()` (the "seen" evaluation set),
-  * ``test``:  `get_variations_test()` (the "unseen" evaluation set).
+  * ``test_seen``:   `eval_per_task` of `get_variations_dev()`,
+  * ``test_unseen``: `eval_per_task` of `get_variations_test()`,
+  * ``test``:        ``test_seen + test_unseen`` (the leak scan covers both),
+  * ``dev``:         `dev_per_task` of `get_variations_train()`, held out
+    (for choosing knobs; disjoint from both test splits and from ``train``),
+  * ``train``:       the other train variations (policy and reward data).
+
+``dev_seen`` = ``dev``; ``dev_unseen`` = `dev_per_task` of the simulator's
+test variations outside ``test_unseen``. `eval_per_task` None keeps every
+variation. ``--env=sciworld`` restricts the tasks to
+`ARMAP_SUBSET` (docs/sciworld.md says why).
 
 Scoring: the simulator reports a raw score in [-100, 100] after every step
 (negative means the task was failed, which ends the episode). The episode score
@@ -25,21 +35,35 @@ simulator instead of reloading it. Caveat: the simulator itself is not fully
 deterministic for some tasks (e.g. in power-component the light bulb may come
 on one tick later in one run than in another, measured on scienceworld
 1.2.3), so a replay can differ from the original episode; `restore` never
-fails on that (see its docstring). Java 17+ must be on PATH. Always `close()`
-an env (or use it as a context manager): each env owns one JVM.
+fails on that (see its docstring). Every call into the JVM has a time limit
+(`call_timeout_s`): a call that hangs kills that env's JVM and raises
+`EnvError` (the next reset starts a new JVM). Java 17+ must be on PATH. Always
+`close()` an env (or use it as a context manager): each env owns one JVM.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import hashlib
 import os
+import random
 import threading
 from typing import Any
 
 from absl import logging
 
-from armap_jax.envs.base import SPLITS, EnvError, ReplayEnv, StepResult, Task
+from armap_jax.envs.base import EnvError, ReplayEnv, StepResult, Task
 
 NAME = "sciworld"
+# The task types `--env=sciworld` runs (docs/sciworld.md): the ones whose
+# gold plans are short (5-12 actions), so a 1-2M-parameter policy trained in
+# minutes of CPU can learn them; ETO/ARMAP report all 30 tasks.
+ARMAP_SUBSET = ("find-animal", "find-living-thing", "find-non-living-thing",
+                "find-plant", "lifespan-longest-lived",
+                "lifespan-longest-lived-then-shortest-lived",
+                "lifespan-shortest-lived")
+SPLIT_NAMES = ("train", "dev", "test", "test_seen", "test_unseen",
+               "dev_seen", "dev_unseen")
 # Observation text that states the verdict (removed by `data.rm_view`): none;
 # the simulator reports completion and score through `getCompleted` /
 # `getScore` only (playing gold plans and a failing focus shows plain action
@@ -87,6 +111,10 @@ class SciWorldEnv(ReplayEnv):
     java_heap: maximum JVM heap (``-Xmx``), e.g. "2g"; None keeps Java's
       default (a quarter of the machine's memory, which adds up quickly when
       many envs run at once).
+    eval_per_task / dev_per_task: variations per task in the test_* / dev
+      splits (a seeded sample, `split_seed`); eval_per_task None: all.
+    call_timeout_s: the longest a call into the JVM may take (None: no
+      limit); one that takes longer kills the JVM and raises `EnvError`.
   """
 
   name = NAME
@@ -98,7 +126,11 @@ class SciWorldEnv(ReplayEnv):
                task_names: list[str] | tuple[str, ...] | None = None,
                max_per_task: int | None = None,
                jar_path: str | None = None,
-               java_heap: str | None = "2g"):
+               java_heap: str | None = "2g",
+               eval_per_task: int | None = None,
+               dev_per_task: int = 6,
+               split_seed: int = 0,
+               call_timeout_s: float | None = 60.0):
     self.step_limit = int(step_limit)
     self.max_actions = int(max_actions if max_actions is not None
                            else step_limit)
@@ -107,6 +139,11 @@ class SciWorldEnv(ReplayEnv):
     self.max_per_task = max_per_task
     self._jar_path = jar_path
     self._java_heap = java_heap
+    self.eval_per_task = eval_per_task
+    self.dev_per_task = dev_per_task
+    self.split_seed = int(split_seed)
+    self.call_timeout_s = call_timeout_s
+    self._pool: concurrent.futures.ThreadPoolExecutor | None = None
     self._sw = None  # scienceworld.ScienceWorldEnv, started lazily
     self._loaded: tuple[str, int] | None = None
     self._history = []
@@ -147,10 +184,48 @@ class SciWorldEnv(ReplayEnv):
                    self._sw._gateway.java_process.pid)  # pylint: disable=protected-access
     return self._sw.server
 
+  def _call(self, what: str, fn, *args):
+    """`fn(*args)` (JVM calls) within `call_timeout_s`; on a hang, kills the
+    JVM (the blocked call then fails in its thread) and raises EnvError."""
+    if self.call_timeout_s is None:
+      return fn(*args)
+    if self._pool is None:
+      self._pool = concurrent.futures.ThreadPoolExecutor(
+          1, thread_name_prefix="sciworld-call")
+    fut = self._pool.submit(fn, *args)
+    try:
+      return fut.result(timeout=self.call_timeout_s)
+    except concurrent.futures.TimeoutError:
+      pool, self._pool = self._pool, None
+      pool.shutdown(wait=False)
+      self._kill()
+      self._done = True
+      raise EnvError(
+          f"sciworld: {what} on task {self._task_id!r} took more than "
+          f"call_timeout_s={self.call_timeout_s}s; its JVM was killed (the "
+          f"next reset starts a new one)") from None
+
+  def _kill(self) -> None:
+    sw, self._sw = self._sw, None
+    self._loaded = None
+    if sw is None:
+      return
+    proc = sw._gateway.java_process  # pylint: disable=protected-access
+    proc.kill()
+    proc.wait(timeout=10)
+    sw.close = lambda: None
+    try:
+      sw._gateway.shutdown()  # pylint: disable=protected-access
+    except Exception:  # pylint: disable=broad-except
+      pass
+
   def close(self) -> None:
     """Shuts the JVM down and waits for it to exit (kills it if it hangs)."""
     sw, self._sw = self._sw, None
     self._loaded = None
+    if self._pool is not None:
+      self._pool.shutdown(wait=False)
+      self._pool = None
     if sw is None:
       return
     proc = sw._gateway.java_process  # pylint: disable=protected-access
@@ -192,13 +267,17 @@ class SciWorldEnv(ReplayEnv):
     return names
 
   def _splits(self, task_name: str) -> tuple[tuple[int, ...], ...]:
+    """The simulator's (train, dev, test) variations of `task_name`."""
     with _SPLIT_LOCK:
       if task_name not in _SPLIT_CACHE:
         server = self._server()
-        server.load(task_name, 0, "", False)
-        _SPLIT_CACHE[task_name] = (tuple(server.getVariationsTrain()),
-                                   tuple(server.getVariationsDev()),
-                                   tuple(server.getVariationsTest()))
+
+        def read():
+          server.load(task_name, 0, "", False)
+          return (tuple(server.getVariationsTrain()),
+                  tuple(server.getVariationsDev()),
+                  tuple(server.getVariationsTest()))
+        _SPLIT_CACHE[task_name] = self._call("reading splits", read)
         self._reload_episode()
       return _SPLIT_CACHE[task_name]
 
@@ -209,27 +288,60 @@ class SciWorldEnv(ReplayEnv):
     if self._task_id is not None and not self._done:
       self.restore(self.snapshot())
 
+  def split_of(self, task_name: str) -> dict[str, list[int]]:
+    """{split name: variations of `task_name`} (see the module docstring)."""
+    train, dev, test = self._splits(task_name)
+
+    def sample(vs, k, tag):
+      if k is None or k >= len(vs):
+        return list(vs)
+      return sorted(split_sample(vs, k, f"{self.split_seed}|{task_name}|"
+                                 f"{tag}"))
+    held = sample(train, self.dev_per_task, "dev")
+    seen = sample(dev, self.eval_per_task, "test_seen")
+    unseen = sample(test, self.eval_per_task, "test_unseen")
+    rest = [v for v in test if v not in set(unseen)]
+    out = {"train": [v for v in train if v not in set(held)], "dev": held,
+           "test_seen": seen, "test_unseen": unseen,
+           "dev_seen": held,
+           "dev_unseen": sample(rest, self.dev_per_task, "dev_unseen")}
+    out["test"] = seen + unseen
+    return out
+
   def task_ids(self, split: str) -> list[str]:
-    """``"<task>/<variation>"`` ids of `split` (train / dev=seen / test=unseen)."""
-    if split not in SPLITS:
-      raise EnvError(f"sciworld: unknown split {split!r}; expected {SPLITS}")
-    k = SPLITS.index(split)
+    """``"<task>/<variation>"`` ids of `split` (one of `SPLIT_NAMES`)."""
+    if split not in SPLIT_NAMES:
+      raise EnvError(f"sciworld: unknown split {split!r}; expected one of "
+                     f"{SPLIT_NAMES}")
+    names = self.task_names()
     cap = self.max_per_task
-    return [f"{n}/{v}" for n in self.task_names()
-            for v in self._splits(n)[k][:cap]]
+    if split == "test":  # The seen tasks, then the unseen ones.
+      return self.task_ids("test_seen") + self.task_ids("test_unseen")
+    # Round-robin over task types, so the first N of a split (`num_test`)
+    # cover every type.
+    per = [[f"{n}/{v}" for v in self.split_of(n)[split][:cap]] for n in names]
+    return [ids[i] for i in range(max(map(len, per), default=0))
+            for ids in per if i < len(ids)]
 
   def task(self, task_id: str) -> Task:
     """The task's description and split (loads it into the JVM briefly)."""
     name, var = parse_task_id(task_id)
     if name not in self.task_names():
       raise EnvError(f"sciworld: unknown task {name!r} in task id {task_id!r}")
-    splits = self._splits(name)
-    split = next((s for s, vs in zip(SPLITS, splits) if var in vs), None)
+    parts = self.split_of(name)
+    split = next((s for s in ("train", "dev", "test_seen", "test_unseen",
+                              "dev_unseen") if var in parts[s]), None)
+    if split is None:  # A simulator dev/test variation outside the samples.
+      sim = dict(zip(("train", "dev", "test"), self._splits(name)))
+      split = next((f"unused_{k}" for k, vs in sim.items() if var in vs), None)
     if split is None:
       raise EnvError(f"sciworld: variation {var} of {name!r} is in no split")
     server = self._server()
-    server.load(name, var, self.simplifications, False)
-    text = str(server.getTaskDescription())
+
+    def read():
+      server.load(name, var, self.simplifications, False)
+      return str(server.getTaskDescription())
+    text = self._call("loading the task", read)
     self._reload_episode()
     return Task(task_id, text, split, {"task_name": name, "variation": var})
 
@@ -303,23 +415,28 @@ class SciWorldEnv(ReplayEnv):
     if name not in self.task_names():
       raise EnvError(f"sciworld: unknown task {name!r} in task id {task_id!r}")
     server = self._server()
-    if self._loaded != (name, var):
-      max_var = int(server.getTaskMaxVariations(name))
-      if not 0 <= var < max_var:
-        raise EnvError(f"sciworld: variation {var} of {name!r} out of range "
-                       f"[0, {max_var})")
-      server.load(name, var, self.simplifications, False)
-      self._loaded = (name, var)
-    server.reset()
+
+    def run():
+      if self._loaded != (name, var):
+        max_var = int(server.getTaskMaxVariations(name))
+        if not 0 <= var < max_var:
+          return None, max_var
+        server.load(name, var, self.simplifications, False)
+        self._loaded = (name, var)
+      server.reset()
+      obs = str(server.step("look around"))
+      return (obs, int(round(100 * server.getScore())),
+              str(server.getTaskDescription())), 0
+    got, max_var = self._call("reset", run)
+    if got is None:
+      raise EnvError(f"sciworld: variation {var} of {name!r} out of range "
+                     f"[0, {max_var})")
     self._done = False
-    self._max_score = 0
-    self._last_raw = 0
-    self._obs = str(server.step("look around"))
+    self._obs, score, self._instruction = got
     # The opening 'look around' can already earn progress (e.g. being in the
     # right room); it counts toward the episode's maximum.
-    self._last_raw = self._max_score = int(round(100 * server.getScore()))
+    self._last_raw = self._max_score = score
     self._initial = max(0, self._max_score)
-    self._instruction = str(server.getTaskDescription())
     return self._obs
 
   def _step(self, action: str) -> StepResult:
@@ -334,12 +451,17 @@ class SciWorldEnv(ReplayEnv):
       obs = f"The action '{text}' is not available in this environment."
       invalid = True
     else:
-      obs = str(server.step(text))
+      obs = None
+
+    def run():
+      out = str(server.step(text)) if obs is None else obs
+      return (out, int(round(100 * server.getScore())),
+              int(server.getNumMoves()), bool(server.getCompleted()))
+    got, raw, moves, completed = self._call(f"step {text[:60]!r}", run)
+    if obs is None:
+      obs = got
       if obs.strip() == _UNKNOWN:
         obs, invalid = f"{_UNKNOWN} {_HINT}", True
-    raw = int(round(100 * server.getScore()))
-    moves = int(server.getNumMoves())
-    completed = bool(server.getCompleted())
     prev = max(0, self._max_score)
     self._max_score = max(self._max_score, raw)
     self._last_raw = raw
@@ -359,16 +481,19 @@ class SciWorldEnv(ReplayEnv):
     """The simulator's valid action-object combinations in this state."""
     if self._loaded is None or self._done:
       return [] if self._done else None
-    return sorted(set(str(a) for a in
-                      self._server().getValidActionObjectCombinations()))
+    server = self._server()
+    return sorted(set(str(a) for a in self._call(
+        "valid_actions", server.getValidActionObjectCombinations)))
 
   def look(self) -> str:
     """'look around' without spending a move."""
-    return str(self._server().freeActionLook())
+    server = self._server()
+    return str(self._call("look", server.freeActionLook))
 
   def inventory(self) -> str:
     """'inventory' without spending a move."""
-    return str(self._server().freeActionInventory())
+    server = self._server()
+    return str(self._call("inventory", server.freeActionInventory))
 
   def gold_actions(self, task_id: str) -> list[str]:
     """The simulator's gold action sequence for `task_id` (an oracle plan).
@@ -377,7 +502,42 @@ class SciWorldEnv(ReplayEnv):
     """
     name, var = parse_task_id(task_id)
     server = self._server()
-    server.load(name, var, self.simplifications, True)
-    gold = [str(a) for a in server.getGoldActionSequence()]
+
+    def run():
+      server.load(name, var, self.simplifications, True)
+      return [str(a) for a in server.getGoldActionSequence()]
+    gold = self._call("gold_actions", run)
     self._reload_episode()
     return gold
+
+
+def split_sample(variations, k: int, key: str) -> list[int]:
+  """`k` of `variations`, a fixed sample seeded by `key` (sha256)."""
+  h = hashlib.sha256(key.encode()).digest()
+  return random.Random(int.from_bytes(h[:8], "little")).sample(
+      list(variations), k)
+
+
+def leak_texts(task_id: str) -> list[str]:
+  """A held-out ScienceWorld task as text: its id (the task descriptions are
+  shared by every variation of a task type, train ones included, so they
+  say nothing about which variation)."""
+  return [str(task_id)]
+
+
+def describe_env(**kwargs: Any) -> dict:
+  """What `--env=sciworld` runs on (recorded in every summary)."""
+  names = kwargs.get("task_names") or ()
+  return {
+      "source": "ScienceWorld simulator (scienceworld package), real tasks",
+      "synthetic": "none",
+      "task_subset": (f"{len(names)} of 30 task types: {', '.join(names)}"
+                      if names else "all 30 task types"),
+      "splits": ("test_seen = sample of the simulator's dev variations, "
+                 "test_unseen = sample of its test variations (ETO); dev = "
+                 "held-out train variations; train = the other train "
+                 "variations"),
+      "eval_per_task": kwargs.get("eval_per_task"),
+      "dev_per_task": kwargs.get("dev_per_task"),
+      "metric": "ScienceWorld score 0-100 (max over the episode, clamped)",
+  }
