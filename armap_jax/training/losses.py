@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 CENTER_COEF = 1e-3  # ARMAP's centering weight on |mean(r_pos + r_neg)|.
 
@@ -187,3 +188,35 @@ def spearman(x: jax.Array, y: jax.Array, mask: jax.Array | None = None):
   sx = jnp.sqrt(jnp.sum(jnp.square(rx - mx) * m))
   sy = jnp.sqrt(jnp.sum(jnp.square(ry - my) * m))
   return cov / jnp.maximum(sx * sy, 1e-12)
+
+
+def average_ranks(v) -> np.ndarray:
+  """Ranks 0..n-1 of `v`, tied entries sharing the mean of their ranks."""
+  v = np.asarray(v, np.float64)
+  order = np.argsort(v, kind="stable")
+  sv = v[order]
+  ranks = np.empty(len(v), np.float64)
+  # Runs of equal values: [start, end) in sorted order.
+  bounds = np.flatnonzero(np.diff(sv)) + 1
+  starts = np.concatenate([[0], bounds])
+  ends = np.concatenate([bounds, [len(v)]])
+  for a, b in zip(starts, ends):
+    ranks[order[a:b]] = 0.5 * (a + b - 1)
+  return ranks
+
+
+def spearman_ties(x, y) -> float | None:
+  """Spearman rank correlation with tied values sharing their mean rank (the
+  standard definition; `spearman` above breaks ties by position, which on
+  mostly-zero step values ranks the zeros in file order). None when fewer
+  than 3 values or either side is constant."""
+  x = np.asarray(x, np.float64).ravel()
+  y = np.asarray(y, np.float64).ravel()
+  if len(x) != len(y):
+    raise ValueError(f"spearman_ties: {len(x)} vs {len(y)} values")
+  if len(x) < 3 or np.all(x == x[0]) or np.all(y == y[0]):
+    return None
+  rx, ry = average_ranks(x), average_ranks(y)
+  rx -= rx.mean()
+  ry -= ry.mean()
+  return float(np.sum(rx * ry) / np.sqrt(np.sum(rx * rx) * np.sum(ry * ry)))

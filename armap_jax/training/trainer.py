@@ -506,7 +506,10 @@ class Trainer:
     out["n"] = total
     if preds:
       p, t = np.concatenate(preds), np.concatenate(tgts)
-      out["spearman"] = float(losses.spearman(jnp.asarray(p), jnp.asarray(t)))
+      # Tie-aware: held-out step values are mostly 0 on a weak policy. A
+      # constant side has no ranking: 0.
+      rho = losses.spearman_ties(p, t)
+      out["spearman"] = 0.0 if rho is None else rho
     return out
 
 
