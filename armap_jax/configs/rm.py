@@ -71,6 +71,10 @@ def rm(kind: str = "orm", flavour: str = "default"
   # "" = from scratch; a load_pretrained name or directory (its weights and
   # tokenizer; LoRA by default); "policy" = the main job's LM policy.
   c.backbone = ""
+  # "" or another reward-model run directory of the same model shape whose
+  # weights start this one; in the main job "orm" = the job's own ORM (the
+  # PRM then starts from what the ORM learned).
+  c.init_from = ""
   c.model = ml_collections.ConfigDict({
       "pretrained": c.get_ref("backbone"),  # The same value as `backbone`.
       # From scratch: "game24-trace" (character-level trace tokenizer), a
@@ -138,14 +142,15 @@ def rm(kind: str = "orm", flavour: str = "default"
 
 
 def for_stage(section, *, seed: int, workdir: str, train: str,
-              heldout: str = "", view=None, policy_dir: str | None = None
-             ) -> ml_collections.ConfigDict:
+              heldout: str = "", view=None, policy_dir: str | None = None,
+              orm_dir: str | None = None) -> ml_collections.ConfigDict:
   """A copy of the main job's `orm` / `prm` section (an `rm(...)` config)
   with the run's own values filled in: its work directory, data files (the
   held-out file only when it exists and is not empty), the reward-model view
   (an `RMView` or its dict) and the seed. `backbone = "policy"` starts from
   the LM policy's backbone (`policy_dir`; from scratch when the policy is
-  not a model directory)."""
+  not a model directory); `init_from = "orm"` starts from the job's ORM
+  (`orm_dir`)."""
   import os
   c = ml_collections.ConfigDict(section.to_dict())
   c.workdir = workdir
@@ -163,4 +168,8 @@ def for_stage(section, *, seed: int, workdir: str, train: str,
     backbone = policy_dir or ""
   c.backbone = backbone
   c.model.pretrained = c.get_ref("backbone")
+  if c.get("init_from", "") == "orm":
+    if not orm_dir:
+      raise ValueError("init_from='orm': no ORM run directory given")
+    c.init_from = orm_dir
   return c

@@ -234,6 +234,9 @@ def tree_values(cfg, wd, policy) -> dict[str, Any]:
            if not is_heldout(s.task_id, cfg.synth.heldout_frac, cfg.seed)]
   held = [view.step_value(s) for s in svs
           if is_heldout(s.task_id, cfg.synth.heldout_frac, cfg.seed)]
+  # Balancing (train rows only): prefixes that can still succeed repeated
+  # to at least this share of the rows (0: as collected).
+  train = tv.resample_positive(train, float(cfg.tree.get("positive_frac", 0)))
   for key, rows in (("rm_values_train", train), ("rm_values_heldout", held)):
     p = wd.path(FILES[key])
     if os.path.exists(p):
@@ -275,5 +278,6 @@ def train(cfg, wd, kind: str) -> dict[str, Any]:
   pdir = (policy_model_dir(cfg) if cfg[kind].model.pretrained == "policy"
           else None)
   rc = for_stage(cfg[kind], seed=cfg.seed, workdir=out, train=wd.path(tr),
-                 heldout=wd.path(ho), view=rm_view(cfg), policy_dir=pdir)
+                 heldout=wd.path(ho), view=rm_view(cfg), policy_dir=pdir,
+                 orm_dir=wd.path(FILES["orm"]) if kind == "prm" else None)
   return {"last_train_metrics": train_from_config(rc)}

@@ -19,6 +19,9 @@ Config schema: `armap_jax/configs/rm.py` (`rm(kind, flavour)`):
   backbone           "" (from scratch) | a load_pretrained name or path: its
                      weights and tokenizer (model.pretrained is the same
                      field, an older spelling)
+  init_from          "" | another reward-model run directory of the same
+                     model shape whose weights (backbone + value head) start
+                     this run (e.g. the PRM from the ORM)
   model.tokenizer    tokenizer when training from scratch: "game24-trace" (the
                      character-level trace tokenizer), a load_pretrained name
                      or path, or a tokenizer directory
@@ -194,6 +197,29 @@ def build_model(mcfg_dict, kind: str, seed: int, backbone_name: str = ""):
                       rngs=rngs), tok, mcfg)
 
 
+def init_from_run(model, run_dir: str) -> None:
+  """Copies the weights of another reward-model run (backbone and value head;
+  e.g. the ORM, to start the PRM from what it learned) into `model`, in
+  place. The run must have the same model shape (an error names both)."""
+  from armap_jax.models import ModelConfig
+  other = ckpt_lib.read_config(run_dir).get("model")
+  mine = model.config.to_dict() if hasattr(model, "config") else None
+  if other is not None and mine is not None:
+    diff = {k for k in set(other) | set(mine)
+            if k not in ("dtype", "param_dtype") and other.get(k) != mine.get(k)}
+    if diff:
+      raise ValueError(f"init_from={run_dir!r}: its model differs in "
+                       f"{sorted(diff)} ({ModelConfig.__name__} fields)")
+  params_abs = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  sh = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+      params_abs)
+  params, step = ckpt_lib.restore_params(run_dir, target, which="best")
+  nnx.update(model, params)
+  logging.info("initialised from %s (step %d)", run_dir, step)
+
+
 def paths_of(s) -> list[str]:
   """Comma-separated paths (or a list) -> list."""
   if isinstance(s, (list, tuple)):
@@ -315,6 +341,9 @@ def train_from_config(cfg) -> dict[str, Any]:
                           "lr": learning_rate(cfg, backbone)})
   model, tok, mcfg = build_model(cfg.model.to_dict(), tcfg.kind, int(cfg.seed),
                                  backbone)
+  init_from = str(cfg.get("init_from", "") or "")
+  if init_from and tcfg.kind != "implicit":
+    init_from_run(model, init_from)
   padding_side = cfg.data.get("padding_side", "right")
   fcfg = format_of(cfg)
   train_ds, eval_ds = load_data(cfg, tok, fcfg, view)
