@@ -53,7 +53,10 @@ _TINY_RM = ("--config.train.steps=2", "--config.train.batch_size=4",
             "--config.train.eval_every=2", "--config.data.max_length=128")
 _TINY_MAIN = ("--config.collect.num_tasks=4", "--config.tree.num_tasks=1",
               "--config.orm.train.steps=2", "--config.prm.train.steps=2",
-              "--config.eval.num_test=2", "--config.budget.n=2")
+              "--config.eval.num_test=2", "--config.budget.n=2",
+              "--config.agentrm.num_tasks=2", "--config.agentrm.ns=1,2",
+              "--config.agentrm.judge_max_n=2",
+              "--config.implicit.train.steps=2")
 _TINY_PLAN = ("--config.limit=2", "--config.budget.n=2", "--quiet")
 
 # Longest matching prefix wins. {W}: the shared work directory.

@@ -23,7 +23,7 @@ from armap_jax.configs import sections
 
 # Per-env changes to the defaults below (everything else is shared).
 _ENV_DEFAULTS = {
-    "game24": {},
+    "game24": {"agentrm.enabled": True},
     # A scripted policy (random valid moves) on 4x4 mazes: the seam, not a
     # tuned recipe (later issues add policies and recipes per env).
     "maze": {
@@ -166,7 +166,31 @@ def get_config(flavour: str = "default") -> ml_collections.ConfigDict:
       "lambdas_actions": "0.02,0.05,0.1",
       "lambdas_price": "0.002,0.005,0.01",
   })
+  # AgentRM's comparison (pipeline/agentrm.py): one pool of max(ns) samples
+  # per task ranked by each reward-model kind (Best-of-N for every N) and a
+  # step beam search per process kind. Kinds: orm, explicit (the PRM above),
+  # implicit (`implicit` below), judge:policy, judge:<model name or dir>.
+  c.agentrm = ml_collections.ConfigDict({
+      "enabled": False,
+      "kinds": "orm,explicit,implicit,judge:policy,"
+               "judge:smollm2-135m-instruct",
+      "beam": "explicit,implicit,judge:policy",
+      "ns": "1,2,4,8,16,32,64",
+      "num_tasks": 50,  # The first tasks of the first evaluated split.
+      "judge_max_n": 16,  # Candidates a SmolLM2 judge reads (CPU time).
+      "judge_batch": 16,
+  })
+  # The implicit PRM (beta * log pi/pi_ref): the policy's own model fine-tuned
+  # on the collected train trajectories' outcomes (the `training.run` schema).
+  c.implicit = rm_config.rm("implicit", "game24")
+  c.implicit.backbone = "policy"
+  c.implicit.train.steps = 100
   if quick:
+    c.agentrm.num_tasks = 10
+    c.agentrm.ns = "1,2,4,8,16"
+    c.agentrm.judge_max_n = 5
+    c.agentrm.beam = "explicit,implicit"
+    c.implicit.train.steps = 40
     c.collect.num_tasks = 80
     c.collect.samples = 4
     c.synth.backward = 60

@@ -35,6 +35,49 @@ def _score(graphdef, state, tokens_bt, mask_bt, *, cont_len):
   return chosen[..., 0] - jax.nn.logsumexp(logits_bcv, axis=-1)
 
 
+@functools.partial(jax.jit, static_argnums=(0,))
+def _next_token(graphdef, state, tokens_bt, mask_bt, cand_k):
+  """[B, K] log-probs of the K candidate tokens right after each row."""
+  model = nnx.merge(graphdef, state)
+  tokens_bt = batching.shard_rows(tokens_bt)
+  mask_bt = batching.shard_rows(mask_bt)
+  hidden_btd, _ = model.hidden(tokens_bt, batching.positions_from_mask(mask_bt),
+                               batching.prefill_mask(mask_bt))
+  logits_bv = model.logits(hidden_btd[:, -1:])[:, 0].astype(jnp.float32)
+  logp_bv = jax.nn.log_softmax(logits_bv, axis=-1)
+  return logp_bv[:, cand_k]
+
+
+def next_token_logprobs(decoder, prompts: Sequence[Sequence[int]],
+                        candidates: Sequence[int], *,
+                        batch_size: int = 16) -> np.ndarray:
+  """[len(prompts), len(candidates)] float32 log-probs of each candidate
+  token as the next token after each prompt (token-id lists): one row per
+  prompt, where `score_continuations` needs one per (prompt, candidate)."""
+  if not prompts:
+    return np.zeros((0, len(candidates)), np.float32)
+  cand = np.asarray([int(c) for c in candidates], np.int32)
+  if cand.size == 0 or cand.min() < 0 or cand.max() >= decoder.vocab_size:
+    raise ValueError(f"candidates: token ids must lie in [0, "
+                     f"{decoder.vocab_size}), got {list(cand)}")
+  for i, p in enumerate(prompts):
+    if not len(p) or len(p) > decoder.context:
+      raise ValueError(f"prompt {i} has {len(p)} tokens; expected 1 to the "
+                       f"model's context of {decoder.context}")
+  out = np.zeros((len(prompts), cand.size), np.float32)
+  order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+  for start in range(0, len(order), batch_size):
+    chunk = order[start:start + batch_size]
+    seqs = [[int(x) for x in prompts[i]] for i in chunk]
+    seq_len = batching.next_pow2(max(len(s) for s in seqs), 16)
+    tokens, mask = batching.left_pad(seqs, batching.batch_bucket(len(chunk)),
+                                     seq_len)
+    lp = np.asarray(_next_token(decoder.graphdef, decoder.state, tokens, mask,
+                                jnp.asarray(cand)))
+    out[chunk] = lp[:len(chunk)]
+  return out
+
+
 def score_continuations(decoder, prompts, continuations, *,
                         batch_size: int = 16,
                         add_special_tokens: bool = True) -> list[np.ndarray]:

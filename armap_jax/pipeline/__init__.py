@@ -16,6 +16,8 @@ times in ``timings.json``):
   honesty     no test task in any training artefact (raises otherwise)
   eval_*      each method on the env's test tasks (each of `eval_splits`:
               test, or test_seen and test_unseen)
+  train_implicit, agentrm_*   (where enabled) AgentRM's comparison of
+              reward-model kinds (`pipeline/agentrm.py`)
   targets     (where enabled) ARMAP-B/M with R - lambda * cost, several lambda
   report      summary.md, summary.json, scaling.png
 
@@ -93,6 +95,10 @@ def run(cfg, workdir: str) -> str:
         name = f"eval_{tag}{m}" + ("" if k == "none" else f"_{k}")
         wd.stage(name, lambda m=m, k=k, scfg=scfg: eval_lib.evaluate(
             scfg, wd, policy(), m, k))
+  if cfg.get("agentrm") and cfg.agentrm.enabled:
+    # AgentRM's comparison: explicit vs implicit PRM vs LLM judge.
+    from armap_jax.pipeline import agentrm
+    agentrm.run_stages(cfg, wd, policy)
   if cfg.get("targets") and cfg.targets.enabled:
     # Customised reward targets (R - lambda * cost): real searches, on the
     # first evaluated split.

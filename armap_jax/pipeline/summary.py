@@ -223,6 +223,11 @@ def write_report(cfg, wd, extra: dict[str, Any]) -> str:
     scaling_md += _scaling_lines(sc, png, split, multi)
   lines += _rm_lines(extra) + _timing_lines(wd) + scaling_md
   lines += _target_lines(wd)
+  agent = {}
+  if cfg.get("agentrm") and cfg.agentrm.enabled:
+    from armap_jax.pipeline import agentrm
+    lines += agentrm.report_lines(cfg, wd)
+    agent = {"agentrm": agentrm.summary_json(cfg, wd)}
   data = split_record(cfg)
   lines += ["", "## Data", "", "Score is the mean reward x 100; success the "
             "share of tasks with reward 1. Fixed splits: " + ", ".join(
@@ -238,7 +243,7 @@ def write_report(cfg, wd, extra: dict[str, Any]) -> str:
     f.write(text)
   write_json(wd.path("summary.json"), {"rows": rows, "scaling": scaling,
                                        "timings": wd.timings(), **data,
-                                       **extra})
+                                       **extra, **agent})
   return text
 
 

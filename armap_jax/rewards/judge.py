@@ -7,7 +7,8 @@ the teacher-forced log-probs of the two rating continuations (no sampling):
     score = p(Yes) / (p(Yes) + p(No)) = sigmoid(logp(Yes) - logp(No))
 
 Each label may span several tokens (their log-probs are summed). One batched
-`score_continuations` call scores all trajectories (2 rows per trajectory).
+`score_continuations` call scores all trajectories (2 rows per trajectory;
+one row when both labels are single tokens: `next_token_logprobs`).
 `step_scores` judges every prefix the same way (a process scorer).
 
 Env observations can give the outcome away (WebShop's final observation shows
@@ -102,13 +103,20 @@ class JudgeScorer:
     labels = self._label_ids()
     room = self.decoder.context - max(len(x) for x in labels)
     ids = [p[len(p) - room:] if len(p) > room else p for p in ids]
-    prompts = [p for p in ids for _ in labels]
-    conts = [lab for _ in ids for lab in labels]
-    lps = self.decoder.score_continuations(prompts, conts,
-                                           batch_size=self.batch_size)
-    self.tokens_used += sum(len(p) + len(c) for p, c in zip(prompts, conts))
-    sums = np.asarray([float(np.sum(x, dtype=np.float64)) for x in lps])
-    sums = sums.reshape(len(ids), len(labels))
+    if all(len(lab) == 1 for lab in labels):
+      # Single-token labels: one row per trajectory gives both log-probs.
+      from armap_jax.decoding.scoring import next_token_logprobs
+      sums = next_token_logprobs(self.decoder, ids, [lab[0] for lab in labels],
+                                 batch_size=self.batch_size).astype(np.float64)
+      self.tokens_used += sum(len(p) for p in ids)
+    else:
+      prompts = [p for p in ids for _ in labels]
+      conts = [lab for _ in ids for lab in labels]
+      lps = self.decoder.score_continuations(prompts, conts,
+                                             batch_size=self.batch_size)
+      self.tokens_used += sum(len(p) + len(c) for p, c in zip(prompts, conts))
+      sums = np.asarray([float(np.sum(x, dtype=np.float64)) for x in lps])
+      sums = sums.reshape(len(ids), len(labels))
     d = sums[:, 0] - sums[:, 1]
     return (1.0 / (1.0 + np.exp(-d))).astype(np.float32)
 

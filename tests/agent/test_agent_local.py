@@ -245,3 +245,24 @@ def test_bad_decode_config_values_name_the_field(field, value, match):
   p[field] = value
   with pytest.raises(factory.PolicyConfigError, match=match):
     factory.make_policy(p, sections.env("game24"))
+
+
+def test_next_token_logprobs_match_score_continuations(lm):
+  """One row per prompt (the judge's single-token labels) gives the same
+  log-probs as one row per (prompt, candidate), across ragged lengths."""
+  from armap_jax.decoding.scoring import next_token_logprobs
+  model, tok = lm
+  judge = JudgeScorer(model, tok)
+  prompts = [list(tok("Input: 1 2 3 4\nAnswer:")["input_ids"]),
+             list(tok("x")["input_ids"]),
+             list(tok("Steps:\n4 * 6 = 24 (left: 24)\nAnswer:")["input_ids"])]
+  cands = [5, 17, 3]
+  got = next_token_logprobs(judge.decoder, prompts, cands, batch_size=2)
+  for i, p in enumerate(prompts):
+    lp = judge.decoder.score_continuations([p] * 3, [[c] for c in cands])
+    np.testing.assert_allclose(got[i], [x[0] for x in lp], rtol=1e-4,
+                               atol=1e-5)
+  with pytest.raises(ValueError, match="candidates: token ids"):
+    next_token_logprobs(judge.decoder, prompts, [10 ** 9])
+  with pytest.raises(ValueError, match="prompt 0 has 0 tokens"):
+    next_token_logprobs(judge.decoder, [[]], [1])

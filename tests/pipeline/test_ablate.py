@@ -32,6 +32,7 @@ ablate = _load_ablate()
 # The smallest main job: a scripted policy (the noisy Game of 24 solver),
 # a few tasks, 2-step one-layer reward models, Greedy and Best-of-N only.
 TINY = {
+    "agentrm.enabled": False,
     "policy.name": "solver-noisy", "collect.num_tasks": 6,
     "collect.samples": 2, "synth.backward": 2, "synth.heldout_frac": 0.5,
     "tree.num_tasks": 2, "tree.rollouts": 2, "tree.children": 2,

@@ -40,6 +40,7 @@ def tiny_config(policy="solver-noisy"):
   c.budget.update(n=2, rollouts=2, children=2, width=2, expansions=2,
                   max_attempts=2)
   c.eval.scaling_ns = "1,2"
+  c.agentrm.enabled = False  # Its own test below.
   return c
 
 
@@ -231,3 +232,48 @@ def test_several_eval_splits(run_dir, tmp_path):
   c.eval.split = "dev,train"
   with pytest.raises(ValueError, match="config.eval.split: 'train'"):
     pipeline.run(c, wd2)
+
+
+def test_agentrm_comparison_stages(run_dir, tmp_path):
+  """AgentRM's comparison: one pool, every kind scores it, Best-of-N from
+  nested prefixes, step beam per process kind; in summary.md and .json."""
+  from armap_jax.pipeline import agentrm
+  wd, _ = run_dir
+  wd2 = str(tmp_path / "agentrm")
+  shutil.copytree(wd, wd2)
+  c = tiny_config()
+  c.agentrm.update(enabled=True, kinds="orm,explicit,implicit", beam="explicit",
+                   ns="1,2,4", num_tasks=3)
+  c.implicit.model.overrides = rm_config.game24_overrides(16, 1, 2, 32, 256)
+  c.implicit.data.update(max_length=256, min_bucket=256)
+  c.implicit.train.update(steps=3, eval_every=0, batch_size=4)
+  text = pipeline.run(c, wd2)
+  for s in ("train_implicit", "agentrm_pool", "agentrm_score_orm",
+            "agentrm_score_explicit", "agentrm_score_implicit",
+            "agentrm_beam_explicit"):
+    assert os.path.exists(os.path.join(wd2, "stages", f"{s}.done")), s
+  assert "## AgentRM: explicit PRM vs implicit PRM vs LLM judge" in text
+  assert "explicit > implicit > judge (AgentRM's finding): not measured" in text
+  s = json.load(open(os.path.join(wd2, "summary.json")))["agentrm"]
+  assert s["tasks"] == agentrm.task_ids(c) and len(s["tasks"]) == 3
+  assert set(s["curves"]) == {"orm", "explicit", "implicit", "oracle",
+                              "sampling"}
+  oracle = [s["curves"]["oracle"][n] for n in ("1", "2", "4")]
+  assert oracle == sorted(oracle)  # Nested prefixes: the oracle never drops.
+  for k in ("orm", "explicit", "implicit"):
+    assert s["curves"][k]["1"] == s["curves"]["sampling"]["1"]  # N=1: same.
+  assert os.path.exists(os.path.join(wd2, "agentrm_scaling.png"))
+  c.agentrm.kinds = "orm,magic"
+  with pytest.raises(ValueError, match="agentrm.kinds: unknown kind 'magic'"):
+    pipeline.run(c, wd2)
+
+
+def test_best_of_takes_the_first_top_score():
+  from armap_jax.pipeline import agentrm
+  rows = [{"scores": [0.1, 0.9, 0.9, float("nan")], "success": [0, 1, 0, 0]},
+          {"scores": [0.5, 0.2, 0.7, 0.1], "success": [1, 0, 0, 0]}]
+  assert agentrm.best_of(rows, 1) == 50.0
+  assert agentrm.best_of(rows, 2) == 100.0
+  # Task 1: a tie at 0.9 goes to the first (a success), NaN never wins;
+  # task 2: 0.7 at index 2 (a failure).
+  assert agentrm.best_of(rows, 4) == 50.0
