@@ -277,3 +277,28 @@ def test_best_of_takes_the_first_top_score():
   # Task 1: a tie at 0.9 goes to the first (a success), NaN never wins;
   # task 2: 0.7 at index 2 (a failure).
   assert agentrm.best_of(rows, 4) == 50.0
+
+
+def test_weak_to_strong_uses_the_weak_runs_models(run_dir, tmp_path):
+  """Both policies searched with the weak run's ORM / PRM on the same tasks;
+  a work directory without trained models is refused with its path."""
+  from armap_jax.pipeline import weak_to_strong
+  wd, _ = run_dir
+  out = str(tmp_path / "w2s")
+  text = weak_to_strong.run(wd, "solver", out, num_test=2)
+  s = json.load(open(os.path.join(out, "summary.json")))
+  assert [r["policy"] for r in s["rows"]] == ["solver-noisy", "solver"]
+  assert set(s["task_ids"]) <= TEST_IDS and len(s["task_ids"]) == 2
+  for r in s["rows"]:
+    assert r["gain_over_greedy"] == pytest.approx(r["bon"] - r["greedy"])
+    for m in ("greedy", "bon", "beam"):
+      assert os.path.exists(os.path.join(out, r["policy"], "results",
+                                         f"{m}.jsonl"))
+  assert "| `solver` |" in text and "weak ORM" in text
+  with pytest.raises(FileNotFoundError, match="no config.json"):
+    weak_to_strong.run(str(tmp_path), "solver", out)
+  half = tmp_path / "half"
+  half.mkdir()
+  shutil.copy(os.path.join(wd, "config.json"), half / "config.json")
+  with pytest.raises(FileNotFoundError, match="no trained ORM"):
+    weak_to_strong.run(str(half), "solver", out)
