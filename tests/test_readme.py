@@ -99,6 +99,21 @@ OVERRIDES: dict[str, Override] = {
         ("--model={W}/s1", "--port={PORT}"), server="/v1/models"),
     "python -m armap_jax.envs.server": Override(
         ("--port", "{PORT}", "--max_envs=4"), server="/"),
+    "python experiments/table1.py": Override(
+        ("--envs=game24", "--workdir={W}/table1")
+        + tuple(f"--pass={a}" for a in _TINY_MAIN), slow=True, timeout=1500),
+    "python experiments/pretrain_policy.py "
+    "--config=experiments/configs/policy_game24_strong.py": Override(
+        ("--config.traces.num_traces=32", "--config.train.steps=2",
+         "--config.train.batch_size=8", "--config.train.warmup_steps=1",
+         "--config.eval.num_puzzles=2", "--config.eval.n=2"), slow=True),
+    # The weak run: `make run` (README) with the tiny main-job flags.
+    "python experiments/weak_to_strong.py": Override(
+        ("--weak_workdir={W}/make_run", "--num_test=2"), slow=True,
+        timeout=900),
+    "python experiments/generalise.py": Override(
+        ("--held_in={W}/main_webshop", "--held_out={W}/make_run",
+         "--num_test=2", "--steps=2"), slow=True, timeout=900),
     "python experiments/bench_decode.py": Override(
         ("--models=tiny", "--batches=1", "--modes=greedy", "--prompt_len=8",
          "--new_tokens=4", "--repeats=1", "--notorch", "--bw_mb=8"),
@@ -131,6 +146,8 @@ _PLACEHOLDERS = {
     "--config.train.steps=N": "--config.train.steps=2",
     "--workdir=DIR": "--workdir={W}/plan",
     "runs/ablate": "{W}/ablate",
+    "runs/game24_strong": "{W}/strong", "runs/w2s": "{W}/w2s",
+    "runs/generalise": "{W}/generalise",
 }
 
 
