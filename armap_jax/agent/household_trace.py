@@ -7,6 +7,7 @@ observation) steps; nothing else) and writes one command:
     task: put a clean apple in fridge.
     unexplored: cabinet 1, cabinet 2, drawer 1, microwave 1, sinkbasin 1
     seen: apple 1 (countertop 2), apple 2 (fridge 1)
+    at: countertop 2
     holding: nothing
     > go to countertop 2
     you arrive at countertop 2. on the countertop 2, you see a apple 1, a mug 2.
@@ -17,10 +18,14 @@ newline. What the lines are, all read off the observations and actions:
 
 * ``unexplored``: the receptacles of the room (listed by the first
   observation) whose contents the agent has not seen yet (a closed one
-  stays unexplored until opened);
+  stays unexplored until opened), those where the task's object may be
+  found first (`likely_homes`: common sense about where things are kept,
+  the union over room types of the generator's placement table), each
+  group in the room's order (the first `MAX_UNEXPLORED`);
 * ``seen``: where each object whose type the task names (the goal's object,
   the desklamp) was last seen (arrivals and opened receptacles list their
   contents; takes and puts move them);
+* ``at``: the receptacle the agent stands at ("none" at the start);
 * ``holding``: the object carried and the states the agent gave it (clean,
   hot, cool);
 * the last `RECENT` steps (action and observation, each observation cut to
@@ -43,6 +48,7 @@ from armap_jax.agent.policy import History
 
 FORMAT_NAME = "household-trace"
 RECENT = 2  # (action, observation) steps shown verbatim.
+MAX_UNEXPLORED = 8  # Unexplored receptacles shown (likely homes first).
 MAX_OBS_CHARS = 240
 _SEE = re.compile(r"you see (.+?)\.\s*$")
 _ITEM = re.compile(r"^(?:and )?an? ([a-z]+ \d+)$")
@@ -144,17 +150,40 @@ def track(history: History) -> State:
   return st
 
 
+def likely_homes(obj_type: str) -> frozenset[str]:
+  """Receptacle types an object type may be kept on, in any room."""
+  from armap_jax.envs import household_world as hw
+  out: set[str] = set()
+  for objs in hw.OBJECTS.values():
+    out.update(objs.get(obj_type, ()))
+  if obj_type == hw.LAMP:
+    out.update(hw.LAMP_ON)
+  return frozenset(out)
+
+
+def task_object(task: str) -> str:
+  """The object type a task text asks for ("" if none is recognised)."""
+  m = re.match(r"(?:put (?:a |two )?(?:clean |hot |cool )?|look at )([a-z]+)",
+               task)
+  return m.group(1) if m else ""
+
+
 def state_lines(st: State) -> list[str]:
   words = set(re.findall(r"[a-z]+", st.task))
+  homes = likely_homes(task_object(st.task))
+  if st.holding and "desklamp" in words:  # Now the lamp is what is sought.
+    homes = likely_homes("desklamp")
   unexplored = [r for r in st.receptacles if r not in st.explored]
+  unexplored.sort(key=lambda r: _kind(r) not in homes)  # Stable.
   seen = [f"{o} ({r})" for o, r in st.where.items() if _kind(o) in words]
   held = "nothing"
   if st.holding:
     adj = sorted(st.states.get(st.holding, ()))
     held = st.holding + (f" ({', '.join(adj)})" if adj else "")
   return [f"task: {st.task}",
-          f"unexplored: {', '.join(unexplored) or 'none'}",
+          f"unexplored: {', '.join(unexplored[:MAX_UNEXPLORED]) or 'none'}",
           f"seen: {', '.join(seen) or 'nothing'}",
+          f"at: {st.location or 'none'}",
           f"holding: {held}"]
 
 
@@ -229,8 +258,13 @@ def vocabulary_texts() -> list[str]:
 
 
 def vocabulary() -> list[str]:
+  """Base characters, the env's words (with and without a leading space)
+  and the capital letters (the env's raw observations, which a reward model
+  reading this tokenizer sees, start sentences with one; the prompts are
+  lowercase)."""
   from armap_jax.agent.webshop_trace import vocabulary as ws_vocabulary
-  return ws_vocabulary(vocabulary_texts(), ())
+  caps = [f"{s}{c}" for s in ("", " ") for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"]
+  return list(dict.fromkeys(ws_vocabulary(vocabulary_texts(), ()) + caps))
 
 
 def household_tokenizer():

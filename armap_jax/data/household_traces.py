@@ -7,7 +7,9 @@ that knows only what `agent.household_trace.track` reads off the history (the
 room's receptacles, where objects were seen, what is carried) plus which
 receptacle types an object type may sit on (`household_world.OBJECTS`, the
 common sense an agent brings). It explores the receptacles that may hold the
-goal's object in a random order (then the others), opens closed ones, takes
+goal's object in the order of the prompt's ``unexplored`` line (likely
+homes first, in the room's order; receptacles of the goal's target type are
+skipped, since the object never starts there), opens closed ones, takes
 the object, cleans / heats / cools it with the first appliance, and puts it
 in the first receptacle of the goal's type (the desklamp: goes to it and
 uses it). With probability `noise` per step it makes a mistake instead (a
@@ -24,7 +26,8 @@ import hashlib
 import random
 
 from armap_jax.agent.household_trace import (HouseholdTraceFormat, State,
-                                             track, trace_prompt)
+                                             likely_homes, track,
+                                             trace_prompt)
 from armap_jax.agent.policy import History
 from armap_jax.records import Step
 
@@ -47,17 +50,6 @@ class Demo:
   mistake: bool
 
 
-def _homes(obj_type: str) -> set[str]:
-  """Receptacle types an object type may start on, in any room."""
-  from armap_jax.envs import household_world as hw
-  out: set[str] = set()
-  for objs in hw.OBJECTS.values():
-    out.update(objs.get(obj_type, ()))
-  if obj_type == hw.LAMP:
-    out.update(hw.LAMP_ON)
-  return out
-
-
 def _first(recs: list[str], rtype: str) -> str | None:
   return next((r for r in recs if r.rsplit(" ", 1)[0] == rtype), None)
 
@@ -70,9 +62,11 @@ def _prep(rtype: str) -> str:
 def _fetch_or_explore(st: State, world, want: str, avoid: str | None,
                       order: list[str]) -> str:
   """The next command towards holding an object of type `want` that is not
-  in `avoid`: go to / open / take a seen one, else explore."""
+  on a receptacle of type `avoid`: go to / open / take a seen one, else
+  explore (the first unexplored receptacle of `order` that may hold it)."""
   kind = lambda name: name.rsplit(" ", 1)[0]  # noqa: E731
-  known = [o for o, r in st.where.items() if kind(o) == want and r != avoid]
+  known = [o for o, r in st.where.items()
+           if kind(o) == want and kind(r) != avoid]
   here_closed = (st.location is not None and
                  world.is_open.get(st.location) is False)
   if known:
@@ -85,8 +79,8 @@ def _fetch_or_explore(st: State, world, want: str, avoid: str | None,
     return f"take {o} from {r}"
   if st.location is not None and st.location not in st.explored and here_closed:
     return f"open {st.location}"
-  homes = _homes(want)
-  todo = [r for r in order if r not in st.explored and r != avoid]
+  homes = likely_homes(want)
+  todo = [r for r in order if r not in st.explored and kind(r) != avoid]
   todo.sort(key=lambda r: kind(r) not in homes)  # Stable: keeps the order.
   if not todo:
     return "look"
@@ -119,7 +113,7 @@ def next_action(st: State, world, order: list[str]) -> str:
     return f"use {lamps[0]}"
   target = _first(st.receptacles, g.recep_type)
   if not held:
-    return _fetch_or_explore(st, world, g.obj_type, target, order)
+    return _fetch_or_explore(st, world, g.obj_type, g.recep_type, order)
   if g.adj and g.adj not in st.states.get(held, set()):
     appliance = _first(st.receptacles, hw.APPLIANCE[g.task_type])
     if st.location != appliance:
@@ -146,18 +140,20 @@ def _mistake(st: State, world, rng: random.Random) -> str | None:
     choices.append(f"put {st.holding} {_prep(here.rsplit(' ', 1)[0])} {here}")
   if here is not None and here in world.is_open:
     choices.append(f"{'close' if world.is_open[here] else 'open'} {here}")
-  a = rng.choice(choices)
-  return None if a == f"go to {here}" else a
+  return rng.choice(choices)
 
 
 def play(env, task_id: str, rng: random.Random, noise: float,
-         max_steps: int) -> list[tuple[History, str, bool]]:
-  """One episode of the noisy searching expert: (history, action, mistake)."""
+         max_steps: int, shuffle: bool = False
+         ) -> list[tuple[History, str, bool]]:
+  """One episode of the noisy searching expert: (history, action, mistake).
+  It explores in the room's listed order (`shuffle`: a random order)."""
   obs = env.reset(task_id)
   h = History(env="household", task_id=task_id, instruction=env.instruction,
               observation=obs)
   order = list(track(h).receptacles)
-  rng.shuffle(order)
+  if shuffle:
+    rng.shuffle(order)
   out = []
   for _ in range(max_steps):
     if env.done:
