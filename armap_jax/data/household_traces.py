@@ -105,9 +105,8 @@ def next_action(st: State, world, order: list[str]) -> str:
     if not held:
       return _fetch_or_explore(st, world, g.obj_type, None, order)
     lamps = [o for o in st.where if kind(o) == hw.LAMP]
-    if not lamps:
-      return _fetch_or_explore(st, world, hw.LAMP, None, order).replace(
-          "take ", "use ").split(" from ")[0]
+    if not lamps:  # Explore for it (no lamp is seen, so none is taken).
+      return _fetch_or_explore(st, world, hw.LAMP, None, order)
     if st.location != st.where[lamps[0]]:
       return f"go to {st.where[lamps[0]]}"
     return f"use {lamps[0]}"

@@ -41,27 +41,23 @@ new anyway (drawn per seed), so what is held out is the goal combination.
 from __future__ import annotations
 
 import copy
-import functools
 import re
 
 from armap_jax.envs import household_expert
 from armap_jax.envs import household_world as hw
 from armap_jax.envs.base import EnvError, StepResult, Task
+# The splits and the main job's hooks live in household_splits.py; the names
+# are re-exported here (task ids, splits, `leak_texts`, `describe_env`).
+from armap_jax.envs.household_splits import (SPLIT_BASE, SPLIT_NAMES, UNIONS,
+                                             describe_env, goals_of_seed,
+                                             leak_texts, parse_task_id,
+                                             split_of_seed, world_for)
 
 NAME = "household"
 # Observation text that states the verdict (removed by `data.rm_view`): none;
 # the goal check is silent (success shows only in `reward` and `info`), and
 # the step limit ends an episode without a message.
 OUTCOME_PATTERNS: tuple[str, ...] = ()
-# Split -> (first seed, goal pairs it draws); see the module docstring.
-_SPLIT_BASE = {"train": (0, "seen"), "dev_seen": (100_000, "seen"),
-               "dev_unseen": (150_000, "unseen"),
-               "test_seen": (200_000, "seen"),
-               "test_unseen": (250_000, "unseen")}
-# Splits that are the union of two others.
-_UNIONS = {"dev": ("dev_seen", "dev_unseen"),
-           "test": ("test_seen", "test_unseen")}
-SPLIT_NAMES = tuple(_SPLIT_BASE) + tuple(_UNIONS)
 _APPLY = {"clean": ("sinkbasin", hw.CLEANABLE, "clean"),
           "heat": ("microwave", hw.HEATABLE, "hot"),
           "cool": ("fridge", hw.COOLABLE, "cool")}
@@ -79,36 +75,6 @@ def _listing(names: list[str]) -> str:
   if len(items) == 1:
     return items[0]
   return ", ".join(items[:-1]) + ", and " + items[-1]
-
-
-def split_of_seed(seed: int) -> str:
-  """The split a seed belongs to (train, dev_seen, dev_unseen, test_seen or
-  test_unseen; see the module docstring)."""
-  best = "train"
-  for name, (base, _) in _SPLIT_BASE.items():
-    if seed >= base >= _SPLIT_BASE[best][0]:
-      best = name
-  return best
-
-
-def goals_of_seed(seed: int) -> str:
-  """The goal pairs a seed's task draws from ("seen" or "unseen")."""
-  return _SPLIT_BASE[split_of_seed(seed)][1]
-
-
-def world_for(task_id: str) -> hw.World:
-  """The generated world of a task id (its split decides its goal pairs)."""
-  ttype, seed = parse_task_id(task_id)
-  return hw.generate(ttype, seed, goals_of_seed(seed))
-
-
-def parse_task_id(task_id: str) -> tuple[str, int]:
-  """``"pick_and_place_simple/12"`` -> (type, 12); EnvError if malformed."""
-  ttype, sep, seed = str(task_id).partition("/")
-  if not sep or ttype not in hw.TASK_TYPES or not seed.isdigit():
-    raise EnvError(f"household: malformed task id {task_id!r}; expected "
-                   f"'<task type>/<seed>' with a type in {hw.TASK_TYPES}")
-  return ttype, int(seed)
 
 
 class HouseholdEnv:
@@ -138,12 +104,12 @@ class HouseholdEnv:
   # --- tasks ---------------------------------------------------------------
 
   def task_ids(self, split: str) -> list[str]:
-    if split in _UNIONS:
-      return [t for part in _UNIONS[split] for t in self.task_ids(part)]
-    if split not in _SPLIT_BASE:
+    if split in UNIONS:
+      return [t for part in UNIONS[split] for t in self.task_ids(part)]
+    if split not in SPLIT_BASE:
       raise EnvError(f"household: unknown split {split!r}; expected one of "
                      f"{SPLIT_NAMES}")
-    base, types = _SPLIT_BASE[split][0], hw.TASK_TYPES
+    base, types = SPLIT_BASE[split][0], hw.TASK_TYPES
     return [f"{types[i % len(types)]}/{base + i}"
             for i in range(self._counts[split])]
 
@@ -426,43 +392,3 @@ def _natural(s: str) -> tuple:
   """Sort 'cabinet 10' after 'cabinet 9'."""
   return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", s))
 
-
-# --- the main job's hooks (EnvSpec.leak_texts_fn, describe_fn) ---------------
-
-
-def first_observation(task_id: str) -> str:
-  """The observation `reset(task_id)` returns (room listing and goal)."""
-  return HouseholdEnv().reset(task_id)
-
-
-@functools.lru_cache(maxsize=2)
-def _train_first_observations(n_train: int) -> frozenset[str]:
-  env = HouseholdEnv(n_train=n_train)
-  return frozenset(env.reset(t) for t in env.task_ids("train"))
-
-
-def leak_texts(task_id: str) -> list[str]:
-  """Strings of held-out task `task_id` that no training artefact may
-  contain (`pipeline/honesty.py`): its id, and its first observation (the
-  room's receptacles and the goal; collected trajectories keep it in
-  `meta["first_observation"]`) unless some train task of the default env
-  starts with the very same text. A goal alone ("put a mug in desk.") is not
-  specific: seen tasks share goals with train tasks by design."""
-  parse_task_id(task_id)
-  out = [task_id]
-  first = first_observation(task_id)
-  if first not in _train_first_observations(HouseholdEnv().n_train):
-    out.append(first)
-  return out
-
-
-def describe_env(**env_kwargs) -> dict:
-  """`EnvSpec.describe`: where the tasks come from (all generated)."""
-  env = HouseholdEnv(**{k: v for k, v in env_kwargs.items()
-                        if k != "max_steps"})
-  return {"source": "generated (armap_jax/envs/household_world.py)",
-          "synthetic_parts": ["everything"],
-          "splits": {s: len(env.task_ids(s)) for s in _SPLIT_BASE},
-          "note": "ALFWorld-style households generated here (ALFWorld's six "
-                  "task types, goal wording and commands); unseen = held-out "
-                  "(object, receptacle) goal pairs. Not ALFWorld numbers."}
