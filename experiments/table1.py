@@ -12,7 +12,9 @@ peak memory), then writes ``<workdir>/table1.md``, ``table1.json`` and
 Average, households beside, the env-oracle upper bounds, the policy, time and
 peak memory of each column). Every main job resumes where it stopped, so a
 killed table resumes too; a finished env costs seconds (its report only).
---config.<field> overrides are passed to every env's job (``--pass=...``).
+--config.<field> overrides are passed to every env's job (``--pass=...``);
+AgentRM's comparison of reward-model kinds (not a Table 1 column) is left out
+unless --agentrm.
 An env that fails is reported (its column shows —) and the command exits 1
 after writing the table of the others.
 """
@@ -35,6 +37,10 @@ _ENVS = flags.DEFINE_list("envs", list(table1.ENVS),
 _PASS = flags.DEFINE_multi_string(
     "pass", [], "An extra flag for every env's main job, e.g. "
     "--pass=--config.eval.num_test=10 (repeatable).")
+_AGENTRM = flags.DEFINE_bool(
+    "agentrm", False, "Also run AgentRM's comparison of reward-model kinds "
+    "where the env enables it (Game of 24): not a Table 1 column, and the "
+    "slowest part of that job.")
 _REPORT_ONLY = flags.DEFINE_bool(
     "report_only", False, "Only rebuild the table from the work directories.")
 
@@ -64,9 +70,12 @@ def main(argv):
   root = os.path.abspath(_WORKDIR.value)
   os.makedirs(root, exist_ok=True)
   failed = []
+  extra = list(_PASS.value)
+  if not _AGENTRM.value:
+    extra.insert(0, "--config.agentrm.enabled=false")
   if not _REPORT_ONLY.value:
     for env in _ENVS.value:
-      if run_env(env, os.path.join(root, env), _QUICK.value, _PASS.value):
+      if run_env(env, os.path.join(root, env), _QUICK.value, extra):
         failed.append(env)
   table1.write(root, _ENVS.value)
   with open(os.path.join(root, "table1.md"), encoding="utf-8") as f:
