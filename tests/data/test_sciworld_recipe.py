@@ -110,6 +110,7 @@ def test_no_focus_no_pair(env):
   assert R.recipe_pairs([t], registry.get_spec("sciworld").factory()) == []
 
 
+@pytest.mark.slow  # 52 s on the loaded 2-core machine (14 episodes, twice).
 def test_demos_are_train_only_noisy_and_fixed():
   cfg = D.DemoConfig(tasks_per_type=1, episodes_per_task=2, noise=0.3)
   demos, scores = D.generate_demos(cfg, return_scores=True)
