@@ -133,7 +133,7 @@ def _rm_lines(extra: dict[str, Any]) -> list[str]:
     sp = "n/a" if prm["spearman"] is None else f"{prm['spearman']:.3f}"
     lines.append(f"- PRM on {prm['values']} held-out step values (MCTS "
                  f"estimates on held-out train tasks): mean absolute error "
-                 f"{prm['mae']:.3f}, Spearman {sp}.")
+                 f"{prm['mae']:.3f}, Spearman {sp} (ties share their rank).")
   for k in ("collect", "synth", "trees"):
     if k in extra:
       lines.append(f"- {k}: " + json.dumps(extra[k], sort_keys=True,
