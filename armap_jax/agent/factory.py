@@ -106,6 +106,10 @@ TRACE_FORMATS = {
     "game24-trace": ("game24", "armap_jax.agent.trace_format:Game24TraceFormat"),
     "webshop-trace": ("webshop",
                       "armap_jax.agent.webshop_trace:WebShopTraceFormat"),
+    "sciworld-trace": ("sciworld",
+                       "armap_jax.agent.sciworld_trace:SciWorldTraceFormat"),
+    "household-trace": ("household",
+                        "armap_jax.agent.household_trace:HouseholdTraceFormat"),
 }
 
 

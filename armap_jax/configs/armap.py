@@ -21,9 +21,27 @@ import ml_collections
 from armap_jax.configs import rm as rm_config
 from armap_jax.configs import sections
 
+def _policy_dir(name: str) -> str:
+  """The directory of a shipped policy (its tokenizer for a reward model)."""
+  from armap_jax.models import registry
+  return registry.policy_path(name)
+
+
 # Per-env changes to the defaults below (everything else is shared).
 _ENV_DEFAULTS = {
-    "game24": {"agentrm.enabled": True},
+    # Game of 24 (docs/prm.md, chosen on dev): every train puzzle explored
+    # (1,162 x 8 episodes), the ORM 1000 steps, the PRM 2000 steps x 64
+    # values with the step values above 0 repeated to 30% of its rows: dev
+    # ARMAP-B 26% -> 34%, beam + PRM 11% -> 36%, held-out Spearman 0.16 ->
+    # 0.34 (ties averaged).
+    "game24": {
+        "agentrm.enabled": True,
+        # 1162 = the whole train split (the same puzzles as 0 = all).
+        "collect.num_tasks": 1162, "orm.train.steps": 1000,
+        "tree.positive_frac": 0.3,
+        "prm.train.steps": 2000, "prm.train.batch_size": 64,
+        "prm.train.eval_every": 500,
+    },
     # A scripted policy (random valid moves) on 4x4 mazes: the seam, not a
     # tuned recipe (later issues add policies and recipes per env).
     "maze": {
@@ -54,10 +72,70 @@ _ENV_DEFAULTS = {
         # ARMAP-B at 0.01 (4 points lost), -27% for ARMAP-M at 0.1 (none).
         "targets.lambdas_price": "0.01,0.1", "targets.lambdas_actions": "0.05",
     },
+    # ScienceWorld (docs/sciworld.md): the shipped sciworld-tiny policy on 7
+    # short task types, test_seen / test_unseen (the first 14 of each). Every
+    # env is a JVM: rollouts and search batches keep at most 8 alive.
+    "sciworld": {
+        # T=1.0: the dev calibration of sciworld-tiny (42 tasks x 4
+        # samples): success 8.3%, score 36.7; greedy 4.8%, 43.9.
+        "collect.num_tasks": 42, "collect.samples": 4,
+        "collect.temperature": 1.0, "collect.num_envs": 8,
+        # No MCTS trees on train tasks (replaying a JVM per node is slow):
+        # the PRM learns from the collected episodes' prefix trees; it only
+        # serves beam search, which this job does not run.
+        "synth.backward": 0, "tree.num_tasks": 0, "tree.rollouts": 6,
+        # The ORM/PRM read words (the policy's word-level tokenizer), not
+        # characters. ORM max_length 1024, chosen on dev (14 tasks): 512 cut
+        # 234 of 271 training pairs to their last steps (held-out accuracy
+        # 53.6%, dev ARMAP-B 45.3); 1024: 67.9%, dev ARMAP-B 50.7.
+        "orm.model.tokenizer": _policy_dir("sciworld-tiny"),
+        "prm.model.tokenizer": _policy_dir("sciworld-tiny"),
+        "orm.data.max_length": 1024, "prm.data.max_length": 512,
+        # 14 of each 42-task split (2 per task type, round-robin): the
+        # measured run (docs/sciworld.md) used 1,290 CPU s with its JVMs;
+        # all 42 (--config.eval.num_test=42) would not fit 15 min on 2 cores.
+        "search.temperature": 1.0, "eval.num_test": 14,
+        "eval.methods": "greedy,sampling,reflexion,bon,mcts",
+        "eval.batch_tasks": 8, "budget.n": 8, "budget.rollouts": 6,
+        "policy.max_new_tokens": 24,
+    },
+    # ALFWorld-style households (docs/household.md): the shipped
+    # household-tiny policy, test_seen / test_unseen (the first 40 of each).
+    # T=1.0: the dev calibration of household-tiny (140 tasks x 4 samples):
+    # success 20.7% per sample; greedy 37.9%.
+    "household": {
+        "collect.num_tasks": 60, "collect.samples": 4,
+        "collect.temperature": 1.0, "collect.num_envs": 64,
+        # MCTS step values are the PRM's data, and the PRM is not evaluated
+        # here (no beam): two tasks (8 CPU s of the test run's 490).
+        "synth.backward": 0, "tree.num_tasks": 2, "tree.rollouts": 4,
+        # The ORM/PRM read words (the policy's word-level tokenizer).
+        "orm.model.tokenizer": _policy_dir("household-tiny"),
+        "prm.model.tokenizer": _policy_dir("household-tiny"),
+        "orm.data.max_length": 512, "prm.data.max_length": 512,
+        "search.temperature": 1.0, "eval.num_test": 40,
+        "eval.methods": "greedy,sampling,reflexion,bon,mcts",
+        "eval.batch_tasks": 40, "budget.n": 8, "budget.rollouts": 6,
+        "policy.max_new_tokens": 16,
+    },
 }
 _OTHER_ENV_DEFAULTS = dict(_ENV_DEFAULTS["maze"])
 # Per-env changes to the quick flavour (after the above).
 _QUICK_ENV_DEFAULTS = {
+    # The quick flavour's sizes (the game24 entry above is for the full job).
+    "game24": {
+        "collect.num_tasks": 80, "orm.train.steps": 60,
+        "prm.train.steps": 40, "prm.train.batch_size": 16,
+        "prm.train.eval_every": 20,
+    },
+    "household": {
+        "collect.num_tasks": 16, "tree.num_tasks": 1, "eval.num_test": 6,
+        "budget.n": 4, "budget.rollouts": 4,
+    },
+    "sciworld": {
+        "collect.num_tasks": 14, "eval.num_test": 7,
+        "budget.n": 4, "budget.rollouts": 4,
+    },
     "webshop": {
         "eval.num_test": 10, "tree.num_tasks": 2, "orm.data.max_length": 512,
         "targets.lambdas_price": "0.01", "targets.lambdas_actions": "0.05",
@@ -177,7 +255,9 @@ def get_config(flavour: str = "default") -> ml_collections.ConfigDict:
       "beam": "explicit,implicit,judge:policy",
       "ns": "1,2,4,8,16,32,64",
       "num_tasks": 50,  # The first tasks of the first evaluated split.
-      "judge_max_n": 16,  # Candidates a SmolLM2 judge reads (CPU time).
+      # Candidates a SmolLM2 judge reads per task (CPU time: ~0.3-0.5 CPU s
+      # each on 2 cores): Best-of-5 and N <= 8 for it.
+      "judge_max_n": 8,
       "judge_batch": 16,
   })
   # The implicit PRM (beta * log pi/pi_ref): the policy's own model fine-tuned

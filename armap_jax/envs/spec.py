@@ -231,6 +231,14 @@ def webshop_leak_texts(task_id: str) -> list[str]:
     env.close()
 
 
+# `envs.sciworld.ARMAP_SUBSET` (kept here: the env module imports nothing
+# heavy, but a spec must not import an env module at import time).
+SCIWORLD_SUBSET = ("find-animal", "find-living-thing", "find-non-living-thing",
+                   "find-plant", "lifespan-longest-lived",
+                   "lifespan-longest-lived-then-shortest-lived",
+                   "lifespan-shortest-lived")
+
+
 SPECS: dict[str, EnvSpec] = {
     "game24": EnvSpec(
         name="game24", env_class="armap_jax.envs.game24:Game24Env",
@@ -246,12 +254,28 @@ SPECS: dict[str, EnvSpec] = {
     "babyai": EnvSpec(
         name="babyai", env_class="armap_jax.envs.babyai:BabyAIEnv",
         default_policy="random", max_steps=30),
+    # ALFWorld-style households (docs/household.md): the shipped
+    # household-tiny policy; seen / unseen test splits.
     "household": EnvSpec(
         name="household", env_class="armap_jax.envs.household:HouseholdEnv",
-        default_policy="random", max_steps=30),
+        default_policy="household-tiny", max_steps=30, editor="valid",
+        recipe="armap_jax.data.household_recipe:recipe_pairs",
+        leak_texts_fn="armap_jax.envs.household:leak_texts",
+        describe_fn="armap_jax.envs.household:describe_env",
+        eval_splits=("test_seen", "test_unseen")),
+    # ScienceWorld (docs/sciworld.md): 7 short task types, seen/unseen.
     "sciworld": EnvSpec(
         name="sciworld", env_class="armap_jax.envs.sciworld:SciWorldEnv",
-        default_policy="random", max_steps=30, max_steps_kwarg="max_actions"),
+        default_policy="sciworld-tiny", max_steps=20,
+        max_steps_kwarg="max_actions",
+        # 768m heap: ~0.6 GB resident per JVM after 30 episodes (2g: 1.1).
+        env_kwargs=(("task_names", SCIWORLD_SUBSET), ("eval_per_task", 6),
+                    ("dev_per_task", 6), ("java_heap", "768m")),
+        editor="valid",
+        recipe="armap_jax.data.sciworld_recipe:recipe_pairs",
+        leak_texts_fn="armap_jax.envs.sciworld:leak_texts",
+        describe_fn="armap_jax.envs.sciworld:describe_env",
+        eval_splits=("test_seen", "test_unseen")),
     "webshop": EnvSpec(
         name="webshop", env_class="armap_jax.envs.webshop:WebShopEnv",
         constructor="armap_jax.envs.spec:make_webshop",

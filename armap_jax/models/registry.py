@@ -13,7 +13,11 @@ import importlib.resources
 DEFAULT_POLICY = "game24-tiny"
 _ASSET_DIRS = {"game24-tiny": "assets/policies/game24-tiny",
                # WebShop (docs/webshop.md): reads `WebShopTraceFormat`.
-               "webshop-tiny": "assets/webshop/webshop-tiny"}
+               "webshop-tiny": "assets/webshop/webshop-tiny",
+               # ScienceWorld (docs/sciworld.md): reads `SciWorldTraceFormat`.
+               "sciworld-tiny": "assets/sciworld/sciworld-tiny",
+               # Households (docs/household.md): `HouseholdTraceFormat`.
+               "household-tiny": "assets/household/household-tiny"}
 
 
 def known_policies() -> list[str]:
