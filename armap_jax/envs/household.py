@@ -47,10 +47,10 @@ from armap_jax.envs import household_expert
 from armap_jax.envs import household_world as hw
 from armap_jax.envs.base import EnvError, StepResult, Task
 # The splits and the main job's hooks live in household_splits.py; the names
-# are re-exported here (task ids, splits, `leak_texts`, `describe_env`).
+# are re-exported here (task ids, splits); the main job's hooks
+# (`leak_texts`, `describe_env`) are in household_hooks.py.
 from armap_jax.envs.household_splits import (SPLIT_BASE, SPLIT_NAMES, UNIONS,
-                                             describe_env, goals_of_seed,
-                                             leak_texts, parse_task_id,
+                                             goals_of_seed, parse_task_id,
                                              split_of_seed, world_for)
 
 NAME = "household"

@@ -260,8 +260,8 @@ SPECS: dict[str, EnvSpec] = {
         name="household", env_class="armap_jax.envs.household:HouseholdEnv",
         default_policy="household-tiny", max_steps=30, editor="valid",
         recipe="armap_jax.data.household_recipe:recipe_pairs",
-        leak_texts_fn="armap_jax.envs.household:leak_texts",
-        describe_fn="armap_jax.envs.household:describe_env",
+        leak_texts_fn="armap_jax.envs.household_hooks:leak_texts",
+        describe_fn="armap_jax.envs.household_hooks:describe_env",
         eval_splits=("test_seen", "test_unseen")),
     # ScienceWorld (docs/sciworld.md): 7 short task types, seen/unseen.
     "sciworld": EnvSpec(
