@@ -59,10 +59,24 @@ def _quick(argv: list[str]) -> bool:
   return q
 
 
+def policy_shorthand(argv: list[str]) -> list[str]:
+  """`--config.policy=NAME` (a policy name where the config holds a section)
+  means `--config.policy.name=NAME`."""
+  out = []
+  for a in argv:
+    if a.startswith("--config.policy="):
+      value = a.split("=", 1)[1]
+      if value and value[0] not in "{(":
+        a = f"--config.policy.name={value}"
+    out.append(a)
+  return out
+
+
 def with_default_config(argv: list[str]) -> list[str]:
   """argv with `--config=<packaged armap.py>:<env>[,quick]` inserted when no
   --config is given, so --env, --quick and --config.<field> overrides all
   apply together."""
+  argv = policy_shorthand(argv)
   if any(a == "--config" or a.startswith("--config=") for a in argv):
     return argv
   from armap_jax.configs.armap import get_config

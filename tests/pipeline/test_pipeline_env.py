@@ -123,6 +123,9 @@ def test_env_quick_and_overrides_apply_together(monkeypatch):
   d = _parse(["--config.policy.name=solver-noisy"], monkeypatch)
   assert d.env.name == "game24" and d.policy.name == "solver-noisy"
   assert d.collect.num_tasks == get_config().collect.num_tasks
+  e = _parse(["--quick", "--config.policy=solver-noisy"], monkeypatch)
+  assert e.policy.name == "solver-noisy"
+  assert e.collect.num_tasks == get_config("quick").collect.num_tasks
   q2 = _parse(["--quick"], monkeypatch)
   assert q2.to_dict() == get_config("quick").to_dict()
 
