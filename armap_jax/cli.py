@@ -82,6 +82,15 @@ def with_default_config(argv: list[str]) -> list[str]:
   from armap_jax.configs.armap import get_config
   env = _flag_value(argv, "env") or "game24"
   flavour = env + (",quick" if _quick(argv) else "")
+  policy = _flag_value(argv, "config.policy.name")
+  if _quick(argv) and policy:
+    from armap_jax.agent import factory
+    if factory.is_language_model(policy):
+      flavour += ",lm"
+      sys.stderr.write(
+          f"armap-jax: --quick with the language-model policy {policy!r}: "
+          "the 'quick,lm' sizes (configs/armap.py: _QUICK_LM; 10 test "
+          "tasks, a smoke run of the whole chain)\n")
   get_config(flavour)  # A bad --env fails here with the known names.
   return argv[:1] + [f"--config={_default_config_path()}:{flavour}"] + argv[1:]
 

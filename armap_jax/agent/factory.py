@@ -217,6 +217,35 @@ def policy_identity(policy_cfg) -> str:
   return f"openai:{o.get('model', '') or '(served)'}@{o.get('base_url', '')}"
 
 
+# Policies that are not language models (no decoding cost to speak of).
+NON_MODEL_POLICIES = ("random", "expert", "solver", "solver-noisy",
+                      "tiny-random")
+# Weights above this make a checkpoint directory a language model for the
+# `--quick` sizes (the shipped tiny policies are 0.5-3 MB).
+LM_MIN_WEIGHT_BYTES = 64 << 20
+
+
+def is_language_model(name: str) -> bool:
+  """Whether the policy `name` decodes with a language model large enough
+  that `--quick` takes its `lm` sizes (configs/armap.py): an endpoint, a
+  registered GGUF model (SmolLM2), a hub name, or a directory whose weights
+  exceed `LM_MIN_WEIGHT_BYTES` (a fine-tuned SmolLM2 included); not the
+  shipped tiny policies, small trace checkpoints or the non-model names."""
+  from armap_jax.models import gguf, registry
+  if name in NON_MODEL_POLICIES or name in registry.known_policies():
+    return False
+  if name == "openai" or name in gguf.KNOWN_MODELS:
+    return True
+  path = model_dir(name)
+  if path is None:  # A .gguf file, or a name only load_pretrained resolves.
+    return (os.path.getsize(name) > LM_MIN_WEIGHT_BYTES
+            if os.path.isfile(name) else True)
+  weights = sum(os.path.getsize(os.path.join(path, f))
+                for f in os.listdir(path)
+                if f.endswith((".safetensors", ".gguf", ".bin")))
+  return weights > LM_MIN_WEIGHT_BYTES
+
+
 def make_policy(policy_cfg, env_cfg):
   """The configured policy (see the module docstring for the names)."""
   name = policy_cfg.name

@@ -5,8 +5,10 @@ r"""The main job's config (`armap-jax`, `experiments/armap.py`).
   armap-jax --env=maze --quick                  # another env, its defaults
   armap-jax --config.policy.name=solver-noisy --config.eval.num_test=20
 
-`get_config("ENV[,quick]")` (e.g. "maze,quick"; "" or "default" = game24,
-"quick" = game24 quick). Sections: `env`, `policy`, `search`, `budget`
+`get_config("ENV[,quick[,lm]]")` (e.g. "maze,quick"; "" or "default" =
+game24, "quick" = game24 quick; "quick,lm" = the quick sizes for a
+language-model policy, which `armap-jax --quick --config.policy=NAME` picks
+when NAME is one, see `_QUICK_LM`). Sections: `env`, `policy`, `search`, `budget`
 (`configs/sections.py`), `orm` / `prm`, and the stages' `collect`, `synth`,
 `tree`, `eval`. The env-specific defaults (protocol, max_steps, policy,
 recipe, sizes) come from the env's `EnvSpec` and `_ENV_DEFAULTS`, so
@@ -143,14 +145,45 @@ _QUICK_ENV_DEFAULTS = {
 }
 
 
-def _parse(flavour: str) -> tuple[str, bool]:
+# The quick flavour with a language-model policy ("ENV,quick,lm"; the CLI
+# adds "lm" when --quick meets a policy `agent.factory.is_language_model`
+# calls one, e.g. SmolLM2-135M): every episode and search node decodes with
+# ~100x the tiny policies' parameters, so the sizes shrink (never grow) to
+# keep the job within ~30 minutes on a 2-core CPU. The table is read as a
+# smoke run of the whole chain (10 test tasks), not a measurement.
+_QUICK_LM = {
+    "collect.num_tasks": 16, "collect.samples": 4, "collect.num_envs": 64,
+    "synth.backward": 30,
+    "tree.num_tasks": 2, "tree.rollouts": 4,
+    "eval.num_test": 10, "eval.batch_tasks": 10,
+    "budget.n": 4, "budget.rollouts": 4, "budget.width": 2,
+    "budget.max_attempts": 2,
+    "agentrm.num_tasks": 5, "agentrm.judge_max_n": 4,
+    "implicit.train.steps": 10,
+}
+_QUICK_LM_STRINGS = {"eval.scaling_ns": "1,2,4", "agentrm.ns": "1,2,4"}
+
+
+def _parse(flavour: str) -> tuple[str, bool, bool]:
   parts = [p.strip() for p in (flavour or "").split(",") if p.strip()]
   quick = "quick" in parts
-  names = [p for p in parts if p not in ("quick", "default")]
+  lm = "lm" in parts
+  if lm and not quick:
+    raise sections.ConfigValueError(
+        f"get_config: flavour {flavour!r}: 'lm' sizes the quick flavour for a "
+        "language-model policy; use it with 'quick'")
+  names = [p for p in parts if p not in ("quick", "default", "lm")]
   if len(names) > 1:
     raise sections.ConfigValueError(
         f"get_config: flavour {flavour!r} names more than one env: {names}")
-  return (names[0] if names else "game24"), quick
+  return (names[0] if names else "game24"), quick, lm
+
+
+def _get(c: ml_collections.ConfigDict, dotted: str):
+  node = c
+  for k in dotted.split("."):
+    node = node[k]
+  return node
 
 
 def _set(c: ml_collections.ConfigDict, dotted: str, value) -> None:
@@ -164,7 +197,7 @@ def _set(c: ml_collections.ConfigDict, dotted: str, value) -> None:
 def get_config(flavour: str = "default") -> ml_collections.ConfigDict:
   """The main job's config for `flavour` ("ENV[,quick]"; see the docstring)."""
   from armap_jax.envs import registry
-  env_name, quick = _parse(flavour)
+  env_name, quick, lm = _parse(flavour)
   try:
     spec = registry.get_spec(env_name)
   except KeyError as e:
@@ -295,6 +328,11 @@ def get_config(flavour: str = "default") -> ml_collections.ConfigDict:
     _set(c, key, value)
   if quick:
     for key, value in _QUICK_ENV_DEFAULTS.get(spec.name, {}).items():
+      _set(c, key, value)
+  if lm:
+    for key, value in _QUICK_LM.items():
+      _set(c, key, min(value, _get(c, key)))
+    for key, value in _QUICK_LM_STRINGS.items():
       _set(c, key, value)
   if not spec.backward:
     c.synth.backward = 0

@@ -113,6 +113,45 @@ def _parse(argv, monkeypatch):
   return holder.value
 
 
+def _with_policy(c, name):
+  d = c.to_dict()
+  d["policy"]["name"] = name
+  return d
+
+
+def test_quick_lm_sizes_shrink_and_need_quick():
+  q, lm = get_config("quick"), get_config("quick,lm")
+  for key in ("collect.num_tasks", "eval.num_test", "budget.n",
+              "tree.num_tasks", "agentrm.num_tasks", "implicit.train.steps"):
+    a, b = q, lm
+    for k in key.split("."):
+      a, b = a[k], b[k]
+    assert b <= a, key
+  assert lm.eval.num_test == 10
+  hq, hlm = get_config("household,quick"), get_config("household,quick,lm")
+  assert hlm.eval.num_test <= hq.eval.num_test == 6  # Never grows.
+  with pytest.raises(ValueError, match="'lm' sizes the quick flavour"):
+    get_config("game24,lm")
+
+
+def test_language_model_policies_are_recognised(tmp_path):
+  from armap_jax.agent import factory
+  assert factory.is_language_model("smollm2-135m-instruct")
+  assert factory.is_language_model("openai")
+  for name in ("game24-tiny", "webshop-tiny", "random", "solver-noisy",
+               "tiny-random", "expert"):
+    assert not factory.is_language_model(name), name
+  small = tmp_path / "small"
+  small.mkdir()
+  (small / "model.safetensors").write_bytes(b"0" * 1000)
+  assert not factory.is_language_model(str(small))
+  big = tmp_path / "big"
+  big.mkdir()
+  with open(big / "model.safetensors", "wb") as f:
+    f.truncate(factory.LM_MIN_WEIGHT_BYTES + 1)  # Sparse: no disk used.
+  assert factory.is_language_model(str(big))
+
+
 def test_env_quick_and_overrides_apply_together(monkeypatch):
   c = _parse(["--quick", "--config.eval.num_test=3", "--env=maze"],
              monkeypatch)
@@ -126,6 +165,16 @@ def test_env_quick_and_overrides_apply_together(monkeypatch):
   e = _parse(["--quick", "--config.policy=solver-noisy"], monkeypatch)
   assert e.policy.name == "solver-noisy"
   assert e.collect.num_tasks == get_config("quick").collect.num_tasks
+  lm = _parse(["--quick", "--config.policy=smollm2-135m-instruct"],
+              monkeypatch)
+  assert lm.to_dict() == _with_policy(get_config("quick,lm"),
+                                      "smollm2-135m-instruct")
+  assert lm.eval.num_test == 10
+  assert lm.collect.num_tasks * lm.collect.samples < (
+      get_config("quick").collect.num_tasks
+      * get_config("quick").collect.samples)
+  full = _parse(["--config.policy=smollm2-135m-instruct"], monkeypatch)
+  assert full.collect.num_tasks == get_config().collect.num_tasks
   q2 = _parse(["--quick"], monkeypatch)
   assert q2.to_dict() == get_config("quick").to_dict()
 
