@@ -17,6 +17,16 @@ def next_pow2(n: int, minimum: int = 1) -> int:
   return 1 << (n - 1).bit_length()
 
 
+def fine_len(n: int, minimum: int = 16) -> int:
+  """n rounded up to an eighth of its power-of-two octave (at least
+  `minimum`): 145 -> 160, 209 -> 224, 72 -> 80. The prefill's token bucket:
+  at most an eighth of a prefill's tokens are padding, with eight compiled
+  prefill shapes per octave (the decode keeps `next_pow2` buckets)."""
+  n = max(int(n), int(minimum), 1)
+  step = max(int(minimum), next_pow2(n) // 8)
+  return -(-n // step) * step
+
+
 def batch_divisor() -> int:
   """Rows must divide evenly over the mesh axes that shard `batch`."""
   mesh = sharding.current_mesh()

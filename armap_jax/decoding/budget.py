@@ -6,6 +6,7 @@ are held once, not per row) holds, at its peak:
 
   weights                                   (the caller's `weights_bytes`)
   + shared prefix: its KV once + the activations of prefilling it
+    (G times for a call in G prefix groups, `decoding/groups.py`)
   + R x KV(cache_len)                       the decode rows' own caches
   + max(P x (KV(cache_len) + prefill act),  prefill: the prompts' own cache
                                             (before the gather to rows) and one
@@ -146,12 +147,14 @@ class RowCost:
 
 def row_cost(config, cache_len: int, kv_dtype, *, prompt_len: int | None = None,
              n_buf: int = 0, compute_dtype="float32",
-             prefix_slots: int = 0) -> RowCost:
+             prefix_slots: int = 0, prefix_groups: int = 1) -> RowCost:
   """Per-row bytes for a cache of `cache_len` slots (already bucketed).
 
   `prompt_len`: the prefill's (bucketed) length; default `cache_len - n_buf`.
   `n_buf`: the generated-token buffers' length. `prefix_slots`: slots of a
-  shared prefix every row attends to (held once: `RowCost.shared`).
+  shared prefix every row attends to (held once: `RowCost.shared`;
+  `prefix_groups` times for a call in that many prefix groups, each row
+  attending to its group's).
   """
   c = config
   kv_b, act_b = dtype_bytes(kv_dtype), dtype_bytes(compute_dtype)
@@ -175,7 +178,7 @@ def row_cost(config, cache_len: int, kv_dtype, *, prompt_len: int | None = None,
   shared = 0
   if prefix_slots:
     # Its KV (one row per batch shard), and prefilling it as one row.
-    shared = batching.batch_bucket(1) * (
+    shared = prefix_groups * batching.batch_bucket(1) * (
         c.num_layers * 2 * kvh * prefix_slots * kv_b
         + SCORE_COPIES * n_heads * prefix_slots * prefix_slots * 4
         + prefix_slots * prefix_slots + prefix_slots * act)
@@ -217,11 +220,13 @@ def plan_rows(budget_bytes: int, config, prompt_len: int, max_new_tokens: int,
               kv_dtype, weights_bytes: int, *, n: int = 1,
               compute_dtype="float32", max_rows: int = 1 << 20,
               prefix_len: int = 0,
-              prefix_block: int = prefix_lib.DEFAULT_BLOCK) -> Sizing:
+              prefix_block: int = prefix_lib.DEFAULT_BLOCK,
+              prefix_groups: int = 1) -> Sizing:
   """The most decode rows (at most `max_rows`) whose call fits the budget.
 
   `prompt_len`: the longest prompt; `prefix_len`: tokens all prompts share
-  (`Decoder.shared_prefix_len`; 0: none).
+  (`Decoder.shared_prefix_len`; 0: none), or with `prefix_groups` > 1 the
+  longest group prefix (`prompt_len - prefix_len`: the longest suffix).
   """
   if prompt_len < 1 or max_new_tokens < 1:
     raise ValueError(f"prompt_len and max_new_tokens must be >= 1, got "
@@ -234,7 +239,7 @@ def plan_rows(budget_bytes: int, config, prompt_len: int, max_new_tokens: int,
   slots = prefix_lib.prefix_slots(prefix_len, prefix_block) if prefix_len else 0
   cost = row_cost(config, p_len + n_buf, kv_dtype, prompt_len=p_len,
                   n_buf=n_buf, compute_dtype=compute_dtype,
-                  prefix_slots=slots)
+                  prefix_slots=slots, prefix_groups=prefix_groups)
   one = call_peak_bytes(1, n, cost, weights_bytes)
   if one > budget_bytes:
     raise ValueError(

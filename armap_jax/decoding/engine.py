@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from armap_jax.decoding import batching, beam, scoring
+from armap_jax.decoding import batching, beam, groups, scoring
 from armap_jax.decoding.prefix import PrefixCache, prefix_slots
 from armap_jax.decoding.sampling import SamplingArrays, row_keys, sample_tokens
 from armap_jax.decoding.state import (CANCELLED, FINISH_REASON, LENGTH, PAD_ID,
@@ -95,26 +95,35 @@ class _PrefillJit:
 
 def _prefill_impl(graphdef, state, tokens_bp, mask_bp, row_prompt_r,
                   prefix=None, prefix_len=None, *, cache_len, unstack=False,
-                  kv_dtype=None):
+                  kv_dtype=None, slot0=0):
   """Prefill B prompts; return cache and next-token logits for R rows.
 
   `unstack`: return the cache as per-layer buffers (`transformer.
   unstack_cache`), the form the unrolled decode step reads in place.
   `prefix`, `prefix_len`: a shared prefix (`_prefix_prefill_impl`'s) the
-  prompts continue; their positions start at `prefix_len`. `kv_dtype`: the
-  cache's dtype (None: the model's).
+  prompts continue; their positions start at `prefix_len` (a [G] prefix
+  with [G] lengths: prompt b continues group b // (B / G)). `kv_dtype`: the
+  cache's dtype (None: the model's). `slot0`: the prompts' tokens go to
+  cache slots [slot0, slot0 + P) (earlier slots stay empty: the prefill
+  runs on a finer length bucket than the decode's cache).
   """
   model = nnx.merge(graphdef, state)
   tokens_bp = batching.shard_rows(tokens_bp)
   mask_bp = batching.shard_rows(mask_bp)
-  batch = tokens_bp.shape[0]
+  batch, t = tokens_bp.shape
   positions_bp = batching.positions_from_mask(mask_bp)
-  if prefix is not None:
+  if prefix is not None and jnp.ndim(prefix_len) == 0:
     positions_bp = positions_bp + prefix_len
-  attn_bps = batching.prefill_mask(mask_bp, cache_len)
+  elif prefix is not None:  # [G] groups: prompt b continues group b // (B/G).
+    positions_bp = positions_bp + jnp.repeat(
+        prefix_len, batch // prefix_len.shape[0],
+        total_repeat_length=batch)[:, None]
+  attn_bps = batching.prefill_mask(mask_bp)
+  attn_bps = jnp.pad(attn_bps, ((0, 0), (0, 0),
+                                (slot0, cache_len - slot0 - t)))
   cache = model.init_cache(batch, cache_len, kv_dtype)
   hidden_bpd, cache = model.hidden(tokens_bp, positions_bp, attn_bps,
-                                   cache=cache, cache_index=jnp.int32(0),
+                                   cache=cache, cache_index=jnp.int32(slot0),
                                    prefix=prefix, prefix_len=prefix_len)
   logits_bv = model.logits(hidden_bpd[:, -1:])[:, 0].astype(jnp.float32)
   if unstack:
@@ -126,7 +135,8 @@ def _prefill_impl(graphdef, state, tokens_bp, mask_bp, row_prompt_r,
   return cache, batching.shard_rows(logits_bv[row_prompt_r])
 
 
-_prefill = _PrefillJit(_prefill_impl, ("cache_len", "unstack", "kv_dtype"))
+_prefill = _PrefillJit(_prefill_impl, ("cache_len", "unstack", "kv_dtype",
+                                       "slot0"))
 
 
 def _prefix_prefill_impl(graphdef, state, prefix, prefix_len, tokens_1t,
@@ -344,6 +354,35 @@ def _layer_weights(graphdef, state):
 _unstack_prefix = jax.jit(transformer.unstack_cache)
 
 
+def _stack_prefixes(kvs, slots: int):
+  """G stored prefixes (`_shared_prefix`'s {"k": [L, 1, K, H, S_g], "v":
+  [L, 1, K, S_g, H]}; None: empty) as one {"k": [L, G, K, H, slots], ...},
+  each cut or zero-padded to `slots` (attention reads each group's first
+  `prefix_len` slots only)."""
+  like = next(kv for kv in kvs if kv is not None)
+
+  def fit(x, axis):
+    have = x.shape[axis]
+    if have >= slots:
+      return jax.lax.slice_in_dim(x, 0, slots, axis=axis)
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (0, slots - have)
+    return jnp.pad(x, pad)
+
+  out = {}
+  for name, axis in (("k", 4), ("v", 3)):
+    parts = []
+    for kv in kvs:
+      if kv is None:
+        shape = list(like[name].shape)
+        shape[axis] = slots
+        parts.append(jnp.zeros(shape, like[name].dtype))
+      else:
+        parts.append(fit(kv[name], axis))
+    out[name] = jnp.concatenate(parts, axis=1)
+  return out
+
+
 # --------------------------------------------------------------------------
 # Host side.
 
@@ -503,20 +542,26 @@ class Decoder:
     return self._prefill_prompts(prompt_ids, row_prompt, n_buf, unstack)
 
   def _prefill_prompts(self, prompt_ids, row_prompt, n_buf, unstack,
-                       prefix=None, prefix_len=0):
+                       prefix=None, prefix_len=0, real_tokens=None):
     """`prefill` of `prompt_ids`, continuing `prefix` (its first
-    `prefix_len` tokens precede every prompt) if given."""
-    p_len = batching.next_pow2(max(len(p) for p in prompt_ids), 16)
+    `prefix_len` tokens precede every prompt; or G prefixes and [G]
+    lengths, the prompts in G equal blocks) if given. `real_tokens`: the
+    prompt tokens to count (default: all of `prompt_ids`')."""
+    longest = max(len(p) for p in prompt_ids)
+    p_len = batching.next_pow2(longest, 16)  # The decode's prompt slots.
+    t_len = batching.fine_len(longest)       # The prefill's tokens.
     rows_p = batching.batch_bucket(len(prompt_ids))
-    tokens, mask = batching.left_pad(prompt_ids, rows_p, p_len)
+    tokens, mask = batching.left_pad(prompt_ids, rows_p, t_len)
     cache_len = p_len + n_buf
     cache, logits = _prefill(
         self.graphdef, self.state, tokens, mask, row_prompt.astype(np.int32),
-        prefix, None if prefix is None else np.int32(prefix_len),
-        cache_len=cache_len, unstack=unstack, kv_dtype=self.kv_dtype)
+        prefix, None if prefix is None else np.asarray(prefix_len, np.int32),
+        cache_len=cache_len, unstack=unstack, kv_dtype=self.kv_dtype,
+        slot0=p_len - t_len)
     kv_valid = np.zeros((len(row_prompt), cache_len), bool)
-    kv_valid[:, :p_len] = mask[row_prompt]
-    self.stats["prefill_tokens"] += sum(len(p) for p in prompt_ids)
+    kv_valid[:, p_len - t_len:p_len] = mask[row_prompt]
+    self.stats["prefill_tokens"] += (sum(len(p) for p in prompt_ids)
+                                     if real_tokens is None else real_tokens)
     return cache, logits, kv_valid
 
   def shared_prefix_len(self, prompt_ids: Sequence[Sequence[int]]) -> int:
@@ -586,15 +631,14 @@ class Decoder:
                       temperature=temperature, top_p=top_p, top_k=top_k,
                       stop=stop, seed=seed, keys=keys,
                       add_special_tokens=add_special_tokens)
-    cache, logits, rows, prefix = self._prefill_rows(plan)
+    plan, cache, logits, rows, prefix = self._prefill_rows(plan)
     tokens, logprobs, finish, counts, _ = _decode(
         self.graphdef, self.state, cache, logits, rows, plan.eos_e,
         plan.stop_ids_e, plan.stop_table, *prefix, n_buf=plan.n_buf,
         unroll_layers=self.unroll_layers)
     tokens, logprobs, finish, counts = jax.device_get(
         (tokens, logprobs, finish, counts))
-    self.stats["generated_tokens"] += int(
-        counts[:plan.num_prompts * n].sum())
+    self.stats["generated_tokens"] += int(counts[plan.real_rows()].sum())
     return [[self._completion(plan, i * n + j, tokens, logprobs, finish,
                               counts) for j in range(n)]
             for i in range(plan.num_prompts)]
@@ -609,7 +653,7 @@ class Decoder:
     the chunk sizes.
     """
     plan = self._plan(prompts, **kwargs)
-    cache, logits, rows, prefix = self._prefill_rows(plan)
+    plan, cache, logits, rows, prefix = self._prefill_rows(plan)
     return Generation(self, plan, rows, _decode_start(
         cache, logits, rows, plan.eos_e, plan.stop_ids_e, plan.stop_table,
         n_buf=plan.n_buf), prefix)
@@ -653,12 +697,19 @@ class Decoder:
                  stop_table=self.stop_table(strings))
 
   def _prefill_rows(self, plan: _Plan):
-    """The prefill of `plan`'s prompts: (cache, logits_rv, DecodeRows,
-    (prefix, prefix_len) or (None, None)); counts the call's stats."""
+    """The prefill of `plan`'s prompts: (plan, cache, logits_rv, DecodeRows,
+    (prefix, prefix_len) or (None, None)); counts the call's stats. The
+    plan comes back with its rows laid out in prefix groups when
+    `groups.plan_groups` finds that cheaper."""
     self.stats["calls"] += 1
     self.stats["prompt_tokens"] += int(plan.lens.sum())
     ids = plan.prompt_ids
     shared = self.shared_prefix_len(ids)
+    if self.share_prefix:
+      lay = groups.plan_groups(ids, shared, self.prefix_cache.block, plan.n,
+                               plan.n_buf, batching.batch_divisor())
+      if lay is not None:
+        return self._prefill_groups(plan, lay, shared)
     prefix = (None, None)
     if shared:
       prefix = (self._shared_prefix(ids[0][:shared]), np.int32(shared))
@@ -669,11 +720,60 @@ class Decoder:
                       max_new=plan.max_new,
                       prompt_len=plan.lens[plan.row_prompt],
                       kv_valid=kv_valid)
-    return cache, logits, rows, prefix
+    return plan, cache, logits, rows, prefix
+
+  def _prefill_groups(self, plan: _Plan, lay: groups.GroupLayout,
+                      shared: int):
+    """`_prefill_rows` with the prompts in prefix groups (`lay`): each
+    group's prefix from the store (or prefilled and stored), stacked into a
+    [G_b] prefix (the call-wide `shared` prefix stored first, so that each
+    group prefills only its own part); the suffixes prefilled in group
+    blocks; the plan's rows permuted to the layout's decode rows."""
+    ids = plan.prompt_ids
+    per_group = len(lay.slot_prompt) // lay.num_groups
+    lens = [int(x) for x in lay.prefix_lens]
+    first = {}  # Group -> its first prompt (padding groups have none).
+    for slot, i in enumerate(lay.slot_prompt):
+      if i >= 0:
+        first.setdefault(slot // per_group, int(i))
+    if shared:  # Stored first, so that each group prefills only its own part.
+      self._shared_prefix(ids[first[0]][:shared])
+    kvs = [self._shared_prefix(ids[first[g]][:lens[g]]) if lens[g] else None
+           for g in range(lay.num_groups)]
+    prefix = _stack_prefixes(kvs, prefix_slots(max(lens),
+                                               self.prefix_cache.block))
+    suffixes, real = [], 0
+    for slot, i in enumerate(lay.slot_prompt):
+      g = slot // per_group
+      if i >= 0:
+        suffixes.append(ids[i][lens[g]:])
+        real += len(ids[i]) - lens[g]
+      else:  # Padding: a copy of a real suffix (its outputs are unused).
+        g = g if g in first else 0
+        suffixes.append(ids[first[g]][lens[g]:])
+    cache, logits, kv_valid = self._prefill_prompts(
+        suffixes, lay.row_slot, plan.n_buf, self.unroll_layers, prefix,
+        lay.prefix_lens, real_tokens=real)
+    src = np.where(lay.row_logical >= 0, lay.row_logical, 0)
+    real_r = lay.row_logical >= 0
+    row_prompt = np.where(real_r, plan.row_prompt[src], 0).astype(np.int32)
+    plan = dataclasses.replace(
+        plan, row_prompt=row_prompt, knobs=plan.knobs.take(src),
+        max_new=np.where(real_r, plan.max_new[src], 0).astype(np.int32),
+        keys_r=plan.keys_r[src],
+        rows_of=lay.rows_of(plan.num_prompts * plan.n))
+    rows = DecodeRows(keys=plan.keys_r, knobs=plan.knobs,
+                      max_new=plan.max_new,
+                      prompt_len=plan.lens[plan.row_prompt],
+                      kv_valid=kv_valid)
+    return plan, cache, logits, rows, (prefix, lay.prefix_lens)
 
   def _completion(self, plan: _Plan, r: int, tokens, logprobs, finish,
                   counts) -> Completion:
-    """Row r's `Completion` from host copies of the loop's buffers."""
+    """Row r's (prompt r // n, sample r % n) `Completion` from host copies
+    of the loop's buffers."""
+    i = r // plan.n
+    r = plan.row(r)
     code = int(finish[r])
     count = int(counts[r])
     ids = tokens[r, :count].tolist()
@@ -684,7 +784,7 @@ class Decoder:
     return Completion(
         text=text, token_ids=ids, logprobs=logprobs[r, :count].tolist(),
         finish_reason=FINISH_REASON.get(code, "length"),
-        prompt_tokens=int(plan.lens[r // plan.n]), completion_tokens=count)
+        prompt_tokens=int(plan.lens[i]), completion_tokens=count)
 
   # -- beam search and scoring (see beam.py, scoring.py) ------------------
 
@@ -714,10 +814,23 @@ class _Plan:
   eos_e: np.ndarray
   stop_ids_e: np.ndarray
   stop_table: np.ndarray
+  # The decode row of each (prompt i, sample j) = i * n + j when the rows are
+  # laid out in prefix groups (`groups.GroupLayout`); None: row i * n + j.
+  rows_of: np.ndarray | None = None
 
   @property
   def num_prompts(self) -> int:
     return len(self.prompt_ids)
+
+  def row(self, r: int) -> int:
+    """The decode row of (prompt r // n, sample r % n)."""
+    return r if self.rows_of is None else int(self.rows_of[r])
+
+  def real_rows(self):
+    """The decode rows of real samples (an index)."""
+    if self.rows_of is None:
+      return slice(0, self.num_prompts * self.n)
+    return self.rows_of
 
 
 class Generation:
@@ -778,7 +891,7 @@ class Generation:
     self._tokens, self._logprobs = np.array(tokens), np.array(logprobs)
     self._finish, self._count = np.array(finish), np.array(count)
     self._finish[self._cancel & (self._finish == RUNNING)] = CANCELLED
-    total = int(self._count[:self.num_rows].sum())
+    total = int(self._count[self._plan.real_rows()].sum())
     self._dec.stats["generated_tokens"] += total - self._counted
     self._counted = total
 
@@ -798,14 +911,18 @@ class Generation:
   def cancel(self, rows) -> None:
     """Rows (indices r) that sample no more tokens; finished rows keep
     their finish. Their `finish_reason` becomes "cancelled"."""
-    self._cancel[np.asarray(rows, np.int64)] = True
+    rows = np.asarray(rows, np.int64)
+    if self._plan.rows_of is not None:
+      rows = self._plan.rows_of[rows]
+    self._cancel[rows] = True
     self._finish[self._cancel & (self._finish == RUNNING)] = CANCELLED
 
   def finished(self, r: int) -> bool:
-    return int(self._finish[r]) != RUNNING
+    return int(self._finish[self._plan.row(r)]) != RUNNING
 
   def row(self, r: int) -> tuple[list[int], list[float]]:
     """Row r's tokens and their log-probs so far."""
+    r = self._plan.row(r)
     c = int(self._count[r])
     return self._tokens[r, :c].tolist(), self._logprobs[r, :c].tolist()
 

@@ -248,6 +248,10 @@ def _attend_with_prefix(q_bkqh, scores_bkqs, v_bksh, pk_1khp, pv_1kph,
   softmax.
   """
   h = q_bkqh.shape[-1]
+  groups = pk_1khp.shape[0]
+  if groups > 1:
+    return _attend_with_prefix_groups(q_bkqh, scores_bkqs, v_bksh, pk_1khp,
+                                      pv_1kph, pmask_p)
   scores_a = jnp.einsum("bkqh,khp->bkqp", q_bkqh, pk_1khp[0],
                         preferred_element_type=jnp.float32) / math.sqrt(h)
   scores_a = jnp.where(pmask_p, scores_a, jnp.finfo(jnp.float32).min)
@@ -258,6 +262,42 @@ def _attend_with_prefix(q_bkqh, scores_bkqs, v_bksh, pk_1khp, pv_1kph,
            + jnp.sum(e_b, axis=-1, keepdims=True))
   p_a, p_b = e_a / denom, e_b / denom
   return (jnp.einsum("bkqp,kph->bkqh", p_a.astype(pv_1kph.dtype), pv_1kph[0])
+          + jnp.einsum("bkqs,bksh->bkqh", p_b.astype(v_bksh.dtype), v_bksh))
+
+
+def _attend_with_prefix_groups(q_bkqh, scores_bkqs, v_bksh, pk_gkhp, pv_gkph,
+                               pmask_gp):
+  """`_attend_with_prefix` with G prefixes: rows come in G equal blocks, block
+  g attending to prefix g (keys [G, K, H, P], values [G, K, P, H], mask
+  [G, P]). The prefix products run over one merged (group x kv-head) batch
+  axis (XLA CPU's fast dot path, see `attention`); only the queries, the
+  softmax's per-query max and sum and the output move between layouts."""
+  b, k, q, h = q_bkqh.shape
+  g, p = pk_gkhp.shape[0], pk_gkhp.shape[-1]
+  bg = b // g
+
+  def to_b(x):  # [G, K, B/G, Q, X] -> [B, K, Q, X]
+    return jnp.swapaxes(x, 1, 2).reshape(b, k, q, -1)
+
+  def to_z(x):  # [B, K, Q, X] -> [G, K, B/G, Q, X]
+    return jnp.swapaxes(x.reshape(g, bg, k, q, -1), 1, 2)
+
+  q_zqh = to_z(q_bkqh).reshape(g * k, bg * q, h)
+  scores_a = jnp.einsum("zqh,zhp->zqp", q_zqh, pk_gkhp.reshape(g * k, h, p),
+                        preferred_element_type=jnp.float32) / math.sqrt(h)
+  scores_a = jnp.where(pmask_gp[:, None, None, None, :],
+                       scores_a.reshape(g, k, bg, q, p),
+                       jnp.finfo(jnp.float32).min)
+  m = jnp.maximum(to_b(jnp.max(scores_a, axis=-1, keepdims=True)),
+                  jnp.max(scores_bkqs, axis=-1, keepdims=True))
+  e_a, e_b = jnp.exp(scores_a - to_z(m)), jnp.exp(scores_bkqs - m)
+  denom = (to_b(jnp.sum(e_a, axis=-1, keepdims=True))
+           + jnp.sum(e_b, axis=-1, keepdims=True))
+  p_a, p_b = e_a / to_z(denom), e_b / denom
+  out_a = jnp.einsum("zqp,zph->zqh",
+                     p_a.reshape(g * k, bg * q, p).astype(pv_gkph.dtype),
+                     pv_gkph.reshape(g * k, p, h))
+  return (to_b(out_a.reshape(g, k, bg, q, h))
           + jnp.einsum("bkqs,bksh->bkqh", p_b.astype(v_bksh.dtype), v_bksh))
 
 
@@ -288,7 +328,9 @@ def attention(q_btnh: jax.Array, k_bskh: jax.Array, v_bskh: jax.Array,
     prefix: (keys [1, K, H, P], values [1, K, P, H], mask [P] bool) of a
       prefix shared by every row (`kv_layout="cache"` only): each query
       also attends to the prefix's unmasked slots, in the same softmax
-      (`_attend_with_prefix`).
+      (`_attend_with_prefix`). Or G prefixes (keys [G, ...], values
+      [G, ...], mask [G, P]): the B rows in G equal blocks, block g
+      attending to prefix g.
 
   Returns:
     [B, T, N, H] attention output in q's dtype.

@@ -219,8 +219,10 @@ def _hidden(c: ModelConfig, dtype, w: dict[str, Any], tokens_bt, positions_bt,
                      "is counted in cache slots)")
   prefix_mask = None
   if prefix is not None:
-    prefix_mask = (jnp.arange(cache_length(prefix), dtype=jnp.int32)
-                   < prefix_len)
+    # [P]; or [G, P] for G prefixes with [G] lengths (rows in G blocks).
+    slots = jnp.arange(cache_length(prefix), dtype=jnp.int32)
+    prefix_mask = (slots < prefix_len if jnp.ndim(prefix_len) == 0 else
+                   slots < prefix_len[:, None])
 
   def layer_prefix(layer):
     """Layer `layer`'s (keys, values, mask) of the prefix (None without)."""
@@ -455,7 +457,9 @@ class Transformer(nnx.Module):
     P], "v": [L, 1, K, P, H]} (or per layer, as `unstack_cache`), that every
     query attends to besides the cache under `attn_mask_bts`: its first
     `prefix_len` (default P) slots, e.g. a prompt prefix shared by all rows
-    and stored once. `positions_bt` then continue after the prefix.
+    and stored once. `positions_bt` then continue after the prefix. Or G
+    prefixes ({"k": [L, G, ...], ...}, `prefix_len` [G]): the B rows in G
+    equal blocks, block g attending to prefix g.
 
     The computation is a `jax.jit` function of (weights, inputs), so eager
     calls reuse compiled programs; inside an outer jit it is inlined.
