@@ -156,15 +156,17 @@ class LocalPolicy:
     return ids
 
   def rows_per_call(self, prompt_len: int, n: int, max_new_tokens: int,
-                    prefix_len: int = 0) -> int:
+                    prefix_len: int = 0, prefix_groups: int = 1) -> int:
     """Decode rows (histories x n) one call may hold within the budget, for
-    prompts of at most `prompt_len` tokens sharing `prefix_len`."""
+    prompts of at most `prompt_len` tokens sharing `prefix_len` (or in
+    `prefix_groups` groups: `budget.plan_rows`)."""
     from armap_jax.decoding import budget
     store = self.decoder.prefix_cache
     sizing = budget.plan_rows(
         self.budget.bytes, self.model_config, prompt_len,
         max_new_tokens, self.kv_dtype, self._fixed_bytes(), n=n,
         compute_dtype=self.compute_dtype, prefix_len=prefix_len,
+        prefix_groups=prefix_groups,
         **({} if store is None else {"prefix_block": store.block}))
     key = (sizing.rows, n, sizing.p_len, sizing.prefix_slots, sizing.n_buf)
     if key not in self._logged:
@@ -179,9 +181,25 @@ class LocalPolicy:
   def _chunks(self, ids: Sequence[Sequence[int]], n: int,
               max_new_tokens: int) -> list[tuple[int, int, int, int]]:
     """(first history, end, first sample, end) of each decode call."""
-    # Any chunk's prompts share at least what all of them share.
-    rows = self.rows_per_call(max(len(p) for p in ids), n, max_new_tokens,
-                              self.decoder.shared_prefix_len(ids))
+    # Any chunk's prompts share at least what all of them share (and hold
+    # at most the call's prefix groups).
+    from armap_jax.decoding import batching, groups
+    longest = max(len(p) for p in ids)
+    shared = self.decoder.shared_prefix_len(ids)
+    lay = None
+    store = self.decoder.prefix_cache
+    if store is not None:
+      lay = groups.plan_groups(ids, shared, store.block, n,
+                               batching.next_pow2(max_new_tokens, 16),
+                               batching.batch_divisor())
+    if lay is None:
+      rows = self.rows_per_call(longest, n, max_new_tokens, shared)
+    else:
+      prefix = int(lay.prefix_lens.max())
+      suffix = max(len(p) - length for p, length in zip(
+          ids, lay.prompt_prefix_lens(len(ids))))
+      rows = self.rows_per_call(prefix + suffix, n, max_new_tokens, prefix,
+                                lay.num_groups)
     per_call = max(1, rows // n)
     if self.max_batch:
       per_call = min(per_call, self.max_batch)
