@@ -1,7 +1,8 @@
 """Whole searches: our engine vs the reference way of running them.
 
 Best-of-16, MCTS (8 simulations, 10 children) and step beam (3 x 3) on Game
-of 24 dev puzzles, each run twice through the very same searcher
+of 24 dev puzzles (`--env=webshop`: WebShop dev goals, the env's prompt
+format and oracle), each run twice through the very same searcher
 (`search.factory.make_searcher`), budget, seeds and prompts:
 
 * ours: `LocalPolicy` over `decoding.Decoder` (every search step is one
@@ -34,6 +35,7 @@ wall-time ratio as N.NNx.
   python experiments/bench_plan.py                       # 20 puzzles
   python experiments/bench_plan.py --smoke               # tiny, 2 puzzles
   python experiments/bench_plan.py --searches=bon --puzzles=5
+  python experiments/bench_plan.py --env=webshop --puzzles=2   # WebShop goals
 """
 
 from __future__ import annotations
@@ -48,8 +50,11 @@ from absl import app, flags, logging
 import bench_decode  # The torch + JAX model builder (same weights).
 from armap_jax.runtime import launch
 
-_PUZZLES = flags.DEFINE_integer("puzzles", 20, "Game of 24 dev puzzles",
-                                lower_bound=1)
+_PUZZLES = flags.DEFINE_integer("puzzles", 20, "dev tasks (Game of 24 "
+                                "puzzles, WebShop goals)", lower_bound=1)
+_ENV = flags.DEFINE_enum("env", "game24", ["game24", "webshop"],
+                         "game24 (tot protocol) or webshop (the env's "
+                         "prompt format, as the main job gives SmolLM2)")
 _SEARCHES = flags.DEFINE_list("searches", ["bon", "mcts", "beam"],
                               "bon, mcts, beam")
 _SMOKE = flags.DEFINE_bool(
@@ -82,7 +87,10 @@ SEARCHES = {
 SMOKE_SIZES = {"bon": dict(n=4), "mcts": dict(rollouts=2, children=4),
                "beam": dict(width=2, expansions=2)}
 SMOKE_MAX_NEW = 8
-MAX_STEPS = 4  # Three steps and the answer line finish a puzzle.
+SMOKE_MAX_STEPS = {"game24": 4, "webshop": 3}
+# Actions per episode: three steps and the answer line finish a puzzle;
+# WebShop: the env's own cap.
+MAX_STEPS = {"game24": 4, "webshop": None}
 
 
 class TimedDecoder:
@@ -236,7 +244,11 @@ def main(argv):
         f"({jax.devices()[0].platform}), torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), {dtype}")
 
-  env_cfg = sections.env("game24", "tot", max_steps=MAX_STEPS)
+  env_name = _ENV.value
+  env_cfg = sections.env(env_name, "tot" if env_name == "game24" else None,
+                         max_steps=(SMOKE_MAX_STEPS if _SMOKE.value else
+                                    MAX_STEPS)[env_name])
+  max_steps = int(env_cfg.max_steps)
   if _SMOKE.value:
     from armap_jax.models import registry as model_registry
     name, puzzles, max_new = "tiny-random", 2, SMOKE_MAX_NEW
@@ -251,7 +263,9 @@ def main(argv):
     ours_model, tmodel, _ = bench_decode.load("smollm2", dtype)
     path = gguf_lib.known_model_path(name)
     tok = gguf_lib.tokenizer_from_gguf(GGUFFile(path), path)
-  policy_cfg = sections.policy(name)
+  # The tiny model reads SmolLM2's WebShop format (no trace format there).
+  policy_cfg = sections.policy(
+      "smollm2-135m-instruct" if env_name == "webshop" else name)
   fmt = factory.prompt_format(policy_cfg, env_cfg)
   chat = False if getattr(fmt, "name", "").endswith("-trace") else None
   ours = LocalPolicy(ours_model, tok, fmt=fmt, chat=chat, name=name)
@@ -269,12 +283,15 @@ def main(argv):
     return (ref.stats["model_s"], ref.stats["prefill_tokens"],
             "generate's prompts, n copies each", ref.stats["generated_tokens"])
 
-  tasks = registry.get_spec("game24").splits("dev")[:puzzles]
+  tasks = registry.get_spec(env_name).splits("dev")[:puzzles]
   envs = registry.env_factory(env_cfg)
-  scorer = rewards_load.make_scorer("oracle", env="game24", protocol="tot")
+  scorer = rewards_load.make_scorer("oracle", env=env_name,
+                                    protocol=env_cfg.protocol)
   search_cfg = sections.search(seed=_SEED.value)
-  print(f"policy {name} on both sides; {len(tasks)} Game of 24 dev puzzles, "
-        f"{MAX_STEPS} actions max, {max_new} new tokens per action; "
+  what = ("Game of 24 dev puzzles" if env_name == "game24" else
+          "WebShop dev goals")
+  print(f"policy {name} on both sides; {len(tasks)} {what}, "
+        f"{max_steps} actions max, {max_new} new tokens per action; "
         f"scorer: env oracle (no training, no model: the bench times the "
         f"policy side; success is an upper bound)", flush=True)
 
@@ -284,7 +301,7 @@ def main(argv):
     if _SMOKE.value:
       sizes = SMOKE_SIZES[s]
     searcher = search_factory.make_searcher(search_cfg, method)
-    budget = Budget(max_steps=MAX_STEPS, **sizes)
+    budget = Budget(max_steps=max_steps, **sizes)
     args = (tasks, scorer, envs, budget, max_new)
     cold = run_side(searcher, ours, ours_stats, *args)  # Compiles.
     a = run_side(searcher, ours, ours_stats, *args)
@@ -313,7 +330,8 @@ def main(argv):
     rerun = first_difference(cold.rec, a.rec)
     counts = ("MISMATCH" if problems else "match" if same else
               "differ (each side steered by its own samples)")
-    print(f"\n== {s} ({describe(method, budget)}, {len(tasks)} puzzles)\n"
+    print(f"\n== {s} ({describe(method, budget)}, {len(tasks)} "
+          f"{'puzzles' if env_name == 'game24' else 'goals'})\n"
           f"  ours      {a.wall_s:9.3f} s (first run {cold.wall_s:.2f} s with "
           f"compilation; rerun {'same proposals' if not rerun else rerun}); "
           f"model calls {a.model_s:.3f} s; outside model calls "

@@ -1,5 +1,6 @@
-"""experiments/bench_plan.py --smoke: both sides run every search, the
-printed fields are there and consistent, and the counts match."""
+"""experiments/bench_plan.py --smoke (Game of 24 puzzles and WebShop goals):
+both sides run every search, the printed fields are there and consistent,
+and the counts match."""
 
 import os
 import re
@@ -17,12 +18,13 @@ _X = r"(\d+\.\d\d)x"
 
 
 @pytest.mark.slow  # Compiles three searches and runs torch generate.
-def test_bench_plan_smoke(tmp_path):
+@pytest.mark.parametrize("env_name", ["game24", "webshop"])
+def test_bench_plan_smoke(tmp_path, env_name):
   env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
   env.pop("XLA_FLAGS", None)
   p = subprocess.run(
       [sys.executable, os.path.join(_ROOT, "experiments", "bench_plan.py"),
-       "--smoke", "--threads=1"],
+       "--smoke", "--threads=1", f"--env={env_name}"],
       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
   assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])
   out = p.stdout
