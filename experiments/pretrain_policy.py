@@ -4,28 +4,27 @@ r"""Pretrains the small Game of 24 policy and writes its Hugging Face directory.
       --config=experiments/configs/policy_game24.py \
       --config.out_dir=armap_jax/assets/policies/game24-tiny
 
-Seeded and reproducible: the same config gives the same traces, batches and
-parameters. Writes <out_dir>/{config.json, model.safetensors, tokenizer files}
-and <out_dir>/pretrain_info.json (config used, data sizes, times, losses,
-`lineage`: every earlier stage these weights continue from (`init_from`), and,
-when `eval.enabled`, Greedy / Sampling / oracle@N on `eval.split`).
+Procedural step traces of *train* puzzles (`data.game24_traces`), the
+character-level trace tokenizer (`training.lm.trace_tokenizer`), a small Llama
+trained by the one recipe (`training.policy_pretrain`). Seeded and
+reproducible: the same config gives the same traces, batches and parameters.
+Writes <out_dir>/{config.json, model.safetensors, tokenizer files, tb/} and
+<out_dir>/pretrain_info.json (``format: game24-trace``, config used, data
+sizes and digests, times, losses, `lineage`: every earlier stage these
+weights continue from (`init_from`), and, when `eval.enabled`, Greedy /
+Sampling / oracle@N on `eval.split`).
+
+`--config.init_from` may also name a pretrained model with its own tokenizer
+(`experiments/configs/policy_game24_smollm2.py`: SmolLM2-135M-Instruct); the
+traces are then encoded with that tokenizer.
 
 `--config.eval.only=True` evaluates `eval.model` (default: out_dir) and writes
 <eval.out>/eval_<split>.json; it never writes into the evaluated model's
 directory.
 """
 
-import json
-import os
-
-from absl import app, logging
 from ml_collections import config_flags
 
-from armap_jax.pipeline import policy_eval
-from armap_jax.training import policy_pretrain as policies
-from armap_jax.data.game24_traces import TraceConfig
-from armap_jax.models import load_pretrained
-from armap_jax.training import lm
 from armap_jax.runtime import launch
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -33,60 +32,44 @@ _CONFIG = config_flags.DEFINE_config_file(
     "Pretraining config.")
 
 
+def game24_demos(c):
+  """Traces of train puzzles (`config.traces`, a `TraceConfig`)."""
+  from armap_jax.data.game24_traces import (TraceConfig, generate_traces,
+                                            trace_text)
+  from armap_jax.training import policy_pretrain as policies
+  t = c.traces.to_dict()
+  t["skill_range"] = tuple(t["skill_range"])
+  traces = generate_traces(TraceConfig(**t))
+  prompts = [trace_text(tr.puzzle, ()) for tr in traces]
+  return policies.Demos(
+      prompts, [tr.text[len(p):] for tr, p in zip(traces, prompts)], {
+          "num_traces": len(traces),
+          "num_puzzles": len({tr.puzzle for tr in traces}),
+          "puzzles": sorted({tr.puzzle for tr in traces}),
+          "traces_sha256": policies.traces_digest(traces),
+          "solution_traces": sum(tr.kind == "solution" for tr in traces),
+          "correct_traces": sum(tr.correct for tr in traces)})
+
+
+def spec():
+  from armap_jax.training import lm
+  from armap_jax.training import policy_pretrain as policies
+  return policies.TracePolicySpec(
+      env="game24", format="game24-trace", demos=game24_demos,
+      tokenizer=lambda demos: lm.trace_tokenizer())
+
+
 def main(argv):
   del argv
   from armap_jax.runtime import hostmem
   hostmem.tune_malloc()  # Before JAX starts its threads (see hostmem).
-  c = _CONFIG.value
-  t = c.traces.to_dict()
-  t["skill_range"] = tuple(t["skill_range"])
-  trace_cfg = TraceConfig(**t)
-  model_cfg = policies.PolicyModelConfig(**c.model.to_dict())
-  lm_cfg = lm.LMConfig(**c.train.to_dict())
-  if c.eval.only:
-    _evaluate_only(c)
-    return
-  model, tokenizer, info = policies.pretrain(trace_cfg, model_cfg, lm_cfg,
-                                             c.out_dir, init_seed=c.seed,
-                                             init_from=c.init_from)
-  info["config"] = c.to_dict()
-  info["continued_from"] = c.init_from or None
-  info["lineage"] = policies.lineage_of(c.init_from)
-  if c.eval.enabled:
-    info["eval"] = {c.eval.split: _evaluate(c, model, tokenizer)}
-  path = os.path.join(c.out_dir, policies.INFO_FILE)
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump(info, f, indent=1, default=str)
-  logging.info("wrote %s", path)
-
-
-def _evaluate(c, model, tokenizer) -> dict:
-  return policy_eval.evaluate_game24(
-      model, tokenizer, split=c.eval.split,
-      num_puzzles=c.eval.num_puzzles or None, n=c.eval.n,
-      seeds=tuple(c.eval.seeds), max_new_tokens=c.eval.max_new_tokens)
-
-
-def _evaluate_only(c) -> None:
-  """Evaluates `eval.model` (default: the model in out_dir) and writes the
-  results to `eval.out`, never into the evaluated model's directory (it may
-  be the shipped policy, a tracked file)."""
-  name = c.eval.model or c.out_dir
-  src = policies.model_dir(name)
-  out = os.path.abspath(c.eval.out)
-  if os.path.commonpath([out, src]) == src:
-    raise app.UsageError(f"--config.eval.out={c.eval.out!r} is inside the "
-                     f"evaluated model's directory {src}; pick another one")
-  model, tokenizer, _ = load_pretrained(name)
-  result = {"model": name, "model_dir": src,
-            "pretrain_info": os.path.join(src, policies.INFO_FILE),
-            "eval": {c.eval.split: _evaluate(c, model, tokenizer)}}
-  os.makedirs(out, exist_ok=True)
-  path = os.path.join(out, f"eval_{c.eval.split}.json")
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump(result, f, indent=1, default=str)
-  logging.info("wrote %s", path)
-  print(json.dumps(result["eval"], indent=1, default=str))
+  from armap_jax.pipeline import policy_eval
+  from armap_jax.training import policy_pretrain as policies
+  s = spec()
+  info = policies.run(s, _CONFIG.value, policy_eval.evaluator(s.format))
+  if _CONFIG.value.eval.only:
+    import json
+    print(json.dumps(info["eval"], indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -6,20 +6,15 @@ r"""Pretrains the small WebShop policy (``webshop-tiny``) and writes its HF dire
 
 Noisy expert demonstrations on *train* goals (`data.webshop_traces`), a
 word-level tokenizer over the catalog and the train goals
-(`agent.webshop_trace`), a small Llama trained with `training.lm.train_lm`.
-Writes <out_dir>/{config.json, model.safetensors, tokenizer files,
-pretrain_info.json} (config, demo digest, train goal ids, losses, times,
-`format: webshop-trace` and, when `eval.enabled`, Greedy / Sampling on
-`eval.split`). Seeded and reproducible.
+(`agent.webshop_trace`), a small Llama trained by the one recipe
+(`training.policy_pretrain`). Writes <out_dir>/{config.json,
+model.safetensors, tokenizer files, tb/, pretrain_info.json} (config, demo
+digest, train goal ids, losses, times, `format: webshop-trace`, lineage and,
+when `eval.enabled`, Greedy / Sampling on `eval.split`). Seeded and
+reproducible.
 """
 
-import hashlib
-import json
-import os
-import tempfile
-import time
-
-from absl import app, logging
+from absl import app
 from ml_collections import config_flags
 
 from armap_jax.runtime import launch
@@ -29,120 +24,46 @@ _CONFIG = config_flags.DEFINE_config_file(
     "Pretraining config.")
 
 
-def evaluate(model_or_dir, tokenizer=None, *, split="dev", num_goals=0, n=4,
-             temperatures=(1.0,), max_steps=10, seed=0) -> dict:
-  """Greedy and Sampling (mean success and score of `n` samples) on `split`
-  goals of the grounded catalog; returns {"greedy": .., "sampling@T": ..}."""
-  from armap_jax.agent import rollout
-  from armap_jax.agent.local_policy import LocalPolicy
-  from armap_jax.agent.policy import Sampling
-  from armap_jax.agent.webshop_trace import WebShopTraceFormat
-  from armap_jax.envs import registry
-  if tokenizer is None:
-    from armap_jax.models import load_pretrained
-    model, tokenizer, _ = load_pretrained(model_or_dir)
-  else:
-    model = model_or_dir
-  policy = LocalPolicy(model, tokenizer, fmt=WebShopTraceFormat(), chat=False,
-                       name="webshop-policy")
-  spec = registry.get_spec("webshop")
-  ids = spec.splits(split)
-  ids = ids[:num_goals] if num_goals else ids
-  out = {"split": split, "goals": len(ids), "n": n}
-  runs = [("greedy", 0.0, 1)] + [(f"sampling@{t:g}", t, n)
-                                  for t in temperatures]
-  with tempfile.TemporaryDirectory() as tmp:
-    for label, temp, attempts in runs:
-      t0 = time.time()
-      path = os.path.join(tmp, f"{label}.jsonl")
-      rollout.collect(spec.factory(), policy, ids, path, rollout.RolloutConfig(
-          num_envs=64, max_steps=max_steps, attempts=attempts,
-          sampling=Sampling(temperature=temp, max_new_tokens=48, seed=seed),
-          progress=False))
-      trajs = rollout.load_trajectories(path)
-      out[label] = {
-          "success": sum(t.success for t in trajs) / max(1, len(trajs)),
-          "score": 100 * sum(t.reward for t in trajs) / max(1, len(trajs)),
-          "episodes": len(trajs), "seconds": round(time.time() - t0, 1)}
-      logging.info("eval %s %s: %s", split, label, out[label])
-  return out
+def webshop_demos(c):
+  from armap_jax.data import webshop_traces as D
+  from armap_jax.training import policy_pretrain as policies
+  if c.demos.split != "train":
+    raise app.UsageError(f"--config.demos.split={c.demos.split!r}: the "
+                         "policy may only learn from train goals")
+  demos = D.generate_demos(D.DemoConfig(**c.demos.to_dict()))
+  return policies.Demos(
+      [d.prompt for d in demos], [d.completion for d in demos], {
+          "catalog": "grounded", "mistakes": sum(d.mistake for d in demos),
+          "train_goals": sorted({d.task_id for d in demos}, key=int)})
+
+
+def webshop_tokenizer(demos):
+  del demos  # The vocabulary covers the whole catalog and the train goals.
+  from armap_jax.agent import webshop_trace as W
+  from armap_jax.data import webshop_traces as D
+  texts, asins = D.tokenizer_texts()
+  return W.webshop_tokenizer(W.vocabulary(texts, asins))
+
+
+def spec():
+  from armap_jax.agent.webshop_trace import FORMAT_NAME
+  from armap_jax.training import policy_pretrain as policies
+  return policies.TracePolicySpec(
+      env="webshop", format=FORMAT_NAME, demos=webshop_demos,
+      tokenizer=webshop_tokenizer,
+      note="Trained on noisy expert demonstrations of TRAIN goals of the "
+           "grounded WebShop catalog (real WebShop products and goals; "
+           "titles, prices, options and decoy products synthetic).")
 
 
 def main(argv):
   del argv
   from armap_jax.runtime import hostmem
   hostmem.tune_malloc()
-  from flax import nnx
-  import jax
-
-  from armap_jax.agent import webshop_trace as W
-  from armap_jax.data import webshop_traces as D
-  from armap_jax.models import Transformer, save_pretrained
-  from armap_jax.training import lm
+  from armap_jax.pipeline import policy_eval
   from armap_jax.training import policy_pretrain as policies
-
-  c = _CONFIG.value
-  if c.demos.split != "train":
-    raise app.UsageError(f"--config.demos.split={c.demos.split!r}: the "
-                         "policy may only learn from train goals")
-  t0 = time.time()
-  demos = D.generate_demos(D.DemoConfig(**c.demos.to_dict()))
-  texts, asins = D.tokenizer_texts()
-  tokenizer = W.webshop_tokenizer(W.vocabulary(texts, asins))
-  examples = lm.encode_examples(tokenizer, [d.prompt for d in demos],
-                                [d.completion for d in demos])
-  keep = [i for i, e in enumerate(examples)
-          if len(e.ids) <= c.train.max_length]
-  examples = [examples[i] for i in keep]
-  digest = hashlib.sha256("\0".join(d.prompt + d.completion
-                                    for d in demos).encode()).hexdigest()
-  t_data = time.time() - t0
-  mcfg = policies.model_config(policies.PolicyModelConfig(**c.model.to_dict()),
-                               tokenizer)
-  if c.get("init_from"):  # Continue from these weights (same tokenizer).
-    from armap_jax.models import load_pretrained
-    model, loaded_tok, _ = load_pretrained(c.init_from)
-    if loaded_tok.get_vocab() != tokenizer.get_vocab():
-      raise app.UsageError(f"--config.init_from={c.init_from!r}: another "
-                           "tokenizer")
-  else:
-    model = Transformer(mcfg, rngs=nnx.Rngs(c.seed))
-  n_params = sum(int(x.size) for x in jax.tree.leaves(nnx.state(model,
-                                                                nnx.Param)))
-  logging.info("webshop demos: %d (%d kept <= %d tokens, %d mistakes), "
-               "model %d params", len(demos), len(examples),
-               c.train.max_length, sum(d.mistake for d in demos), n_params)
-  t1 = time.time()
-  model, history = lm.train_lm(model, examples, lm.LMConfig(
-      **c.train.to_dict()), pad_id=tokenizer.pad_token_id)
-  t_train = time.time() - t1
-  save_pretrained(model, tokenizer, c.out_dir)
-  info = {
-      "format": W.FORMAT_NAME, "env": "webshop", "catalog": "grounded",
-      "num_demos": len(demos), "num_examples": len(examples),
-      "mistakes": sum(d.mistake for d in demos),
-      "train_goals": sorted({d.task_id for d in demos}, key=int),
-      "demos_sha256": digest, "params": n_params,
-      "tokens": sum(len(e.ids) for e in examples),
-      "data_s": round(t_data, 1), "train_s": round(t_train, 1),
-      "final_loss": history[-1]["loss"] if history else None,
-      "history": history, "config": c.to_dict(),
-      "continued_from": c.get("init_from") or None,
-      "lineage": policies.lineage_of(c.init_from) if c.get("init_from")
-                 else [],
-      "note": "Trained on noisy expert demonstrations of TRAIN goals of the "
-              "grounded WebShop catalog (real WebShop products and goals; "
-              "titles, prices, options and decoy products synthetic).",
-  }
-  if c.eval.enabled:
-    temps = tuple(float(t) for t in str(c.eval.temperatures).split(","))
-    info["eval"] = evaluate(model, tokenizer, split=c.eval.split,
-                            num_goals=c.eval.num_goals, n=c.eval.n,
-                            temperatures=temps, max_steps=c.eval.max_steps)
-  with open(os.path.join(c.out_dir, policies.INFO_FILE), "w",
-            encoding="utf-8") as f:
-    json.dump(info, f, indent=1, default=str)
-  logging.info("wrote %s", c.out_dir)
+  s = spec()
+  policies.run(s, _CONFIG.value, policy_eval.evaluator(s.format))
 
 
 if __name__ == "__main__":

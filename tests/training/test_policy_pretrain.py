@@ -49,9 +49,12 @@ def _tiny_run(steps, seed=0):
   from flax import nnx
 
   from armap_jax.models import Transformer
+  from armap_jax.data.game24_traces import trace_text
   traces = generate_traces(TraceConfig(num_traces=64, seed=3))
   tok = lm.trace_tokenizer()
-  examples = policies.trace_examples(traces, tok)
+  prompts = [trace_text(t.puzzle, ()) for t in traces]
+  examples = lm.encode_examples(
+      tok, prompts, [t.text[len(p):] for t, p in zip(traces, prompts)])
   mcfg = policies.model_config(
       policies.PolicyModelConfig(hidden_size=32, num_layers=1, num_heads=2,
                                  num_kv_heads=2, intermediate_size=64), tok)
@@ -210,4 +213,4 @@ def test_stages_record_their_lineage_and_eval_only_writes_elsewhere(tmp_path):
   # ... and refuses to write into it.
   rc, err = _pretrain([f"--config.out_dir={s2}", "--config.eval.only=True",
                        f"--config.eval.out={s2}/ev"] + _TINY_EVAL, tmp_path)
-  assert rc == 2 and "error: --config.eval.out" in err, err[-2000:]
+  assert rc == 2 and "error: config.eval.out" in err, err[-2000:]
