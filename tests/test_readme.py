@@ -49,6 +49,9 @@ _TINY_PRETRAIN = (
     "--config.model.hidden_size=32", "--config.model.num_layers=1",
     "--config.model.num_heads=2", "--config.model.num_kv_heads=2",
     "--config.model.intermediate_size=64")
+# The other envs' trace-policy launchers (eval: 1 task, 1 sample, 3 steps).
+_TINY_ENV_POLICY = _TINY_PRETRAIN[1:] + ("--config.eval.n=1",
+                                         "--config.eval.max_steps=3")
 _TINY_RM = ("--config.train.steps=2", "--config.train.batch_size=4",
             "--config.train.eval_every=2", "--config.data.max_length=128")
 _TINY_MAIN = ("--config.collect.num_tasks=4", "--config.tree.num_tasks=1",
@@ -107,6 +110,20 @@ OVERRIDES: dict[str, Override] = {
         ("--config.traces.num_traces=32", "--config.train.steps=2",
          "--config.train.batch_size=8", "--config.train.warmup_steps=1",
          "--config.eval.num_puzzles=2", "--config.eval.n=2"), slow=True),
+    "python experiments/pretrain_policy.py "
+    "--config=experiments/configs/policy_game24_smollm2.py": Override(
+        ("--config.traces.num_traces=8", "--config.train.steps=1",
+         "--config.train.batch_size=2", "--config.train.warmup_steps=1",
+         "--config.eval.enabled=False"), slow=True),
+    "python experiments/pretrain_webshop_policy.py": Override(
+        _TINY_ENV_POLICY + ("--config.demos.num_goals=4",
+                            "--config.eval.num_goals=1"), slow=True),
+    "python experiments/pretrain_household_policy.py": Override(
+        _TINY_ENV_POLICY + ("--config.demos.num_tasks=4",
+                            "--config.eval.num_tasks=1"), slow=True),
+    "python experiments/pretrain_sciworld_policy.py": Override(
+        _TINY_ENV_POLICY + ("--config.demos.tasks_per_type=1",
+                            "--config.eval.num_tasks=1"), slow=True),
     # The weak run: `make run` (README) with the tiny main-job flags.
     "python experiments/weak_to_strong.py": Override(
         ("--weak_workdir={W}/make_run", "--num_test=2"), slow=True,
