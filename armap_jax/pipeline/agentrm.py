@@ -127,20 +127,9 @@ def scorer(cfg, wd, kind: str):
 
 def pool(cfg, wd, policy) -> dict[str, Any]:
   """max(ns) unscored samples per task (resumable per task batch)."""
-  from armap_jax.agent.factory import policy_identity
-  from armap_jax.rewards.load import NoScorer
-  from armap_jax.search import factory
   n = max(ns(cfg))
-  searcher = factory.make_searcher(cfg.search, "bon")
-  budget = factory.make_budget(cfg.budget, n=n)
-  envs = registry.env_factory(cfg.env)
-  pol = stages.MaxTokens(policy, cfg.policy.max_new_tokens)
-  made_by = plan_lib.producer(cfg.env, policy_identity(cfg.policy), "none",
-                              f"pool{n}")
-  res = plan_lib.run_method(
-      task_ids(cfg), workdir=_root(wd), label="pool", made_by=made_by,
-      run_batch=lambda b: searcher.run(b, pol, NoScorer(), envs, budget),
-      batch_tasks=int(cfg.eval.batch_tasks))
+  res = plan_lib.pool_unscored(cfg, task_ids(cfg), policy, n=n,
+                               workdir=_root(wd))
   return {"tasks": len(res), "samples": n}
 
 

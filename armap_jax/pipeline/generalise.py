@@ -32,7 +32,6 @@ import numpy as np
 from absl import logging
 
 from armap_jax import records
-from armap_jax.envs import registry
 from armap_jax.pipeline import plan as plan_lib
 from armap_jax.pipeline import stages
 from armap_jax.pipeline.core import Workdir, write_json
@@ -119,11 +118,11 @@ def heldin_accuracy(out: str) -> dict[str, Any]:
 def evaluate_env(env_wd: str, out: str, n: int, num_test: int
                  ) -> dict[str, Any]:
   """Best-of-n on one held-out env: own ORM vs general ORM vs oracle."""
-  from armap_jax.agent.factory import make_policy, policy_identity
+  from armap_jax.agent.factory import make_policy
   from armap_jax.pipeline import evaluate as eval_lib
-  from armap_jax.rewards.load import NoScorer, load_scorer
+  from armap_jax.rewards.load import load_scorer
   from armap_jax.rewards.oracle import make_oracle
-  from armap_jax.search import common, factory
+  from armap_jax.search import common
   cfg = _load_cfg(env_wd)
   with cfg.unlocked():
     cfg.eval.num_test = int(num_test) or int(cfg.eval.num_test)
@@ -131,17 +130,8 @@ def evaluate_env(env_wd: str, out: str, n: int, num_test: int
   ids = eval_lib.test_task_ids(cfg)
   env = cfg.env.name
   root = os.path.join(out, "heldout", env)
-  policy = stages.MaxTokens(make_policy(cfg.policy, cfg.env),
-                            cfg.policy.max_new_tokens)
-  made_by = plan_lib.producer(cfg.env, policy_identity(cfg.policy), "none",
-                              f"pool{n}")
-  searcher = factory.make_searcher(cfg.search, "bon")
-  budget = factory.make_budget(cfg.budget, n=n)
-  res = plan_lib.run_method(
-      ids, workdir=root, label="pool", made_by=made_by,
-      run_batch=lambda b: searcher.run(b, policy, NoScorer(),
-                                       registry.env_factory(cfg.env), budget),
-      batch_tasks=int(cfg.eval.batch_tasks))
+  res = plan_lib.pool_unscored(cfg, ids, make_policy(cfg.policy, cfg.env),
+                               n=n, workdir=root)
   scorers = {"own": load_scorer(os.path.join(env_wd, stages.FILES["orm"]),
                                 name="own"),
              "general": load_scorer(os.path.join(out, "models", "general"),

@@ -85,6 +85,30 @@ def run_method(tasks: Sequence[str], *, workdir: str, label: str,
   return [done[t] for t in tasks if t in done]
 
 
+def pool_unscored(cfg, tasks: Sequence[str], policy, *, n: int, workdir: str,
+                  label: str = "pool") -> list[SearchResult]:
+  """`n` unscored samples per task, resumable (`run_method`): the Best-of-N
+  searcher of ``cfg.search`` with `NoScorer` under ``cfg.budget`` at n, the
+  policy decoding at most ``cfg.policy.max_new_tokens``, in batches of
+  ``cfg.eval.batch_tasks``. The producer record names the scorer "none" and
+  the method ``pool<n>``. AgentRM's pool and the generalisation experiment's
+  held-out samples are drawn by it; rankings of the pool are computed
+  afterwards from its candidates."""
+  from armap_jax.envs import registry
+  from armap_jax.pipeline.stages import MaxTokens
+  from armap_jax.rewards.load import NoScorer
+  from armap_jax.search import factory
+  searcher = factory.make_searcher(cfg.search, "bon")
+  budget = factory.make_budget(cfg.budget, n=n)
+  envs = registry.env_factory(cfg.env)
+  pol = MaxTokens(policy, cfg.policy.max_new_tokens)
+  made_by = producer(cfg.env, policy_identity(cfg.policy), "none", f"pool{n}")
+  return run_method(
+      tasks, workdir=workdir, label=label, made_by=made_by,
+      run_batch=lambda b: searcher.run(b, pol, NoScorer(), envs, budget),
+      batch_tasks=int(cfg.eval.batch_tasks))
+
+
 # ----------------------------------------------------------------------------
 # The planning launchers
 
