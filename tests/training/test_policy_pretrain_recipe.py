@@ -246,3 +246,29 @@ def test_init_from_an_hf_model_with_its_own_bpe_tokenizer(tmp_path):
                                                         max_new_tokens=12))
   assert [len(ps) for ps in props] == [2, 2]
   assert all(isinstance(q.action, str) for ps in props for q in ps)
+
+
+def test_policy_eval_rollouts_of_a_household_policy():
+  """The rollout evaluation of a non-Game-of-24 trace format: Greedy and
+  Sampling rows, the first task of each part (seen / unseen)."""
+  from flax import nnx
+
+  from armap_jax.agent.household_trace import household_tokenizer
+  from armap_jax.models import Transformer
+  from armap_jax.pipeline import policy_eval
+  tok = household_tokenizer()
+  model = Transformer(policies.model_config(policies.PolicyModelConfig(
+      hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=2,
+      intermediate_size=32, max_position_embeddings=512), tok),
+                      rngs=nnx.Rngs(0))
+  e = ml_collections.ConfigDict({"split": "dev", "num_tasks": 1, "n": 2,
+                                 "temperatures": "1.0,0.5", "max_steps": 2})
+  out = policy_eval.evaluate("household-trace", model, tok, e)
+  assert out["tasks"] == 2 and out["max_steps"] == 2
+  assert set(out) >= {"greedy", "sampling@1", "sampling@0.5"}
+  assert out["greedy"]["episodes"] == 2
+  assert out["sampling@1"]["episodes"] == out["sampling@0.5"]["episodes"] == 4
+  for row in ("greedy", "sampling@1"):
+    assert set(out[row]) >= {"success", "mean_steps", "dev_seen",
+                             "dev_unseen", "seconds"}
+    assert 0 < out[row]["mean_steps"] <= 2
