@@ -122,7 +122,9 @@ def track(history: History) -> State:
       if sm:
         if m.group(1) not in st.explored:
           st.explored.append(m.group(1))
-        here = set(_items(sm.group(1)))
+        # In the observation's order (a set's order follows PYTHONHASHSEED:
+        # the prompt, and so the policy's actions, differed per process).
+        here = list(dict.fromkeys(_items(sm.group(1))))
         for o in [o for o, r in st.where.items() if r == m.group(1)]:
           if o not in here:
             del st.where[o]

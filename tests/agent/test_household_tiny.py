@@ -147,3 +147,38 @@ def test_policy_takes_the_object_it_sees(policy):
   assert took >= len(cases) - 1, [(c[2], a) for c, a in zip(cases, acts[::2])
                                    if c[2] != a]
   assert exact >= len(cases) // 2
+
+
+def test_prompt_does_not_depend_on_the_hash_seed():
+  """`seen:` lists objects in the observations' order: with a set it
+  followed PYTHONHASHSEED, so the prompt (and the policy's actions and the
+  demos) differed between processes."""
+  import os
+  import subprocess
+  import sys
+  code = (
+      "from armap_jax.agent import household_trace as T\n"
+      "from armap_jax.agent.policy import History\n"
+      "from armap_jax.envs.household import HouseholdEnv\n"
+      "from armap_jax.records import Step\n"
+      "env = HouseholdEnv()\n"
+      "out = []\n"
+      "for tid in ('pick_clean_then_place_in_recep/1', 'look_at_obj_in_light/2',"
+      " 'pick_two_obj_and_place/3'):\n"
+      "  obs0 = env.reset(tid)\n"
+      "  steps = []\n"
+      "  for r in env.world.recep_types:\n"
+      "    steps.append(Step('go to ' + r, env.step('go to ' + r).observation))\n"
+      "  h = History(env='household', task_id=tid,"
+      " instruction=env.instruction, observation=obs0, steps=tuple(steps))\n"
+      "  out.append(T.trace_prompt(h))\n"
+      "print(repr(out))\n")
+  texts = set()
+  for seed in ("1", "2", "3"):
+    env = dict(os.environ, PYTHONHASHSEED=seed, JAX_PLATFORMS="cpu")
+    p = subprocess.run([sys.executable, "-c", code], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    texts.add(p.stdout)
+  assert len(texts) == 1
+  assert "seen: " in next(iter(texts))
