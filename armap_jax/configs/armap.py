@@ -161,6 +161,9 @@ _QUICK_LM = {
     "agentrm.num_tasks": 5, "agentrm.judge_max_n": 4,
     "implicit.train.steps": 10,
 }
+# The decode budget of the quick,lm flavour (GiB; issue 26: the whole job
+# within 4 GB of resident memory; SmolLM2's weights are 0.5 GiB).
+_QUICK_LM_MEMORY_GB = 2.5
 _QUICK_LM_STRINGS = {"eval.scaling_ns": "1,2,4", "agentrm.ns": "1,2,4"}
 
 
@@ -334,6 +337,8 @@ def get_config(flavour: str = "default") -> ml_collections.ConfigDict:
       _set(c, key, min(value, _get(c, key)))
     for key, value in _QUICK_LM_STRINGS.items():
       _set(c, key, value)
+    if not c.policy.memory_budget_gb:  # 0 = a quarter of the machine.
+      c.policy.memory_budget_gb = _QUICK_LM_MEMORY_GB
   if not spec.backward:
     c.synth.backward = 0
   return c

@@ -128,6 +128,7 @@ def test_quick_lm_sizes_shrink_and_need_quick():
       a, b = a[k], b[k]
     assert b <= a, key
   assert lm.eval.num_test == 10
+  assert q.policy.memory_budget_gb == 0 and 0 < lm.policy.memory_budget_gb <= 3
   hq, hlm = get_config("household,quick"), get_config("household,quick,lm")
   assert hlm.eval.num_test <= hq.eval.num_test == 6  # Never grows.
   with pytest.raises(ValueError, match="'lm' sizes the quick flavour"):
