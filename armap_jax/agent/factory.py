@@ -13,10 +13,11 @@
   `load_pretrained` name or directory.
 
 A checkpoint carries its prompt format: a shipped one, or a directory written
-by `experiments/pretrain_policy.py` (it holds ``pretrain_info.json``), was
-trained on Game of 24 step traces and reads `Game24TraceFormat`; any other
-model gets the env's prompt format (`agent.prompts.get_format`). So every
-launcher builds ``game24-tiny`` with the prompt it was trained on.
+by a pretraining launcher (`training/policy_pretrain.py`; it holds
+``pretrain_info.json`` whose ``format`` names a `TRACE_FORMATS` entry, Game of
+24's when absent), reads that trace format; any other model gets the env's
+prompt format (`agent.prompts.get_format`). So every launcher builds
+``game24-tiny`` (or a fine-tuned SmolLM2) with the prompt it was trained on.
 """
 
 from __future__ import annotations
