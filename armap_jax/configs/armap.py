@@ -164,7 +164,10 @@ _QUICK_LM = {
 # The decode budget of the quick,lm flavour (GiB; issue 26: the whole job
 # within 4 GB of resident memory; SmolLM2's weights are 0.5 GiB).
 _QUICK_LM_MEMORY_GB = 2.5
-_QUICK_LM_STRINGS = {"eval.scaling_ns": "1,2,4", "agentrm.ns": "1,2,4"}
+_QUICK_LM_STRINGS = {"eval.scaling_ns": "1,2,4", "agentrm.ns": "1,2,4",
+                     # Reflexion's and MCTS's oracle rows search again
+                     # (~8 of the first run's 45 minutes): Best-of-N's only.
+                     "eval.oracle_methods": "bon"}
 
 
 def _parse(flavour: str) -> tuple[str, bool, bool]:
@@ -267,7 +270,10 @@ def get_config(flavour: str = "default") -> ml_collections.ConfigDict:
       # eval/<split>/. Training never reads any of them.
       "split": "",
       "methods": "greedy,sampling,reflexion,bon,mcts,beam",
-      "oracle_rows": True,  # Each scored method again with the env oracle.
+      "oracle_rows": True,  # Each scored method again with the env oracle
+      # (of these methods: "" = every scored one; Best-of-N's oracle row only
+      # rescores its draws, the others search again).
+      "oracle_methods": "",
       "batch_tasks": 100,
       "scaling_ns": "1,2,4,8,16",
   })

@@ -85,12 +85,13 @@ def run(cfg, workdir: str) -> str:
   if "bon" in ms and "sampling" in ms:  # Sampling reuses Best-of-N's draws.
     ms.remove("bon")
     ms.insert(ms.index("sampling"), "bon")
+  oracle_ms = eval_lib.oracle_methods(cfg)
   for split in splits:
     scfg = eval_lib.for_split(cfg, split)
     tag = f"{split}_" if len(splits) > 1 else ""
     for m in ms:
       kinds = ["none"] if m in ("greedy", "sampling") else [
-          eval_lib.SCORER_OF[m]] + (["oracle"] if cfg.eval.oracle_rows else [])
+          eval_lib.SCORER_OF[m]] + (["oracle"] if m in oracle_ms else [])
       for k in kinds:
         name = f"eval_{tag}{m}" + ("" if k == "none" else f"_{k}")
         wd.stage(name, lambda m=m, k=k, scfg=scfg: eval_lib.evaluate(

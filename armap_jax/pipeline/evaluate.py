@@ -106,6 +106,22 @@ def methods(cfg) -> list[str]:
   return ms
 
 
+def oracle_methods(cfg) -> set[str]:
+  """The scored methods that get an oracle row (`eval.oracle_rows`, and of
+  those `eval.oracle_methods`: "" = all)."""
+  if not cfg.eval.oracle_rows:
+    return set()
+  want = [m.strip() for m in str(cfg.eval.get("oracle_methods", "") or "")
+          .split(",") if m.strip()]
+  bad = [m for m in want if m not in SCORER_OF]
+  if bad:
+    from armap_jax.configs.sections import ConfigValueError
+    raise ConfigValueError(f"config.eval.oracle_methods: unknown {bad}; "
+                           f"expected a comma list of {sorted(SCORER_OF)} "
+                           "('' = all)")
+  return set(want or SCORER_OF)
+
+
 def evaluate(cfg, wd, policy, method: str, scorer_kind: str) -> dict[str, Any]:
   """Runs one method with one scorer ("none", "orm", "prm", "oracle")."""
   from armap_jax.rewards.load import load_scorer

@@ -31,10 +31,12 @@ def get_config():
   c = _base()
   c.out_dir = "/tmp/armap_jax/policy_game24_smollm2"
   c.init_from = "smollm2-135m-instruct"  # `model` is then not used.
-  c.train.steps = 400
+  # 120 steps of 16 traces (1,920 traces, ~45 min on a loaded 2-core CPU at
+  # ~22 s a step): what one session's CPU allowed; more steps on a GPU.
+  c.train.steps = 120
   c.train.batch_size = 16
-  c.train.lr = 5e-5
-  c.train.warmup_steps = 20
+  c.train.lr = 1e-4
+  c.train.warmup_steps = 10
   c.train.end_lr_frac = 0.1
   c.train.weight_decay = 0.0
   c.train.b2 = 0.95

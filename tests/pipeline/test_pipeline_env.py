@@ -226,3 +226,17 @@ def test_generalisation_general_rm_on_a_held_out_env(maze_run, tmp_path):
   assert "| game24 | `solver-noisy` | 2 |" in text
   with pytest.raises(FileNotFoundError, match="no config.json"):
     generalise.run([str(tmp_path)], [g24], str(tmp_path / "gen2"))
+
+
+def test_oracle_methods():
+  from armap_jax.pipeline import evaluate as eval_lib
+  assert eval_lib.oracle_methods(get_config()) == {"reflexion", "bon",
+                                                   "mcts", "beam"}
+  assert eval_lib.oracle_methods(get_config("quick,lm")) == {"bon"}
+  c = get_config()
+  c.eval.oracle_rows = False
+  assert eval_lib.oracle_methods(c) == set()
+  c = get_config()
+  c.eval.oracle_methods = "bon,mtcs"
+  with pytest.raises(ValueError, match="oracle_methods: unknown.*mtcs"):
+    eval_lib.oracle_methods(c)
