@@ -75,7 +75,7 @@ def test_find_groups_and_layout(puzzles):
   assert found[-1] == ([len(puzzles)], shared)
   lay = groups.layout(found, n=2, divisor=1)
   assert lay.num_groups == 4 and lay.groups == 4
-  rows = lay.rows_of(len(found) * 0 + (len(puzzles) + 1) * 2)
+  rows = lay.rows_of((len(puzzles) + 1) * 2)
   assert sorted(rows.tolist()) == sorted(
       np.flatnonzero(lay.row_logical >= 0).tolist())
   np.testing.assert_array_equal(lay.row_logical[rows],
