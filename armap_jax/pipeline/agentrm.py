@@ -117,9 +117,11 @@ def scorer(cfg, wd, kind: str):
   if source == "policy":
     source = stages.policy_model_dir(cfg)
     if source is None:
-      raise ValueError(f"config.agentrm.kinds: 'judge:policy' needs a model "
-                       f"policy (config.policy.name={cfg.policy.name!r} is "
-                       "not one); remove it or name a judge model")
+      from armap_jax.configs.sections import ConfigValueError
+      raise ConfigValueError(
+          f"config.agentrm.kinds: 'judge:policy' needs a policy with local "
+          f"weights (config.policy.name={cfg.policy.name!r} has none); "
+          "remove it or name a judge model")
   return load.judge_scorer(source, stages.rm_view(cfg),
                            batch_size=int(cfg.agentrm.judge_batch),
                            name=_file_tag(kind))

@@ -254,11 +254,17 @@ def tree_values(cfg, wd, policy) -> dict[str, Any]:
 
 
 def policy_model_dir(cfg) -> str | None:
-  """The LM policy's model directory (for `model.pretrained = "policy"`)."""
+  """The LM policy's weights for `model.pretrained = "policy"` and
+  `judge:policy`: its model directory, or the registered name / .gguf file
+  `load_pretrained` reads (SmolLM2 ships as a GGUF package: no directory);
+  None for policies without local weights (an endpoint, the non-models)."""
   from armap_jax.agent import factory
-  path = factory.model_dir(cfg.policy.name)
+  name = cfg.policy.name
+  path = factory.model_dir(name)
   if path and os.path.exists(os.path.join(path, "config.json")):
     return path
+  if path is None and name != "openai" and factory.is_language_model(name):
+    return name
   logging.info("reward models: no LM policy directory to start from; "
                "training from scratch")
   return None

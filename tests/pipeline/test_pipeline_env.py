@@ -240,3 +240,18 @@ def test_oracle_methods():
   c.eval.oracle_methods = "bon,mtcs"
   with pytest.raises(ValueError, match="oracle_methods: unknown.*mtcs"):
     eval_lib.oracle_methods(c)
+
+
+def test_policy_weights_for_implicit_and_judge():
+  """The implicit PRM and `judge:policy` start from the policy's own
+  weights: a shipped directory, or a registered GGUF name (SmolLM2 has no
+  directory; it used to fall back to a from-scratch model / an error)."""
+  from armap_jax.models import registry
+  from armap_jax.pipeline import stages
+  c = get_config("quick")
+  assert stages.policy_model_dir(c) == registry.policy_path("game24-tiny")
+  c.policy.name = "smollm2-135m-instruct"
+  assert stages.policy_model_dir(c) == "smollm2-135m-instruct"
+  for name in ("solver-noisy", "openai", "random"):
+    c.policy.name = name
+    assert stages.policy_model_dir(c) is None
