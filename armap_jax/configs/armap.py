@@ -158,7 +158,7 @@ _QUICK_LM = {
     "eval.num_test": 10, "eval.batch_tasks": 10,
     "budget.n": 4, "budget.rollouts": 4, "budget.width": 2,
     "budget.max_attempts": 2,
-    "agentrm.num_tasks": 5, "agentrm.judge_max_n": 4,
+    "agentrm.num_tasks": 5, "agentrm.judge_max_n": 5,
     "implicit.train.steps": 10, "implicit.train.warmup_steps": 2,
     # The implicit PRM fine-tunes the policy itself (LoRA on SmolLM2): its
     # activations within the job's 4 GB (1.5 GiB gave a 5.6 GiB peak).
@@ -167,7 +167,7 @@ _QUICK_LM = {
 # The decode budget of the quick,lm flavour (GiB; issue 26: the whole job
 # within 4 GB of resident memory; SmolLM2's weights are 0.5 GiB).
 _QUICK_LM_MEMORY_GB = 2.5
-_QUICK_LM_STRINGS = {"eval.scaling_ns": "1,2,4", "agentrm.ns": "1,2,4",
+_QUICK_LM_STRINGS = {"eval.scaling_ns": "1,2,4", "agentrm.ns": "1,2,5",
                      # Reflexion's and MCTS's oracle rows search again
                      # (~8 of the first run's 45 minutes): Best-of-N's only.
                      "eval.oracle_methods": "bon"}
