@@ -160,9 +160,6 @@ _QUICK_LM = {
     "budget.max_attempts": 2,
     "agentrm.num_tasks": 5, "agentrm.judge_max_n": 5,
     "implicit.train.steps": 10, "implicit.train.warmup_steps": 2,
-    # The implicit PRM fine-tunes the policy itself (LoRA on SmolLM2): its
-    # activations within the job's 4 GB (1.5 GiB gave a 5.6 GiB peak).
-    "implicit.train.max_activation_gb": 0.5,
 }
 # The decode budget of the quick,lm flavour (GiB; issue 26: the whole job
 # within 4 GB of resident memory; SmolLM2's weights are 0.5 GiB).
