@@ -194,10 +194,7 @@ def _get(c: ml_collections.ConfigDict, dotted: str):
 
 def _set(c: ml_collections.ConfigDict, dotted: str, value) -> None:
   head, _, leaf = dotted.rpartition(".")
-  node = c
-  for k in head.split(".") if head else []:
-    node = node[k]
-  node[leaf] = value
+  (_get(c, head) if head else c)[leaf] = value
 
 
 def get_config(flavour: str = "default") -> ml_collections.ConfigDict:
