@@ -3,10 +3,12 @@
 A stage runs at most once per work directory: when it finishes it writes
 ``stages/<name>.done`` (JSON: seconds, finish time, what it wrote) and its
 wall time, process CPU time and peak resident memory into ``timings.json``
-(``{stage: {"seconds", "cpu_seconds", "peak_rss_gib"}}``; on a shared
-machine, CPU seconds / cores is the wall time a quiet one needs; the peak is
-the process's running maximum at the stage's end, so the first stage whose
-value jumps set it); a later run skips it (logging "skip") and keeps the
+(``{stage: {"seconds", "cpu_seconds", "peak_rss_gib", "stage_peak_rss_gib",
+"end_rss_gib"}}``; on a shared machine, CPU seconds / cores is the wall time a
+quiet one needs; ``peak_rss_gib`` is the process's running maximum at the
+stage's end, ``stage_peak_rss_gib`` the highest resident memory sampled while
+the stage ran (every 0.25 s: `launch.RSSWatch`) and ``end_rss_gib`` what the
+process held when it finished); a later run skips it (logging "skip") and keeps the
 recorded numbers. Stages write their artefacts atomically or through
 resumable writers, so a run killed mid-stage redoes only that stage's
 unfinished part.
@@ -73,7 +75,9 @@ class Workdir:
 
   def _save_timing(self, name: str, info: dict[str, Any]) -> None:
     t = self.stage_timings()
-    t[name] = {k: info[k] for k in ("seconds", "cpu_seconds", "peak_rss_gib")}
+    t[name] = {k: info[k] for k in ("seconds", "cpu_seconds", "peak_rss_gib",
+                                    "stage_peak_rss_gib", "end_rss_gib")
+               if k in info}
     write_json(os.path.join(self.root, TIMINGS_FILE), t, sort_keys=False)
 
   def stage(self, name: str, fn: Callable[[], dict[str, Any] | None]
@@ -87,20 +91,25 @@ class Workdir:
       return info
     logging.info("stage %-10s start", name)
     t0, c0 = time.perf_counter(), time.process_time()
-    out = fn() or {}
+    with launch.RSSWatch() as watch:
+      out = fn() or {}
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     # The process's peak resident memory so far (a running maximum): the
     # first stage whose value jumps is the one that set the job's peak.
     peak = launch.peak_rss_bytes() / 2**30
     info = {"stage": name, "seconds": round(dt, 2), "cpu_seconds": round(cpu, 2),
             "peak_rss_gib": round(peak, 2),
+            "stage_peak_rss_gib": round(watch.peak_bytes / 2**30, 2),
+            "end_rss_gib": round(watch.end_bytes / 2**30, 2),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **out}
     write_json(self.marker(name), info)
     self._save_timing(name, info)
     self.ran.append(name)
-    logging.info("stage %-10s done in %.1fs (process CPU %.1fs, peak "
-                 "resident memory so far %.2f GiB)", name, dt, cpu, peak)
+    logging.info("stage %-10s done in %.1fs (process CPU %.1fs; resident "
+                 "memory: %.2f GiB at most during the stage, %.2f GiB at its "
+                 "end, %.2f GiB the process's peak so far)", name, dt, cpu,
+                 watch.peak_bytes / 2**30, watch.end_bytes / 2**30, peak)
     return info
 
 

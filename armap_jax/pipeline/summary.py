@@ -146,19 +146,23 @@ def _timing_lines(wd) -> list[str]:
   lines = ["", "## Stage times (s)", "",
            "Wall time, and the process's CPU time (all threads): on a "
            "shared machine, CPU s / cores estimates a quiet machine's wall "
-           "time. Peak GiB: the process's peak resident memory at the end "
-           "of the stage (a running maximum of the process that ran it).",
-           "", "| stage | wall s | CPU s | peak GiB |", "|---|---|---|---|"]
+           "time. Resident memory (GiB): the highest sampled while the "
+           "stage ran, what the process held at its end, and the process's "
+           "running peak at its end.",
+           "", "| stage | wall s | CPU s | stage peak GiB | end GiB | "
+           "process peak GiB |", "|---|---|---|---|---|---|"]
   cpu_total, peaks = 0.0, []
+  num = lambda x, f: "" if x is None else format(x, f)
   for k, v in t.items():
     info = wd.info(k)
     cpu, peak = info.get("cpu_seconds"), info.get("peak_rss_gib")
     cpu_total += cpu or 0.0
     peaks += [] if peak is None else [peak]
-    lines.append(f"| {k} | {v:.1f} | "
-                 f"{'' if cpu is None else f'{cpu:.1f}'} | "
-                 f"{'' if peak is None else f'{peak:.2f}'} |")
-  lines.append(f"| total | {sum(t.values()):.1f} | {cpu_total:.1f} | "
+    lines.append(f"| {k} | {v:.1f} | {num(cpu, '.1f')} | "
+                 f"{num(info.get('stage_peak_rss_gib'), '.2f')} | "
+                 f"{num(info.get('end_rss_gib'), '.2f')} | "
+                 f"{num(peak, '.2f')} |")
+  lines.append(f"| total | {sum(t.values()):.1f} | {cpu_total:.1f} | | | "
                f"{f'{max(peaks):.2f}' if peaks else ''} |")
   return lines
 

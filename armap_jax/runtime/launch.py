@@ -150,6 +150,53 @@ def peak_rss_bytes() -> int:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
+def current_rss_bytes() -> int:
+  """Resident memory of this process now (/proc/self/statm; 0 where there is
+  no /proc)."""
+  try:
+    with open("/proc/self/statm", encoding="ascii") as f:
+      return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+  except (OSError, ValueError, IndexError):
+    return 0
+
+
+class RSSWatch:
+  """The highest resident memory seen while a block runs, sampled every
+  `interval` seconds by a daemon thread (ru_maxrss is the process's running
+  maximum and cannot say which stage set it):
+
+    with RSSWatch() as w:
+      work()
+    w.peak_bytes, w.end_bytes
+  """
+
+  def __init__(self, interval: float = 0.25):
+    self.interval = float(interval)
+    self.peak_bytes = 0
+    self.end_bytes = 0
+    self._stop = None
+    self._thread = None
+
+  def _run(self) -> None:
+    while not self._stop.wait(self.interval):
+      self.peak_bytes = max(self.peak_bytes, current_rss_bytes())
+
+  def __enter__(self) -> "RSSWatch":
+    import threading
+    self.peak_bytes = current_rss_bytes()
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._run, name="rss-watch",
+                                    daemon=True)
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self._stop.set()
+    self._thread.join()
+    self.end_bytes = current_rss_bytes()
+    self.peak_bytes = max(self.peak_bytes, self.end_bytes)
+
+
 def peak_memory_line() -> str:
   return f"peak resident memory: {peak_rss_bytes() / 2**30:.2f} GiB"
 

@@ -103,9 +103,15 @@ def test_second_run_resumes_without_redoing(run_dir, monkeypatch):
   table = lambda s: s.split("## Stage times")[0]
   assert table(text2) == table(text)
   # Each stage records the process's peak memory so far; the summary shows it.
-  peaks = [pipeline.Workdir(wd).info(n)["peak_rss_gib"] for n in marks]
-  assert all(p > 0 for p in peaks)
-  assert "| stage | wall s | CPU s | peak GiB |" in text2
+  # Each also records the highest resident memory sampled while it ran and
+  # what the process held at its end (never above the running peak).
+  for n in marks:
+    info = pipeline.Workdir(wd).info(n)
+    assert info["peak_rss_gib"] > 0, n
+    assert 0 < info["end_rss_gib"] <= info["stage_peak_rss_gib"], n
+    assert info["stage_peak_rss_gib"] <= info["peak_rss_gib"] + 0.01, n
+  assert ("| stage | wall s | CPU s | stage peak GiB | end GiB | "
+          "process peak GiB |") in text2
 
 
 def test_half_done_eval_stage_resumes(run_dir, tmp_path):
