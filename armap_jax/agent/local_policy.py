@@ -122,7 +122,7 @@ class LocalPolicy:
 
   def _weights_in_use(self, model) -> int:
     """The weights' bytes during a call; an unrolled decode step holds a
-    per-layer copy of the stacked layer weights (`engine.cached_step_fn`)."""
+    per-layer copy of the stacked layer weights (`programs.cached_step_fn`)."""
     from armap_jax.decoding import budget
     w = budget.weights_bytes(model)
     layers = getattr(model, "layers", None)

@@ -23,7 +23,8 @@ across calls (a search's task prompt and histories are prefilled once);
 
 from __future__ import annotations
 
-from armap_jax.decoding.engine import Completion, Decoder, Generation
+from armap_jax.decoding.engine import Completion, Decoder
+from armap_jax.decoding.generation import Generation
 from armap_jax.decoding.prefix import PrefixCache
 from armap_jax.decoding.sampling import SamplingArrays, row_keys, sample_tokens
 

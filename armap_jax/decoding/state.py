@@ -22,7 +22,7 @@ from armap_jax.decoding.sampling import SamplingArrays
 from armap_jax.decoding.stops import MATCHED
 
 # Finish codes carried on device (int32 per row). CANCELLED: stopped by the
-# caller between chunks of a chunked generation (`engine.Generation.cancel`).
+# caller between chunks of a chunked generation (`generation.Generation.cancel`).
 RUNNING, EOS, STOP_STRING, LENGTH, STOP_TOKEN, CANCELLED = 0, 1, 2, 3, 4, 5
 FINISH_REASON = {EOS: "eos", STOP_STRING: "stop", LENGTH: "length",
                  STOP_TOKEN: "stop", CANCELLED: "cancelled"}

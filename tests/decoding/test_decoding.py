@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from armap_jax import decoding
-from armap_jax.decoding import engine
+from armap_jax.decoding import programs
 from armap_jax.decoding.sampling import SamplingArrays, row_keys, sample_tokens
 
 
@@ -211,12 +211,12 @@ def test_shared_prefill_equals_independent_generations(tiny):
 def test_knob_changes_do_not_recompile(tiny):
   kw = dict(n=2, max_new_tokens=12)
   decoding.generate(tiny, None, PROMPTS, temperature=0.5, **kw)
-  before = (engine._decode._cache_size(), engine._prefill._cache_size())
+  before = (programs.decode._cache_size(), programs.prefill._cache_size())
   decoding.generate(tiny, None, PROMPTS, temperature=1.3, top_p=0.7, **kw)
   decoding.generate(tiny, None, PROMPTS, temperature=[0.0, 1.0, 2.0],
                     top_k=[0, 3, 0], top_p=[1.0, 1.0, 0.5], seed=9, **kw)
   decoding.generate(tiny, None, PROMPTS, temperature=0.0, **kw)
-  after = (engine._decode._cache_size(), engine._prefill._cache_size())
+  after = (programs.decode._cache_size(), programs.prefill._cache_size())
   assert after == before
 
 

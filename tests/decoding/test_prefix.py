@@ -14,7 +14,7 @@ from flax import nnx
 
 from agent_helpers import tiny_lm
 from armap_jax import decoding
-from armap_jax.decoding import engine
+from armap_jax.decoding import programs
 from armap_jax.decoding.prefix import PrefixCache, chain_hashes, prefix_slots
 from armap_jax.models import ModelConfig, Transformer, transformer
 from f32_tolerance import logprob_tol, model_tol
@@ -232,15 +232,15 @@ def test_prefix_lengths_share_compiled_programs(model):
     dec.generate([shared + _ids(rng, k) for k in (3, 10)], n=2,
                  max_new_tokens=8)
 
-  def programs():
-    return (engine._prefix_prefill._cache_size(),
-            engine._prefill._cache_size(), engine._decode._cache_size())
+  def compiled():
+    return (programs.prefix_prefill._cache_size(),
+            programs.prefill._cache_size(), programs.decode._cache_size())
 
   call(150)
-  before = programs()
+  before = compiled()
   call(165)
   call(180)
-  assert programs() == before
+  assert compiled() == before
   suffixes = 2 * ((150 - 144) + (165 - 160) + (180 - 176)) + 3 * (3 + 10)
   assert dec.stats["prefill_tokens"] == 144 + 160 + 176 + suffixes
   assert prefix_slots(144, BLOCK) == prefix_slots(176, BLOCK) == 192

@@ -12,7 +12,7 @@ from flax import nnx
 
 from agent_helpers import tiny_lm
 from armap_jax import decoding
-from armap_jax.decoding import engine, groups
+from armap_jax.decoding import groups, programs
 from armap_jax.decoding.prefix import PrefixCache
 from armap_jax.models import Transformer, transformer
 from f32_tolerance import logprob_tol
@@ -152,9 +152,9 @@ def test_one_group_is_the_call_wide_path(model, puzzles):
   assert dec.shared_prefix_len(one) == 80
   assert groups.plan_groups(one, 80, BLOCK, 2, 32) is None
   dec.generate(one, n=2, max_new_tokens=8)
-  before = engine._decode._cache_size()
+  before = programs.decode._cache_size()
   dec.generate([p + [5] for p in one], n=2, max_new_tokens=8)
-  assert engine._decode._cache_size() == before
+  assert programs.decode._cache_size() == before
 
 
 @pytest.mark.slow  # Compiles under the mesh: ~60 s on 2 loaded cores.
