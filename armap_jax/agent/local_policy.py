@@ -183,15 +183,9 @@ class LocalPolicy:
     """(first history, end, first sample, end) of each decode call."""
     # Any chunk's prompts share at least what all of them share (and hold
     # at most the call's prefix groups).
-    from armap_jax.decoding import batching, groups
     longest = max(len(p) for p in ids)
     shared = self.decoder.shared_prefix_len(ids)
-    lay = None
-    store = self.decoder.prefix_cache
-    if store is not None:
-      lay = groups.plan_groups(ids, shared, store.block, n,
-                               batching.next_pow2(max_new_tokens, 16),
-                               batching.batch_divisor())
+    lay = self.decoder.group_layout(ids, n, max_new_tokens, shared)
     if lay is None:
       rows = self.rows_per_call(longest, n, max_new_tokens, shared)
     else:
@@ -204,8 +198,17 @@ class LocalPolicy:
     if self.max_batch:
       per_call = min(per_call, self.max_batch)
     if rows >= n:
-      return [(k, min(k + per_call, len(ids)), 0, n)
-              for k in range(0, len(ids), per_call)]
+      while True:
+        chunks = [(k, min(k + per_call, len(ids)), 0, n)
+                  for k in range(0, len(ids), per_call)]
+        # A chunk laid out in prefix groups pads each group to a power of
+        # two of rows: with unbalanced groups that can hold more decode
+        # rows than the budget's; fewer histories per call then.
+        if lay is None or per_call == 1 or all(
+            self.decoder.decode_rows(ids[a:b], n, max_new_tokens) <= rows
+            for a, b, _, _ in chunks):
+          return chunks
+        per_call //= 2
     # Not even one history's n samples fit: split its samples.
     return [(i, i + 1, j, min(j + rows, n)) for i in range(len(ids))
             for j in range(0, n, rows)]

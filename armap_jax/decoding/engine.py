@@ -364,6 +364,27 @@ class Decoder:
                  stop_ids_e=padded_ids(stop_ids),
                  stop_table=self.stop_table(strings))
 
+  def group_layout(self, prompt_ids: Sequence[Sequence[int]], n: int,
+                   max_new_tokens: int, shared: int | None = None
+                   ) -> groups.GroupLayout | None:
+    """The prefix-group layout a call over these token ids takes (None: the
+    call-wide layout); `shared`: `shared_prefix_len(prompt_ids)`."""
+    if not self.share_prefix:
+      return None
+    if shared is None:
+      shared = self.shared_prefix_len(prompt_ids)
+    return groups.plan_groups(prompt_ids, shared, self.prefix_cache.block, n,
+                              batching.next_pow2(max_new_tokens, 16),
+                              batching.batch_divisor())
+
+  def decode_rows(self, prompt_ids: Sequence[Sequence[int]], n: int,
+                  max_new_tokens: int) -> int:
+    """Decode rows (padding included) a call over these token ids holds:
+    the prefix-group layout's, else the row bucket of prompts x n."""
+    lay = self.group_layout(prompt_ids, n, max_new_tokens)
+    return (len(lay.row_logical) if lay is not None
+            else batching.batch_bucket(len(prompt_ids) * n))
+
   def _prefill_rows(self, plan: Plan):
     """The prefill of `plan`'s prompts: (plan, cache, logits_rv, DecodeRows,
     (prefix, prefix_len) or (None, None)); counts the call's stats. The
@@ -373,11 +394,9 @@ class Decoder:
     self.stats["prompt_tokens"] += int(plan.lens.sum())
     ids = plan.prompt_ids
     shared = self.shared_prefix_len(ids)
-    if self.share_prefix:
-      lay = groups.plan_groups(ids, shared, self.prefix_cache.block, plan.n,
-                               plan.n_buf, batching.batch_divisor())
-      if lay is not None:
-        return self._prefill_groups(plan, lay, shared)
+    lay = self.group_layout(ids, plan.n, plan.n_buf, shared)
+    if lay is not None:
+      return self._prefill_groups(plan, lay, shared)
     prefix = (None, None)
     if shared:
       prefix = (self._shared_prefix(ids[0][:shared]), np.int32(shared))

@@ -123,13 +123,14 @@ def _counting(pol):
   return calls
 
 
-def _budget_for_rows(pol, rows, prompt_len, n, max_new, prefix_len=0):
+def _budget_for_rows(pol, rows, prompt_len, n, max_new, prefix_len=0,
+                     prefix_groups=1):
   """The smallest budget under which a policy like `pol` fits `rows` decode
   rows a call (the prefix store takes an eighth of the budget)."""
   from armap_jax.decoding import budget
   s = budget.plan_rows(1 << 40, pol.model_config, prompt_len, max_new,
                        pol.kv_dtype, 0, n=n, max_rows=rows,
-                       prefix_len=prefix_len)
+                       prefix_len=prefix_len, prefix_groups=prefix_groups)
   need = pol._weights_bytes + budget.call_peak_bytes(rows, n, s.cost, 0)
   return -(-need * 8 // 7) + 8
 
@@ -266,3 +267,44 @@ def test_next_token_logprobs_match_score_continuations(lm):
     next_token_logprobs(judge.decoder, prompts, [10 ** 9])
   with pytest.raises(ValueError, match="prompt 0 has 0 tokens"):
     next_token_logprobs(judge.decoder, [[]], [1])
+
+
+def test_unbalanced_prefix_groups_stay_within_the_row_budget(lm, monkeypatch):
+  """Prompts in unbalanced prefix groups (five share one 140-byte prompt, two
+  another): a grouped call pads each group to a power of two of rows, so the
+  policy takes fewer prompts per call until every call's decode rows fit
+  the budget's; the outputs are those of one unthrottled call."""
+  from armap_jax.decoding import programs
+  model, tok = lm
+  rng = np.random.default_rng(0)
+  word = lambda k: "".join(rng.choice(list("abcdefgh"), k))
+  a, b = word(140), word(140)
+  prompts = [a + word(5) for _ in range(5)] + [b + word(5) for _ in range(2)]
+  s = Sampling(temperature=1.0, max_new_tokens=8, seed=5)
+  seen = []
+  decode = programs.decode
+
+  def counting(graphdef, state, cache, logits, rows, *args, **kw):
+    seen.append(int(rows.max_new.shape[0]))
+    return decode(graphdef, state, cache, logits, rows, *args, **kw)
+
+  monkeypatch.setattr(programs, "decode", counting)
+  free = LocalPolicy(model, tok)
+  want = free.generate_text(prompts, sampling=s)
+  ids = [free.decoder.encode([p])[0] for p in prompts]
+  lay = free.decoder.group_layout(ids, 1, 8)
+  assert lay is not None and lay.groups == 2
+  assert free.decoder.decode_rows(ids, 1, 8) == len(lay.row_logical) == 16
+  assert seen == [16]
+  shared = free.decoder.shared_prefix_len(ids)
+  prefix = int(lay.prefix_lens.max())
+  tight = LocalPolicy(model, tok, memory_budget_bytes=_budget_for_rows(
+      free, 8, max(map(len, ids)), 1, 8, prefix, lay.num_groups))
+  assert shared < prefix
+  assert tight.rows_per_call(max(map(len, ids)), 1, 8, prefix,
+                             lay.num_groups) == 8
+  seen.clear()
+  got = tight.generate_text(prompts, sampling=s)
+  assert len(seen) > 1 and max(seen) <= 8, seen
+  assert [[c.text for c in g] for g in got] == [[c.text for c in g]
+                                               for g in want]
