@@ -167,7 +167,12 @@ _QUICK_LM_MEMORY_GB = 2.5
 _QUICK_LM_STRINGS = {"eval.scaling_ns": "1,2,4", "agentrm.ns": "1,2,5",
                      # Reflexion's and MCTS's oracle rows search again
                      # (~8 of the first run's 45 minutes): Best-of-N's only.
-                     "eval.oracle_methods": "bon"}
+                     "eval.oracle_methods": "bon",
+                     # The implicit PRM trains LoRA adapters on the policy
+                     # (pi_ref = the frozen base): full fine-tuning held a
+                     # second and third copy of the model plus Adam's two
+                     # moments (~3 GiB more for SmolLM2-135M).
+                     "implicit.model.lora_rank": 16}
 
 
 def _parse(flavour: str) -> tuple[str, bool, bool]:

@@ -21,6 +21,12 @@ With `lora=LoRAConfig(...)` the backbone's weights become `FrozenParam`s and
 `self.lora` holds the trainable adapters (see `armap_jax.models.lora`): the
 trainable part is then the adapters and the value head (`lora.TRAINABLE`).
 `merged()` gives the equivalent plain RewardModel.
+
+`LoRALM`: a causal LM (a `Transformer`, frozen) with LoRA adapters, the
+trainable policy of a LoRA implicit PRM (`train.kind="implicit"` with
+`model.lora_rank` > 0): fresh adapters compute exactly the base, so the
+frozen reference pi_ref is the base weights (no second copy of the model,
+no optimizer moments for it).
 """
 
 from __future__ import annotations
@@ -126,6 +132,45 @@ class RewardModel(nnx.Module):
     trainable = {k: v for k, v in params.items() if k != "backbone"}
     return nnx.merge(graphdef, lora_lib.merge_params(
         {"backbone": params["backbone"]}, trainable, self.lora_config))
+
+
+class LoRALM(nnx.Module):
+  """`Transformer` (frozen) + LoRA adapters; called like the Transformer
+  without a cache: `lm(tokens_bt, positions_bt, attn_mask_bts=None) ->
+  (float32 logits [B, T, V], None)`."""
+
+  def __init__(self, backbone: Transformer, lora: lora_lib.LoRAConfig, *,
+               param_dtype=jnp.float32, rngs: nnx.Rngs | None = None):
+    rngs = rngs if rngs is not None else nnx.Rngs(0)
+    self.config = backbone.config
+    self.backbone = backbone
+    self.lora_config = lora
+    lora_lib.freeze_params(self.backbone)
+    self.lora = lora_lib.LoRAAdapters(self.backbone.layers, lora,
+                                      param_dtype=param_dtype, rngs=rngs)
+
+  def __call__(self, tokens_bt: jax.Array, positions_bt: jax.Array,
+               attn_mask_bts: jax.Array | None = None):
+    w = self.backbone.weights()
+    # Adapters folded into the stacked weights before the layer loop.
+    w["layers"] = lora_lib.merge_layer_weights(
+        w["layers"], self.lora.factors(), self.lora_config)
+    dtype = self.backbone.dtype
+    h_btd, _ = tfm.hidden_from_weights(self.config, dtype, w, tokens_bt,
+                                       positions_bt, attn_mask_bts)
+    return tfm.logits_from_weights(self.config, dtype, w, h_btd), None
+
+  def merged(self) -> Transformer:
+    """The equivalent plain `Transformer` (adapters folded in)."""
+    b = self.backbone
+    plain = nnx.eval_shape(lambda: Transformer(
+        self.config, dtype=b.dtype, param_dtype=b.param_dtype,
+        rngs=nnx.Rngs(0)))
+    graphdef, _ = nnx.split(plain, nnx.Param)
+    params = nnx.to_pure_dict(nnx.state(self, nnx.Param))
+    out = lora_lib.merge_params({"backbone": params["backbone"]},
+                                {"lora": params["lora"]}, self.lora_config)
+    return nnx.merge(graphdef, out["backbone"])
 
 
 PADDING_SIDES = ("right", "left")

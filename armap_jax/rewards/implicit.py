@@ -10,7 +10,7 @@ Log-probs come from one teacher-forced forward pass per trajectory under each
 model (not one per step), over the same text layout as training
 (`data.format`, no suffix), after the run's `RMView`. `from_checkpoint` loads
 the trained policy and its frozen reference from an implicit-PRM run directory
-alone. `tokens_used` counts the tokens read (each is read by both models).
+alone (a LoRA run: base + adapters merged, and the base as the reference). `tokens_used` counts the tokens read (each is read by both models).
 """
 
 from __future__ import annotations
@@ -115,8 +115,16 @@ class ImplicitPRMScorer:
     target = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
         nnx.to_pure_dict(abs_state))
-    params, _ = ckpt_lib.restore_params(directory, target, which=which)
-    ref, _ = ckpt_lib.restore_params(directory, target, which="ref")
+    if info.get("lora"):
+      # A LoRA run: the policy = base + adapters (merged on load), the
+      # reference = the frozen base.
+      plain = {"backbone": target}
+      params = ckpt_lib.restore_params(directory, plain, which=which)[0][
+          "backbone"]
+      ref = ckpt_lib.restore_base(directory, plain)["backbone"]
+    else:
+      params, _ = ckpt_lib.restore_params(directory, target, which=which)
+      ref, _ = ckpt_lib.restore_params(directory, target, which="ref")
     tok = load_tokenizer(directory)
     return cls(nnx.merge(graphdef, params), nnx.merge(graphdef, ref), tok,
                F.FormatConfig(**info.get("format", {})),

@@ -326,6 +326,26 @@ def _first_checkpoint(directory: str, order: list[str],
                         f"{' or '.join(order)}")
 
 
+def restore_base(directory: str, abstract_params: Mapping[str, Any]
+                 ) -> dict[str, Any]:
+  """A LoRA run's frozen base weights, {"backbone": ...} (`base/`; the
+  target: plain params with a "backbone" entry). For a LoRA implicit PRM
+  they are its reference pi_ref."""
+  bpath = os.path.join(os.path.abspath(directory), "base")
+  bmngr = ocp.CheckpointManager(
+      bpath, options=ocp.CheckpointManagerOptions(read_only=True),
+      item_names=("frozen",))
+  bstep = bmngr.latest_step() if os.path.isdir(bpath) else None
+  if bstep is None:
+    bmngr.close()
+    raise CheckpointError(f"{bpath}: LoRA base weights missing")
+  base = bmngr.restore(bstep, args=ocp.args.Composite(
+      frozen=ocp.args.StandardRestore(
+          {"backbone": abstract_params["backbone"]})))["frozen"]
+  bmngr.close()
+  return base
+
+
 def _restore_lora_plain(directory: str, abstract_params: Mapping[str, Any],
                         order: list[str], lcfg: lora_lib.LoRAConfig):
   """Plain RewardModel params of a LoRA run (see `restore_params`)."""
@@ -340,18 +360,7 @@ def _restore_lora_plain(directory: str, abstract_params: Mapping[str, Any],
       params=ocp.args.StandardRestore(
           lora_lib.abstract_trainable(abstract_params, lcfg))))["params"]
   mngr.close()
-  bpath = os.path.join(directory, "base")
-  bmngr = ocp.CheckpointManager(
-      bpath, options=ocp.CheckpointManagerOptions(read_only=True),
-      item_names=("frozen",))
-  bstep = bmngr.latest_step() if os.path.isdir(bpath) else None
-  if bstep is None:
-    bmngr.close()
-    raise CheckpointError(f"{bpath}: LoRA base weights missing")
-  base = bmngr.restore(bstep, args=ocp.args.Composite(
-      frozen=ocp.args.StandardRestore(
-          {"backbone": abstract_params["backbone"]})))["frozen"]
-  bmngr.close()
+  base = restore_base(directory, abstract_params)
   shardings = jax.tree.map(lambda a: getattr(a, "sharding", None),
                            dict(abstract_params))
   out = _merge_fn(lcfg, shardings)(base, trainable)

@@ -30,7 +30,9 @@ Config schema: `armap_jax/configs/rm.py` (`rm(kind, flavour)`):
                      ("float32" | "bfloat16": compute dtype; params stay f32)
   model.lora_rank    0 = full fine-tuning; r > 0 = LoRA adapters of rank r
                      on model.lora_targets, scaled by model.lora_alpha / r;
-                     -1 = BACKBONE_LORA_RANK with a backbone, 0 from scratch;
+                     -1 = BACKBONE_LORA_RANK with a backbone, 0 from scratch
+                     (train.kind="implicit": -1 = full fine-tuning; r > 0 =
+                     LoRA, pi_ref = the frozen base: `heads.LoRALM`);
                      model.lora_save "merged" | "separate"
   data.train, data.eval   JSONL paths (comma-separated); eval "" = hold out
                      data.eval_frac of train
@@ -157,15 +159,13 @@ def build_model(mcfg_dict, kind: str, seed: int, backbone_name: str = ""):
   One `nnx.Rngs(seed)` stream initialises the backbone, then the value head
   (so a from-scratch RM equals `RewardModel(mcfg, rngs=nnx.Rngs(seed))`)."""
   from armap_jax.models import ModelConfig, Transformer, load_pretrained
+  from armap_jax.models.heads import LoRALM
   dtype = _dtype(mcfg_dict.get("dtype", "float32"))
   backbone_name = backbone_name or mcfg_dict.get("pretrained") or ""
   lora = lora_config(mcfg_dict, backbone_name)
-  if lora is not None and kind == "implicit":
-    if mcfg_dict.get("lora_rank") == AUTO_RANK:
-      lora = None  # The implicit PRM trains its whole policy LM.
-    else:
-      raise ValueError("model.lora_rank: LoRA is supported for the pair and "
-                       "value reward models, not train.kind='implicit'")
+  if (lora is not None and kind == "implicit"
+      and mcfg_dict.get("lora_rank") == AUTO_RANK):
+    lora = None  # By default the implicit PRM trains its whole policy LM.
   rngs = nnx.Rngs(seed)
   if backbone_name:
     try:
@@ -192,6 +192,8 @@ def build_model(mcfg_dict, kind: str, seed: int, backbone_name: str = ""):
     backbone = Transformer(mcfg, dtype=dtype, param_dtype=jnp.float32,
                            rngs=rngs)
   if kind == "implicit":
+    if lora is not None:  # pi_ref = the frozen base (fresh adapters).
+      return LoRALM(backbone, lora, rngs=rngs), tok, mcfg
     return backbone, tok, mcfg
   return (RewardModel(mcfg, backbone=backbone, lora=lora, dtype=dtype,
                       rngs=rngs), tok, mcfg)

@@ -129,6 +129,8 @@ def test_quick_lm_sizes_shrink_and_need_quick():
     assert b <= a, key
   assert lm.eval.num_test == 10
   assert q.policy.memory_budget_gb == 0 and 0 < lm.policy.memory_budget_gb <= 3
+  # The implicit PRM: full fine-tuning by default, LoRA adapters under lm.
+  assert q.implicit.model.lora_rank == -1 and lm.implicit.model.lora_rank > 0
   hq, hlm = get_config("household,quick"), get_config("household,quick,lm")
   assert hlm.eval.num_test <= hq.eval.num_test == 6  # Never grows.
   with pytest.raises(ValueError, match="'lm' sizes the quick flavour"):
