@@ -24,7 +24,7 @@ from typing import Any
 
 from absl import logging
 
-from armap_jax.runtime import launch, provenance
+from armap_jax.runtime import hostmem, launch, provenance
 
 TIMINGS_FILE = "timings.json"
 
@@ -93,6 +93,7 @@ class Workdir:
     t0, c0 = time.perf_counter(), time.process_time()
     with launch.RSSWatch() as watch:
       out = fn() or {}
+      hostmem.release()  # What the stage freed goes back to the OS.
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     # The process's peak resident memory so far (a running maximum): the
     # first stage whose value jumps is the one that set the job's peak.
@@ -101,6 +102,7 @@ class Workdir:
             "peak_rss_gib": round(peak, 2),
             "stage_peak_rss_gib": round(watch.peak_bytes / 2**30, 2),
             "end_rss_gib": round(watch.end_bytes / 2**30, 2),
+            "jax_live_gib": round(launch.jax_live_bytes() / 2**30, 2),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **out}
     write_json(self.marker(name), info)
@@ -108,8 +110,9 @@ class Workdir:
     self.ran.append(name)
     logging.info("stage %-10s done in %.1fs (process CPU %.1fs; resident "
                  "memory: %.2f GiB at most during the stage, %.2f GiB at its "
-                 "end, %.2f GiB the process's peak so far)", name, dt, cpu,
-                 watch.peak_bytes / 2**30, watch.end_bytes / 2**30, peak)
+                 "end (JAX arrays %.2f GiB), %.2f GiB the process's peak so "
+                 "far)", name, dt, cpu, watch.peak_bytes / 2**30,
+                 watch.end_bytes / 2**30, info["jax_live_gib"], peak)
     return info
 
 

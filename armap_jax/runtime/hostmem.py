@@ -100,9 +100,28 @@ def fit_to_model(param_bytes: int) -> bool:
       (M_MMAP_MAX, _DEFAULT_MMAP_MAX),
       (M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)))
   _applied = False
+  # What loading freed while trimming was off (dequantised or converted
+  # copies of the weights: 0.54 GiB for SmolLM2-135M) goes back now.
+  release()
   logging.info("hostmem: %.0f MiB of parameters; glibc malloc returns freed "
                "memory again (mmap, trimming)", param_bytes / 2**20)
   return ok
+
+
+def release() -> bool:
+  """Returns the heap's free memory to the OS (glibc `malloc_trim(0)`),
+  unless the `tune_malloc` settings are in effect (they keep it on purpose).
+  True if memory was released; a no-op without glibc."""
+  if _applied or not sys.platform.startswith("linux"):
+    return False
+  try:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    trim = libc.malloc_trim
+  except (OSError, AttributeError):
+    return False
+  trim.argtypes = (ctypes.c_size_t,)
+  trim.restype = ctypes.c_int
+  return bool(trim(0))
 
 
 def is_tuned() -> bool:

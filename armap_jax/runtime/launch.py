@@ -160,6 +160,15 @@ def current_rss_bytes() -> int:
     return 0
 
 
+def jax_live_bytes() -> int:
+  """Bytes of the JAX arrays alive now (0 when JAX is not imported): what of
+  the resident memory is arrays, against programs, heap and libraries."""
+  jax = sys.modules.get("jax")
+  if jax is None:
+    return 0
+  return int(sum(a.nbytes for a in jax.live_arrays()))
+
+
 class RSSWatch:
   """The highest resident memory seen while a block runs, sampled every
   `interval` seconds by a daemon thread (ru_maxrss is the process's running

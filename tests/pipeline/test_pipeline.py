@@ -110,6 +110,7 @@ def test_second_run_resumes_without_redoing(run_dir, monkeypatch):
     assert info["peak_rss_gib"] > 0, n
     assert 0 < info["end_rss_gib"] <= info["stage_peak_rss_gib"], n
     assert info["stage_peak_rss_gib"] <= info["peak_rss_gib"] + 0.01, n
+    assert 0 <= info["jax_live_gib"] <= info["end_rss_gib"], n
   assert ("| stage | wall s | CPU s | stage peak GiB | end GiB | "
           "process peak GiB |") in text2
 

@@ -56,3 +56,34 @@ def test_large_models_undo_the_tuning_small_ones_keep_it():
   assert not tuned and faults > 10000, faults  # 64 MiB = 16384 pages.
   tuned, faults = _probe("load")
   assert not tuned and faults > 10000, faults
+
+
+_RELEASE = r"""
+import ctypes, sys
+from armap_jax.runtime import hostmem, launch
+hostmem.tune_malloc()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = (ctypes.c_void_p,)
+# 256 MiB in 1 MiB blocks, touched and freed while the tuning keeps them.
+blocks = [libc.malloc(1 << 20) for _ in range(256)]
+for p in blocks:
+  ctypes.memset(p, 1, 1 << 20)
+for p in blocks:
+  libc.free(p)
+held = launch.current_rss_bytes()
+kept = hostmem.release()  # Tuned: keeps the heap on purpose.
+hostmem.fit_to_model(1 << 30)  # A large model: gives it back.
+print(kept, (held - launch.current_rss_bytes()) >> 20)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"),
+                    reason="glibc malloc_trim only")
+def test_a_large_model_returns_what_loading_freed():
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("ARMAP_JAX_TUNE_MALLOC", None)
+  out = subprocess.run([sys.executable, "-c", _RELEASE], env=env, check=True,
+                       capture_output=True, text=True).stdout.split()
+  assert out[-2] == "False"
+  assert int(out[-1]) > 200, out  # MiB returned of the 256 freed.
