@@ -75,6 +75,11 @@ def policy(name: str = "random", **overrides: Any) -> ml_collections.ConfigDict:
       # quarter of the machine's memory, or of the accelerator's).
       "memory_budget_gb": 0.0,
       "kv_dtype": "",  # KV cache: "float32", "bfloat16" ("" = model dtype).
+      # After each stage of the main job, drop the compiled programs (later
+      # stages load them again from the persistent compilation cache): "on",
+      # "off", or "auto" = when the policy is a language model, whose
+      # programs hold ~20-45 MiB of resident memory each (SmolLM2-135M).
+      "release_programs": "auto",
       "max_new_tokens": 40,  # Per action.
       "seed": 0,  # Initialisation of "tiny-random".
       "openai": openai(),

@@ -42,10 +42,31 @@ from armap_jax.pipeline.core import Workdir, check_producer, write_json
 __all__ = ["run", "Workdir", "stages", "honesty"]
 
 
+def release_programs(cfg) -> bool:
+  """Whether stages drop compiled programs when they end
+  (`config.policy.release_programs`)."""
+  from armap_jax.agent.factory import is_language_model
+  from armap_jax.configs.sections import ConfigValueError
+  mode = str(cfg.policy.get("release_programs", "auto"))
+  if mode not in ("auto", "on", "off"):
+    raise ConfigValueError(f"config.policy.release_programs: expected auto, "
+                           f"on or off, got {mode!r}")
+  name = str(cfg.policy.name)
+  return mode == "on" or (mode == "auto" and name != "openai"
+                          and is_language_model(name))
+
+
+def _drop_programs() -> None:
+  import jax
+  jax.clear_caches()
+
+
 def run(cfg, workdir: str) -> str:
   """Runs (or resumes) every stage; returns the summary.md text."""
   ms = eval_lib.methods(cfg)  # A bad method list fails before any stage.
   wd = Workdir(workdir)
+  if release_programs(cfg):
+    wd.after_stage = _drop_programs
   check_producer(wd.root, "run", {"env": cfg.env.name,
                                   "protocol": cfg.env.protocol,
                                   "policy": policy_identity(cfg.policy)})

@@ -37,6 +37,9 @@ class Workdir:
     os.makedirs(os.path.join(self.root, "stages"), exist_ok=True)
     # What runs in it: commit, packages, argv, machine, devices.
     provenance.write_provenance(self.root, start_backend=True)
+    # Called after each stage that ran, before its memory is measured
+    # (`pipeline.run` sets it to drop compiled programs: `release_programs`).
+    self.after_stage: Callable[[], None] | None = None
     self.ran: list[str] = []  # Stages run (not skipped) by this process.
     self.skipped: list[str] = []
 
@@ -93,6 +96,8 @@ class Workdir:
     t0, c0 = time.perf_counter(), time.process_time()
     with launch.RSSWatch() as watch:
       out = fn() or {}
+      if self.after_stage is not None:
+        self.after_stage()
       hostmem.release()  # What the stage freed goes back to the OS.
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     # The process's peak resident memory so far (a running maximum): the

@@ -257,3 +257,35 @@ def test_policy_weights_for_implicit_and_judge():
   for name in ("solver-noisy", "openai", "random"):
     c.policy.name = name
     assert stages.policy_model_dir(c) is None
+
+
+def test_release_programs_follows_the_policy():
+  """Stages drop compiled programs for a language-model policy (each SmolLM2
+  program holds ~20-45 MiB), not for the tiny ones or an endpoint."""
+  from armap_jax import pipeline
+  from armap_jax.configs.sections import ConfigValueError
+  c = get_config("quick")
+  assert not pipeline.release_programs(c)  # game24-tiny.
+  c.policy.name = "smollm2-135m-instruct"
+  assert pipeline.release_programs(c)
+  c.policy.name = "openai"
+  assert not pipeline.release_programs(c)
+  c.policy.release_programs = "on"
+  assert pipeline.release_programs(c)
+  c.policy.name = "smollm2-135m-instruct"
+  c.policy.release_programs = "off"
+  assert not pipeline.release_programs(c)
+  c.policy.release_programs = "sometimes"
+  with pytest.raises(ConfigValueError, match="release_programs.*sometimes"):
+    pipeline.release_programs(c)
+
+
+def test_after_stage_runs_after_each_stage_that_ran(tmp_path):
+  from armap_jax import pipeline
+  wd = pipeline.Workdir(str(tmp_path))
+  calls = []
+  wd.after_stage = lambda: calls.append(len(calls))
+  wd.stage("a", lambda: {"x": 1})
+  wd.stage("a", lambda: {"x": 2})  # Done: skipped, no call.
+  wd.stage("b", lambda: None)
+  assert calls == [0, 1] and wd.info("a")["x"] == 1
