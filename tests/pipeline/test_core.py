@@ -6,6 +6,9 @@ import os
 
 from armap_jax.pipeline.core import Workdir
 
+KEYS = {"seconds", "cpu_seconds", "peak_rss_gib", "stage_peak_rss_gib",
+        "end_rss_gib"}
+
 
 def test_timings_json_has_seconds_cpu_and_peak_memory_per_stage(tmp_path):
   wd = Workdir(str(tmp_path / "w"))
@@ -15,7 +18,8 @@ def test_timings_json_has_seconds_cpu_and_peak_memory_per_stage(tmp_path):
   raw = json.load(open(os.path.join(wd.root, "timings.json")))
   assert list(raw) == ["a", "b"]
   for name in ("a", "b"):
-    assert set(raw[name]) == {"seconds", "cpu_seconds", "peak_rss_gib"}
+    assert set(raw[name]) == KEYS
+    assert 0 < raw[name]["end_rss_gib"] <= raw[name]["stage_peak_rss_gib"]
     assert raw[name]["peak_rss_gib"] == wd.info(name)["peak_rss_gib"] > 0
     assert raw[name]["seconds"] == wd.info(name)["seconds"] >= 0
   assert wd.timings() == {k: v["seconds"] for k, v in raw.items()}
@@ -33,4 +37,4 @@ def test_timings_of_an_older_work_directory_are_read(tmp_path):
   wd.stage("synth", lambda: None)
   t = wd.stage_timings()
   assert t["collect"] == {"seconds": 12.5}
-  assert set(t["synth"]) == {"seconds", "cpu_seconds", "peak_rss_gib"}
+  assert set(t["synth"]) == KEYS
