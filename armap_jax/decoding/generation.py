@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import Any
 
 import jax
 import numpy as np
 
-from armap_jax.decoding.programs import decode_chunk, layer_weights, unstack_prefix
+from armap_jax.decoding.programs import (decode_chunk, layer_weights,
+                                         unstack_prefix)
 from armap_jax.decoding.sampling import SamplingArrays
 from armap_jax.decoding.state import (CANCELLED, RUNNING, Completion,
                                       DecodeRows, DecodeState)
-
-if TYPE_CHECKING:
-  from armap_jax.decoding.engine import Decoder
-
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
@@ -64,8 +61,10 @@ class Generation:
   decode steps run (the first token comes from the prefill, not a step).
   """
 
-  def __init__(self, decoder: "Decoder", plan: Plan, rows: DecodeRows,
+  def __init__(self, decoder: Any, plan: Plan, rows: DecodeRows,
                s: DecodeState, prefix=(None, None)):
+    # `decoder`: the `engine.Decoder` that made the plan (engine imports
+    # this module, so the type is not imported here).
     self._dec = decoder
     self._plan = plan
     self._rows = rows
