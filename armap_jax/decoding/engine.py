@@ -30,7 +30,7 @@ at most K more iterations of the same loop body on the carried (donated)
 `DecodeState` and returns it, so the host can read new tokens and cancel rows
 between chunks; the tokens equal `programs.decode`'s whatever the chunk sizes.
 
-The jitted functions (`_prefill` etc. above) live in `programs.py`; the
+The jitted functions (`programs.prefill` etc. above) live in `programs.py`; the
 plan of one call and its chunked run (`Generation`) in `generation.py`.
 """
 

@@ -160,18 +160,6 @@ class LoRALM(nnx.Module):
                                        positions_bt, attn_mask_bts)
     return tfm.logits_from_weights(self.config, dtype, w, h_btd), None
 
-  def merged(self) -> Transformer:
-    """The equivalent plain `Transformer` (adapters folded in)."""
-    b = self.backbone
-    plain = nnx.eval_shape(lambda: Transformer(
-        self.config, dtype=b.dtype, param_dtype=b.param_dtype,
-        rngs=nnx.Rngs(0)))
-    graphdef, _ = nnx.split(plain, nnx.Param)
-    params = nnx.to_pure_dict(nnx.state(self, nnx.Param))
-    out = lora_lib.merge_params({"backbone": params["backbone"]},
-                                {"lora": params["lora"]}, self.lora_config)
-    return nnx.merge(graphdef, out["backbone"])
-
 
 PADDING_SIDES = ("right", "left")
 
