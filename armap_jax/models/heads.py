@@ -104,16 +104,22 @@ class RewardModel(nnx.Module):
                                       query_idx_bk=score_idx_bk)
     else:
       w = self.backbone.weights()
-      if self.lora is not None:
-        # Adapters folded into the stacked weights before the layer loop.
+      fold = None
+      if self.lora is not None and self.unroll_layers:
+        # Adapters folded into the stacked weights before the unrolled loop.
         w["layers"] = lora_lib.merge_layer_weights(
             w["layers"], self.lora.factors(), self.lora_config)
+      elif self.lora is not None:
+        # Folded in layer by layer inside the layer scan (`lora.fold_layer`).
+        w["layers"] = {**w["layers"], **self.lora.factors()}
+        fold = lora_lib.layer_folder(self.lora_config)
       if self.unroll_layers:
         w = tfm.unstack_layers(w)
       h_btd, _ = tfm.hidden_from_weights(self.config, self.backbone.dtype, w,
                                          tokens_bt, positions_bt,
                                          attn_mask_bts,
-                                         query_idx_bk=score_idx_bk)
+                                         query_idx_bk=score_idx_bk,
+                                         layer_fn=fold)
     v = jnp.einsum("btd,d->bt", h_btd, self.value_w[...].astype(h_btd.dtype),
                    preferred_element_type=jnp.float32)
     return v + self.value_b[...].astype(jnp.float32)
@@ -152,12 +158,12 @@ class LoRALM(nnx.Module):
   def __call__(self, tokens_bt: jax.Array, positions_bt: jax.Array,
                attn_mask_bts: jax.Array | None = None):
     w = self.backbone.weights()
-    # Adapters folded into the stacked weights before the layer loop.
-    w["layers"] = lora_lib.merge_layer_weights(
-        w["layers"], self.lora.factors(), self.lora_config)
     dtype = self.backbone.dtype
-    h_btd, _ = tfm.hidden_from_weights(self.config, dtype, w, tokens_bt,
-                                       positions_bt, attn_mask_bts)
+    # Adapters folded in layer by layer inside the layer loop.
+    w["layers"] = {**w["layers"], **self.lora.factors()}
+    h_btd, _ = tfm.hidden_from_weights(
+        self.config, dtype, w, tokens_bt, positions_bt, attn_mask_bts,
+        layer_fn=lora_lib.layer_folder(self.lora_config))
     return tfm.logits_from_weights(self.config, dtype, w, h_btd), None
 
 

@@ -197,21 +197,29 @@ CAUSAL_BLOCK_LEN = 128
 CAUSAL_BLOCKS_MAX = 4
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
+@functools.partial(jax.jit, static_argnums=(0, 1),
+                   static_argnames=("layer_fn",))
 def _hidden(c: ModelConfig, dtype, w: dict[str, Any], tokens_bt, positions_bt,
             attn_mask_bts, cache, cache_index, query_idx_bk=None, prefix=None,
-            prefix_len=None):
+            prefix_len=None, layer_fn=None):
   """Embeddings -> scanned decoder blocks -> final norm.
 
   With `query_idx_bk` (no cache) the last block runs its queries and MLP at
   those positions only and the result is [B, K, D] (see `_block`). With
   `prefix` (a cache of one row, stacked or per layer) every query also
-  attends to its first `prefix_len` slots.
+  attends to its first `prefix_len` slots. `layer_fn` (cache-free calls on
+  stacked weights only) maps one layer's weight dict, inside the layer loop,
+  to the dict the block reads (LoRA folds its adapters in per layer there).
   """
   b, t = tokens_bt.shape
   if query_idx_bk is not None and cache is not None:
     raise ValueError("query_idx_bk is for cache-free (training / scoring) "
                      "calls only")
+  if layer_fn is not None and (cache is not None
+                               or isinstance(w["layers"], (tuple, list))):
+    raise ValueError("layer_fn: for cache-free calls on stacked layer "
+                     "weights only")
+  layer_fn = layer_fn or (lambda lw: lw)
   if prefix is not None and cache is None:
     raise ValueError("prefix: a shared prefix is read by cached calls only")
   if prefix is not None and c.sliding_window is not None:
@@ -290,8 +298,8 @@ def _hidden(c: ModelConfig, dtype, w: dict[str, Any], tokens_bt, positions_bt,
     kv_out = (tuple(new_k), tuple(new_v)) if per_layer else kv
   elif cache is None:
     def body(x_btd, lw):
-      return _block(c, dtype, x_btd, lw, cos_sin, attn_mask_bts, None,
-                    cache_index, causal_blocks=causal_blocks)[0], None
+      return _block(c, dtype, x_btd, layer_fn(lw), cos_sin, attn_mask_bts,
+                    None, cache_index, causal_blocks=causal_blocks)[0], None
 
     stacked = w["layers"]
     if query_idx_bk is not None:
@@ -300,7 +308,7 @@ def _hidden(c: ModelConfig, dtype, w: dict[str, Any], tokens_bt, positions_bt,
       stacked = jax.tree.map(lambda a: a[:-1], w["layers"])
     x, _ = jax.lax.scan(body, x, stacked)
     if query_idx_bk is not None:
-      last = jax.tree.map(lambda a: a[-1], w["layers"])
+      last = layer_fn(jax.tree.map(lambda a: a[-1], w["layers"]))
       x, _ = _block(c, dtype, x, last, cos_sin, attn_mask_bts, None,
                     cache_index, query_idx_bk)
     kv_out = None
@@ -367,14 +375,15 @@ def hidden_from_weights(config: ModelConfig, dtype, weights: dict[str, Any],
                         tokens_bt, positions_bt, attn_mask_bts=None,
                         cache: Cache | None = None, cache_index=None,
                         query_idx_bk=None, prefix: Cache | None = None,
-                        prefix_len=None):
-  """`Transformer.hidden` on explicit weights (stacked or `unstack_layers`)."""
+                        prefix_len=None, layer_fn=None):
+  """`Transformer.hidden` on explicit weights (stacked or `unstack_layers`);
+  `layer_fn`: see `_hidden`."""
   cache_index = jnp.asarray(0 if cache_index is None else cache_index,
                             jnp.int32)
   return _hidden(config, dtype, weights, tokens_bt, positions_bt,
                  attn_mask_bts, cache, cache_index,
                  _query_idx(query_idx_bk, tokens_bt.shape[1]),
-                 *_prefix_args(prefix, prefix_len))
+                 *_prefix_args(prefix, prefix_len), layer_fn=layer_fn)
 
 
 def _prefix_args(prefix, prefix_len):

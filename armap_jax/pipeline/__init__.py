@@ -61,6 +61,34 @@ def _drop_programs() -> None:
   jax.clear_caches()
 
 
+class LazyPolicy:
+  """The job's policy, loaded on first call. `released(fn, ...)` runs a
+  training stage without it when `droppable` (a language-model policy: its
+  weights would otherwise sit beside the model being trained; the next
+  stage that needs the policy loads it again)."""
+
+  def __init__(self, cfg, droppable: bool):
+    self._cfg = cfg
+    self._droppable = droppable
+    self._policy = None
+
+  def __call__(self):
+    if self._policy is None:
+      from armap_jax.agent.factory import make_policy
+      logging.info("loading policy %s", self._cfg.policy.name)
+      self._policy = make_policy(self._cfg.policy, self._cfg.env)
+    return self._policy
+
+  def released(self, fn, *args, **kwargs):
+    if self._droppable and self._policy is not None:
+      logging.info("dropping policy %s for this stage",
+                   self._cfg.policy.name)
+      self._policy = None
+      from armap_jax.runtime import hostmem
+      hostmem.release()
+    return fn(*args, **kwargs)
+
+
 def run(cfg, workdir: str) -> str:
   """Runs (or resumes) every stage; returns the summary.md text."""
   ms = eval_lib.methods(cfg)  # A bad method list fails before any stage.
@@ -73,14 +101,7 @@ def run(cfg, workdir: str) -> str:
   t0 = time.perf_counter()
   cfg_path = wd.path("config.json")
   write_json(cfg_path, json.loads(cfg.to_json_best_effort()))
-  policy_box: list = []
-
-  def policy():
-    if not policy_box:
-      from armap_jax.agent.factory import make_policy
-      logging.info("loading policy %s", cfg.policy.name)
-      policy_box.append(make_policy(cfg.policy, cfg.env))
-    return policy_box[0]
+  policy = LazyPolicy(cfg, droppable=release_programs(cfg))
 
   extra = {}
   extra["collect"] = wd.stage("collect", lambda: stages.collect(cfg, wd,
@@ -91,8 +112,9 @@ def run(cfg, workdir: str) -> str:
   for k in ("collect", "synth", "trees"):
     extra[k] = {a: b for a, b in extra[k].items()
                 if a not in ("stage", "finished", "seconds")}
-  wd.stage("train_orm", lambda: stages.train(cfg, wd, "orm"))
-  wd.stage("train_prm", lambda: stages.train(cfg, wd, "prm"))
+  for kind in ("orm", "prm"):
+    wd.stage(f"train_{kind}",
+             lambda kind=kind: policy.released(stages.train, cfg, wd, kind))
 
   def rm_eval():
     acc = eval_lib.rm_accuracy(cfg, wd)

@@ -328,7 +328,8 @@ def run_stages(cfg, wd, policy) -> None:
   ks = kinds(cfg)
   beam_kinds(cfg)  # A bad list fails before any stage runs.
   if "implicit" in ks:
-    wd.stage("train_implicit", lambda: train_implicit(cfg, wd))
+    released = getattr(policy, "released", lambda fn, *a: fn(*a))
+    wd.stage("train_implicit", lambda: released(train_implicit, cfg, wd))
   wd.stage("agentrm_pool", lambda: pool(cfg, wd, policy()))
   for k in ks:
     wd.stage(f"agentrm_score_{_file_tag(k)}", lambda k=k: score(cfg, wd, k))

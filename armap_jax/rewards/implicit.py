@@ -10,7 +10,7 @@ Log-probs come from one teacher-forced forward pass per trajectory under each
 model (not one per step), over the same text layout as training
 (`data.format`, no suffix), after the run's `RMView`. `from_checkpoint` loads
 the trained policy and its frozen reference from an implicit-PRM run directory
-alone (a LoRA run: base + adapters merged, and the base as the reference). `tokens_used` counts the tokens read (each is read by both models).
+alone (a LoRA run: base + adapters, and that same base as the reference). `tokens_used` counts the tokens read (each is read by both models).
 """
 
 from __future__ import annotations
@@ -40,27 +40,27 @@ AGGREGATIONS = ("last", "min", "mean")
 LOGITS_BUDGET_BYTES = 256 << 20
 
 
-def _log_ratio_rows(graphdef, params, ref_params, tokens_bt):
+def _log_ratio_rows(graphdefs, params, ref_params, tokens_bt):
   inp, tgt = tokens_bt[:, :-1], tokens_bt[:, 1:]
   pos = jnp.broadcast_to(jnp.arange(inp.shape[1], dtype=jnp.int32), inp.shape)
-  lp = token_logprobs(nnx.merge(graphdef, params)(inp, pos)[0], tgt)
-  lr = token_logprobs(nnx.merge(graphdef, ref_params)(inp, pos)[0], tgt)
+  lp = token_logprobs(nnx.merge(graphdefs[0], params)(inp, pos)[0], tgt)
+  lr = token_logprobs(nnx.merge(graphdefs[1], ref_params)(inp, pos)[0], tgt)
   return lp - lr  # [B, T-1]: entry t scores token t+1.
 
 
-def _log_ratio(graphdef, params, ref_params, tokens_bt):
+def _log_ratio(graphdefs, params, ref_params, tokens_bt):
   """`_log_ratio_rows` over groups of rows whose logits fit
   `LOGITS_BUDGET_BYTES` (one group: the whole batch at once)."""
   b, t = tokens_bt.shape
-  vocab = nnx.merge(graphdef, params).config.vocab_size
+  vocab = nnx.merge(graphdefs[0], params).config.vocab_size
   rows = max(1, LOGITS_BUDGET_BYTES // (2 * 4 * t * vocab))
   while b % rows:
     rows -= 1
   if rows >= b:
-    return _log_ratio_rows(graphdef, params, ref_params, tokens_bt)
+    return _log_ratio_rows(graphdefs, params, ref_params, tokens_bt)
   groups = tokens_bt.reshape(b // rows, rows, t)
   out = jax.lax.map(
-      lambda g: _log_ratio_rows(graphdef, params, ref_params, g), groups)
+      lambda g: _log_ratio_rows(graphdefs, params, ref_params, g), groups)
   return out.reshape(b, t - 1)
 
 
@@ -68,7 +68,9 @@ _log_ratio_jit = jax.jit(_log_ratio, static_argnums=0)
 
 
 class ImplicitPRMScorer:
-  """Implicit PRM over a policy LM and its frozen reference (same graph)."""
+  """Implicit PRM over a policy LM and its frozen reference: two modules of
+  the same config (a `Transformer` each, or a LoRA run's `heads.LoRALM` and
+  its own frozen backbone, which then share their base arrays)."""
 
   is_oracle = False
 
@@ -81,9 +83,11 @@ class ImplicitPRMScorer:
       raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got "
                        f"{aggregation!r}")
     self.graphdef, self.params = nnx.split(policy, nnx.Param)
-    gd_ref, self.ref_params = nnx.split(reference, nnx.Param)
-    if gd_ref != self.graphdef:
-      raise ValueError("policy and reference must share one architecture")
+    self.ref_graphdef, self.ref_params = nnx.split(reference, nnx.Param)
+    if policy.config != reference.config:
+      raise ValueError("policy and reference must share one architecture "
+                       f"(configs differ: {policy.config} vs "
+                       f"{reference.config})")
     self.tokenizer = tokenizer
     self.fcfg = dataclasses.replace(fcfg, include_suffix=False,
                                     allow_empty=True)
@@ -102,6 +106,8 @@ class ImplicitPRMScorer:
                       aggregation: str = "last",
                       batch_size: int = 16) -> "ImplicitPRMScorer":
     from armap_jax.models import ModelConfig, Transformer
+    from armap_jax.models import lora as lora_lib
+    from armap_jax.models.heads import LoRALM
     from armap_jax.models.hf import load_tokenizer
     from armap_jax.rewards.orm import read_run_info
     cfg, info, view = read_run_info(directory, ("implicit",))
@@ -115,18 +121,25 @@ class ImplicitPRMScorer:
     target = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
         nnx.to_pure_dict(abs_state))
+    tok = load_tokenizer(directory)
     if info.get("lora"):
-      # A LoRA run: the policy = base + adapters (merged on load), the
-      # reference = the frozen base.
+      # A LoRA run: the policy = the frozen base + its adapters (folded in
+      # layer by layer in the forward), the reference = that same base (one
+      # copy of the base weights, not a merged second one).
+      lcfg = lora_lib.LoRAConfig.from_dict(info["lora"])
       plain = {"backbone": target}
-      params = ckpt_lib.restore_params(directory, plain, which=which)[0][
-          "backbone"]
-      ref = ckpt_lib.restore_base(directory, plain)["backbone"]
+      base = ckpt_lib.restore_base(directory, plain)["backbone"]
+      adapters, _ = ckpt_lib.restore_params(
+          directory, {"lora": lora_lib.abstract_trainable(plain, lcfg)["lora"]},
+          which=which)
+      policy = LoRALM(nnx.merge(graphdef, base), lcfg)
+      nnx.update(policy.lora, adapters["lora"])
+      reference = policy.backbone
     else:
       params, _ = ckpt_lib.restore_params(directory, target, which=which)
       ref, _ = ckpt_lib.restore_params(directory, target, which="ref")
-    tok = load_tokenizer(directory)
-    return cls(nnx.merge(graphdef, params), nnx.merge(graphdef, ref), tok,
+      policy, reference = nnx.merge(graphdef, params), nnx.merge(graphdef, ref)
+    return cls(policy, reference, tok,
                F.FormatConfig(**info.get("format", {})),
                beta=float(info.get("beta", 0.05)), aggregation=aggregation,
                batch_size=batch_size, view=view)
@@ -152,7 +165,8 @@ class ImplicitPRMScorer:
       tok = np.full((rows, t), self.pad_id, np.int32)
       for j, i in enumerate(idx):
         tok[j, :len(enc[i].ids)] = enc[i].ids
-      ratio = np.asarray(_log_ratio_jit(self.graphdef, self.params,
+      ratio = np.asarray(_log_ratio_jit((self.graphdef, self.ref_graphdef),
+                                        self.params,
                                         self.ref_params, jnp.asarray(tok)))
       for j, i in enumerate(idx):
         e = enc[i]

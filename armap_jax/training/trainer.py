@@ -239,9 +239,10 @@ class Trainer:
       state["ref_params"] = jax.tree.map(jnp.copy, params)
     state = jax.device_put(state, self.state_shardings(state))
     if self.has_frozen:
-      state["frozen"] = jax.jit(
-          lambda p: jax.tree.map(jnp.copy, p), out_shardings=self.frozen_sh)(
-              nnx.to_pure_dict(nnx.state(model, FrozenParam)))
+      # No copy: steps never donate the frozen weights, so the state shares
+      # the module's arrays (placed, and copied only if they must move).
+      state["frozen"] = jax.device_put(
+          nnx.to_pure_dict(nnx.state(model, FrozenParam)), self.frozen_sh)
     return state
 
   def abstract_state(self) -> State:
@@ -335,8 +336,13 @@ class Trainer:
     inp, tgt = tok[:, :-1], tok[:, 1:]
     logits, _ = model(inp, _positions(inp))
     lp = losses.token_logprobs(logits, tgt)
-    ref_logits, _ = self._model(jax.lax.stop_gradient(ref_params), frozen)(
-        inp, _positions(inp))
+    if isinstance(model, heads.LoRALM):
+      # LoRA (`heads.LoRALM`): pi_ref is the frozen base itself (the initial
+      # adapters add exactly zero), so its forward needs no merged weights.
+      ref_logits, _ = model.backbone(inp, _positions(inp))
+    else:
+      ref_logits, _ = self._model(jax.lax.stop_gradient(ref_params), frozen)(
+          inp, _positions(inp))
     lr = losses.token_logprobs(ref_logits, tgt)
     tmask = batch["action_step"][:, 1:] >= 0
     return losses.implicit_prm_loss(lp, lr, tmask, batch["label"], ex,

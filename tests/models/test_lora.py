@@ -77,6 +77,62 @@ def test_initial_lora_model_equals_base_exactly(tok):
              lm.lora_config.weight_names)
 
 
+def test_folding_per_layer_equals_folding_the_stack(tok):
+  """The forward folds each layer's adapters inside the layer loop; values
+  and adapter gradients equal folding the whole stack first (the plain
+  model on `merge_layer_weights`), for the reward model and the LoRA LM."""
+  from armap_jax.models import Transformer
+  from armap_jax.models import transformer as tfm
+  from armap_jax.models.heads import LoRALM
+  cfg = L.LoRAConfig(rank=4, alpha=8.0)
+  lm = LoRALM(Transformer(H.tiny_model_config(tok, num_layers=3),
+                          rngs=nnx.Rngs(0)), cfg, rngs=nnx.Rngs(1))
+  rng = np.random.default_rng(2)
+  for n, v in vars(lm.lora).items():  # Trained-looking adapters (B != 0).
+    if isinstance(v, nnx.Param):
+      v[...] = jnp.asarray(rng.normal(0, 0.2, v.shape), v[...].dtype)
+  x = _tokens(tok)
+  pos = jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape)
+  base_w = lm.backbone.weights()
+
+  def stacked(factors):
+    w = dict(base_w)
+    w["layers"] = L.merge_layer_weights(w["layers"], factors, cfg)
+    h, _ = tfm.hidden_from_weights(lm.config, jnp.float32, w, x, pos)
+    return tfm.logits_from_weights(lm.config, jnp.float32, w, h)
+
+  def per_layer(factors):
+    w = dict(base_w)
+    w["layers"] = {**w["layers"], **factors}
+    h, _ = tfm.hidden_from_weights(lm.config, jnp.float32, w, x, pos,
+                                   layer_fn=L.layer_folder(cfg))
+    return tfm.logits_from_weights(lm.config, jnp.float32, w, h)
+
+  f = lm.lora.factors()
+  tol = dict(rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(per_layer(f)),
+                             np.asarray(stacked(f)), **tol)
+  # The module's forward is the per-layer fold.
+  np.testing.assert_array_equal(np.asarray(lm(x, pos)[0]),
+                                np.asarray(per_layer(f)))
+  loss = lambda fn: lambda fs: jnp.mean(jax.nn.log_softmax(fn(fs))[..., 7])
+  g1 = jax.grad(loss(stacked))(f)
+  g2 = jax.grad(loss(per_layer))(f)
+  for k in f:
+    np.testing.assert_allclose(np.asarray(g2[k]), np.asarray(g1[k]),
+                               rtol=1e-4, atol=1e-6)
+  # The reward model: the same equality through its value head.
+  rm = _lora_rm(tok, num_layers=3, seed=3)
+  for n, v in vars(rm.lora).items():
+    if isinstance(v, nnx.Param):
+      v[...] = jnp.asarray(rng.normal(0, 0.2, v.shape), v[...].dtype)
+  np.testing.assert_allclose(np.asarray(rm(x)), np.asarray(rm.merged()(x)),
+                             **tol)
+  with pytest.raises(ValueError, match="layer_fn"):
+    tfm.hidden_from_weights(lm.config, jnp.float32, tfm.unstack_layers(
+        base_w), x, pos, layer_fn=L.layer_folder(cfg))
+
+
 def test_trainable_count_and_optimizer_state(tok, eight_devices):
   lm = _lora_rm(tok, rank=4, num_layers=2)
   mcfg = lm.config

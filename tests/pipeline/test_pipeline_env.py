@@ -280,6 +280,30 @@ def test_release_programs_follows_the_policy():
     pipeline.release_programs(c)
 
 
+def test_a_droppable_policy_sits_out_training_stages(monkeypatch):
+  """A language-model policy is dropped for a training stage (its weights
+  would sit beside the model being trained) and loaded again afterwards; a
+  policy that is not droppable stays loaded."""
+  from armap_jax import pipeline
+  from armap_jax.agent import factory
+  made = []
+  monkeypatch.setattr(factory, "make_policy",
+                      lambda pcfg, ecfg: made.append(object()) or made[-1])
+  c = get_config("quick")
+  lazy = pipeline.LazyPolicy(c, droppable=True)
+  first = lazy()
+  assert lazy() is first and len(made) == 1
+  seen = []
+  assert lazy.released(lambda x: seen.append(lazy._policy) or x + 1, 1) == 2
+  assert seen == [None]  # The stage ran without the policy.
+  again = lazy()
+  assert again is not first and len(made) == 2
+  keep = pipeline.LazyPolicy(c, droppable=False)
+  kept = keep()
+  keep.released(lambda: None)
+  assert keep() is kept and len(made) == 3
+
+
 def test_after_stage_runs_after_each_stage_that_ran(tmp_path):
   from armap_jax import pipeline
   wd = pipeline.Workdir(str(tmp_path))

@@ -1,7 +1,8 @@
 """A LoRA implicit PRM (`train.kind="implicit"`, `model.lora_rank` > 0): only
 the adapters train, the frozen base is pi_ref (no second copy of the model,
-no optimizer moments for it), and the scorer loads base + adapters (merged)
-and the base from the run directory alone."""
+no optimizer moments for it), and the scorer loads the base once (the
+reference, and the policy with the adapters folded in per layer) from the run
+directory alone."""
 
 import jax
 import numpy as np
@@ -67,8 +68,24 @@ def test_lora_implicit_prm_trains_adapters_and_scores_from_its_directory(
   want = nnx.to_pure_dict(nnx.state(base, nnx.Param))
   for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(want)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  moved = [not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(
-      jax.tree.leaves(nnx.to_pure_dict(sc.params)), jax.tree.leaves(ref))]
-  assert any(moved) and not all(moved)  # Adapted targets only (not embed).
+  # One copy of the base: the policy's frozen weights are the reference's
+  # arrays; the policy is that base + the trained adapters.
+  params = nnx.to_pure_dict(sc.params)
+  assert all(a is b for a, b in zip(jax.tree.leaves(params["backbone"]),
+                                    jax.tree.leaves(ref)))
+  assert any(np.any(np.asarray(b) != 0) for k, b in params["lora"].items()
+             if k.endswith("_b"))
   s = sc.score(trajs[:8])
   assert s.shape == (8,) and np.all(np.isfinite(s)) and np.any(s != 0)
+  # The same scores as the plain model with the adapters merged into its
+  # weights (the checkpoint's merged item).
+  from armap_jax.models import Transformer
+  from armap_jax.training import checkpoint as ckpt_lib
+  graphdef, abstract = nnx.split(nnx.eval_shape(
+      lambda: Transformer(base.config, rngs=nnx.Rngs(0))), nnx.Param)
+  merged, _ = ckpt_lib.restore_params(
+      str(tmp_path / "run"), {"backbone": nnx.to_pure_dict(abstract)})
+  plain = implicit.ImplicitPRMScorer(
+      nnx.merge(graphdef, merged["backbone"]), base, sc.tokenizer, sc.fcfg,
+      beta=sc.beta, view=sc.view)
+  np.testing.assert_allclose(plain.score(trajs[:8]), s, rtol=1e-4, atol=1e-5)
