@@ -172,7 +172,14 @@ _QUICK_LM_STRINGS = {"eval.scaling_ns": "1,2,4", "agentrm.ns": "1,2,5",
                      # (pi_ref = the frozen base): full fine-tuning held a
                      # second and third copy of the model plus Adam's two
                      # moments (~3 GiB more for SmolLM2-135M).
-                     "implicit.model.lora_rank": 16}
+                     "implicit.model.lora_rank": 16,
+                     # Adapters only: the scorer folds them into the base it
+                     # loads anyway; a merged save held a third copy (0.54 GiB).
+                     "implicit.model.lora_save": "separate",
+                     # One row per micro-batch of 16 x 256 tokens: the SmolLM2
+                     # LoRA step peaks at 2.7 instead of 3.4 GiB, 1.2x slower
+                     # (docs/performance.md).
+                     "implicit.train.max_activation_gb": 0.75}
 
 
 def _parse(flavour: str) -> tuple[str, bool, bool]:
