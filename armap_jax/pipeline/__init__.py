@@ -84,6 +84,11 @@ class LazyPolicy:
       logging.info("dropping policy %s for this stage",
                    self._cfg.policy.name)
       self._policy = None
+      # A loaded policy sits in reference cycles: without a collection its
+      # weights stay alive into the stage (measured: 0.50 GiB of SmolLM2
+      # arrays still live after the drop, none after gc.collect()).
+      import gc
+      gc.collect()
       from armap_jax.runtime import hostmem
       hostmem.release()
     return fn(*args, **kwargs)

@@ -16,6 +16,7 @@ unfinished part.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
@@ -98,7 +99,8 @@ class Workdir:
       out = fn() or {}
       if self.after_stage is not None:
         self.after_stage()
-      hostmem.release()  # What the stage freed goes back to the OS.
+      gc.collect()  # What the stage left in reference cycles is freed,
+      hostmem.release()  # and what it freed goes back to the OS.
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     # The process's peak resident memory so far (a running maximum): the
     # first stage whose value jumps is the one that set the job's peak.

@@ -286,22 +286,32 @@ def test_a_droppable_policy_sits_out_training_stages(monkeypatch):
   policy that is not droppable stays loaded."""
   from armap_jax import pipeline
   from armap_jax.agent import factory
+  import weakref
+
+  class Cyclic:  # Like a loaded policy: it refers to itself.
+    def __init__(self):
+      self.me = self
+
   made = []
   monkeypatch.setattr(factory, "make_policy",
-                      lambda pcfg, ecfg: made.append(object()) or made[-1])
+                      lambda pcfg, ecfg: made.append(Cyclic()) or made[-1])
   c = get_config("quick")
   lazy = pipeline.LazyPolicy(c, droppable=True)
   first = lazy()
   assert lazy() is first and len(made) == 1
+  ref = weakref.ref(first)
+  del first
+  made.clear()
   seen = []
-  assert lazy.released(lambda x: seen.append(lazy._policy) or x + 1, 1) == 2
-  assert seen == [None]  # The stage ran without the policy.
+  assert lazy.released(lambda x: seen.append((lazy._policy, ref())) or x + 1,
+                       1) == 2
+  assert seen == [(None, None)]  # The stage ran without it, and it is gone.
   again = lazy()
-  assert again is not first and len(made) == 2
+  assert len(made) == 1 and again is made[0]
   keep = pipeline.LazyPolicy(c, droppable=False)
   kept = keep()
   keep.released(lambda: None)
-  assert keep() is kept and len(made) == 3
+  assert keep() is kept and len(made) == 2
 
 
 def test_after_stage_runs_after_each_stage_that_ran(tmp_path):
