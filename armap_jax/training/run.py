@@ -394,6 +394,9 @@ def train_from_config(cfg) -> dict[str, Any]:
     state = trainer.init_state(model)
     if lora is not None:
       ck.save_base(state["frozen"])
+      # Not beside the first step: the async save holds a host copy of the
+      # base weights until written (SmolLM2: 0.54 GiB).
+      ck.wait_until_finished()
   del model
   logging.info("training %s RM: %d train / %s eval examples, mesh %s, view %s",
                tcfg.kind, len(train_ds), len(eval_ds) if eval_ds else 0,
