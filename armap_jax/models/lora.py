@@ -204,11 +204,11 @@ def fold_layer(lw: Mapping[str, jax.Array], cfg: LoRAConfig
 
 
 @functools.lru_cache(maxsize=16)
-def layer_folder(cfg: LoRAConfig, remat: bool = True):
-  """`fold_layer` for `cfg` as one hashable callable per config (a static
-  argument of the jitted forward: equal configs share compiled programs)."""
-  fn = functools.partial(fold_layer, cfg=cfg)
-  return jax.checkpoint(fn) if remat else fn
+def layer_folder(cfg: LoRAConfig):
+  """`fold_layer` for `cfg`, rematerialised in the backward pass, as one
+  hashable callable per config (a static argument of the jitted forward:
+  equal configs share compiled programs)."""
+  return jax.checkpoint(functools.partial(fold_layer, cfg=cfg))
 
 
 class LoRAAdapters(nnx.Module):

@@ -324,12 +324,13 @@ def _plot(c, path: str, env: str) -> None:
 
 
 def run_stages(cfg, wd, policy) -> None:
-  """The stages above, in order (the caller checks `agentrm.enabled`)."""
+  """The stages above, in order (the caller checks `agentrm.enabled`);
+  `policy`: the job's `pipeline.LazyPolicy`."""
   ks = kinds(cfg)
   beam_kinds(cfg)  # A bad list fails before any stage runs.
   if "implicit" in ks:
-    released = getattr(policy, "released", lambda fn, *a: fn(*a))
-    wd.stage("train_implicit", lambda: released(train_implicit, cfg, wd))
+    wd.stage("train_implicit",
+             lambda: policy.released(train_implicit, cfg, wd))
   wd.stage("agentrm_pool", lambda: pool(cfg, wd, policy()))
   for k in ks:
     wd.stage(f"agentrm_score_{_file_tag(k)}", lambda k=k: score(cfg, wd, k))
