@@ -30,6 +30,7 @@ import ast
 import os
 import resource
 import sys
+import time
 import traceback
 from typing import Any, Callable, Sequence
 
@@ -176,23 +177,52 @@ class RSSWatch:
 
     with RSSWatch() as w:
       work()
-    w.peak_bytes, w.end_bytes
+    w.peak_bytes, w.end_bytes, w.timeline
+
+  `timeline` holds at most `points` (wall time, bytes) samples however long
+  the block runs: when it fills up, neighbouring pairs merge into the one
+  with more memory (peaks survive) and later samples are kept half as often.
   """
 
-  def __init__(self, interval: float = 0.25):
+  def __init__(self, interval: float = 0.25, points: int = 256):
+    if points < 2:
+      raise ValueError(f"RSSWatch points must be >= 2, got {points}")
     self.interval = float(interval)
+    self.points = int(points)
     self.peak_bytes = 0
     self.end_bytes = 0
+    self.timeline: list[tuple[float, int]] = []
+    self._stride = 1  # Samples merged into each timeline point.
+    self._pending: tuple[float, int] | None = None
+    self._count = 0
     self._stop = None
     self._thread = None
 
+  def _sample(self) -> int:
+    now, rss = time.time(), current_rss_bytes()
+    self.peak_bytes = max(self.peak_bytes, rss)
+    if self._pending is None or rss > self._pending[1]:
+      self._pending = (now, rss)
+    self._count += 1
+    if self._count >= self._stride:
+      self.timeline.append(self._pending)
+      self._pending, self._count = None, 0
+      if len(self.timeline) >= self.points:
+        t = self.timeline
+        self.timeline = [max(t[i:i + 2], key=lambda p: p[1])
+                         for i in range(0, len(t), 2)]
+        self._stride *= 2
+    return rss
+
   def _run(self) -> None:
     while not self._stop.wait(self.interval):
-      self.peak_bytes = max(self.peak_bytes, current_rss_bytes())
+      self._sample()
 
   def __enter__(self) -> "RSSWatch":
     import threading
-    self.peak_bytes = current_rss_bytes()
+    self.timeline, self._stride, self._pending, self._count = [], 1, None, 0
+    self.peak_bytes = 0
+    self._sample()
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._run, name="rss-watch",
                                     daemon=True)
@@ -202,8 +232,8 @@ class RSSWatch:
   def __exit__(self, *exc) -> None:
     self._stop.set()
     self._thread.join()
-    self.end_bytes = current_rss_bytes()
-    self.peak_bytes = max(self.peak_bytes, self.end_bytes)
+    self._stride = self._count + 1  # The last sample closes the timeline.
+    self.end_bytes = self._sample()
 
 
 def peak_memory_line() -> str:
