@@ -63,6 +63,10 @@ _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 40,
                                 "new tokens per action (both sides)",
                                 lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 0, "search seed (both sides)")
+_COMPACT = flags.DEFINE_bool(
+    "compact_rows", True, "ours: gather the rows still running into fewer "
+    "rows between decode chunks (decoding/compaction.py; as the main job "
+    "does for language-model policies)")
 _FOLLOW = flags.DEFINE_bool(
     "follow", True, "the reference generates for every history it is asked "
     "about but its searcher gets our proposals, so both searches take the "
@@ -268,7 +272,8 @@ def main(argv):
       "smollm2-135m-instruct" if env_name == "webshop" else name)
   fmt = factory.prompt_format(policy_cfg, env_cfg)
   chat = False if getattr(fmt, "name", "").endswith("-trace") else None
-  ours = LocalPolicy(ours_model, tok, fmt=fmt, chat=chat, name=name)
+  ours = LocalPolicy(ours_model, tok, fmt=fmt, chat=chat, name=name,
+                     compact_rows=_COMPACT.value)
   timed = TimedDecoder(ours.decoder)
   ours.decoder = timed
   ref = HFPolicy(tmodel, tok, fmt=fmt, chat=ours.chat, name=name,
@@ -292,6 +297,7 @@ def main(argv):
           "WebShop dev goals")
   print(f"policy {name} on both sides; {len(tasks)} {what}, "
         f"{max_steps} actions max, {max_new} new tokens per action; "
+        f"our row compaction {'on' if _COMPACT.value else 'off'}; "
         f"scorer: env oracle (no training, no model: the bench times the "
         f"policy side; success is an upper bound)", flush=True)
 

@@ -162,7 +162,7 @@ KV_DTYPES = ("", "float32", "bfloat16")
 
 def decode_options(policy_cfg) -> dict[str, Any]:
   """`LocalPolicy`'s decode sizing from `config.policy` (`max_batch`,
-  `memory_budget_gb`, `kv_dtype`), validated."""
+  `memory_budget_gb`, `kv_dtype`, `compact_rows`), validated."""
   try:
     max_batch = int(policy_cfg.get("max_batch", 0))
     gb = float(policy_cfg.get("memory_budget_gb", 0.0))
@@ -181,9 +181,16 @@ def decode_options(policy_cfg) -> dict[str, Any]:
     raise PolicyConfigError(f"config.policy.kv_dtype: expected one of "
                             f"{KV_DTYPES} ('' = the model's dtype), got "
                             f"{kv!r}")
+  compact = str(policy_cfg.get("compact_rows", "auto"))
+  if compact not in ("auto", "on", "off"):
+    raise PolicyConfigError(f"config.policy.compact_rows: expected auto, on "
+                            f"or off, got {compact!r}")
   return {"max_batch": max_batch or None,
           "memory_budget_bytes": int(gb * 2**30) if gb else None,
-          "kv_dtype": kv or None}
+          "kv_dtype": kv or None,
+          "compact_rows": compact == "on" or (
+              compact == "auto"
+              and is_language_model(str(policy_cfg.get("name", ""))))}
 
 
 def _tiny_random(seed: int, fmt, decode: dict[str, Any]):

@@ -66,6 +66,8 @@ class LocalPolicy:
       accelerator's memory).
     kv_dtype: the KV cache's dtype, "float32" or "bfloat16" (None: the
       model's).
+    compact_rows: gather the rows still running into fewer rows between
+      decode chunks (`decoding/compaction.py`; the same tokens).
     progress: show a transient bar of decoded rows when a call is split
       into several decode calls.
   """
@@ -76,7 +78,8 @@ class LocalPolicy:
                max_batch: int | None = None,
                context_length: int | None = None,
                memory_budget_bytes: int | None = None,
-               kv_dtype: str | None = None, progress: bool = True):
+               kv_dtype: str | None = None, progress: bool = True,
+               compact_rows: bool = False):
     from armap_jax import decoding  # Heavy (jax); only when used.
     from armap_jax.decoding import budget
     from armap_jax.decoding import prefix as prefix_lib
@@ -92,7 +95,8 @@ class LocalPolicy:
                                       self.budget.bytes // 8))
     self.decoder = decoding.Decoder(model, tokenizer,
                                     context_length=context_length,
-                                    prefix_cache=store, kv_dtype=kv_dtype)
+                                    prefix_cache=store, kv_dtype=kv_dtype,
+                                    compact_rows=compact_rows)
     self.compute_dtype = str(np.dtype(getattr(model, "dtype", np.float32)))
     self.kv_dtype = kv_dtype or self.compute_dtype
     self.model_config = model.config

@@ -45,12 +45,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from armap_jax.decoding import batching, beam, groups, programs, scoring
+from armap_jax.decoding import (batching, beam, compaction, groups, programs,
+                                scoring)
 from armap_jax.decoding.generation import Generation, Plan
 from armap_jax.decoding.prefix import PrefixCache, prefix_slots
 from armap_jax.decoding.sampling import SamplingArrays, row_keys
-from armap_jax.decoding.state import (FINISH_REASON, STOP_STRING, STOP_TOKEN,
-                                      Completion, DecodeRows, padded_ids)
+from armap_jax.decoding.state import (FINISH_REASON, PAD_ID, RUNNING,
+                                      STOP_STRING, STOP_TOKEN, Completion,
+                                      DecodeRows, padded_ids)
 from armap_jax.decoding.stops import StopTables, trim_at_stop
 from armap_jax.models import transformer
 
@@ -101,7 +103,8 @@ class Decoder:
                context_length: int | None = None,
                unroll_layers: bool | None = None,
                prefix_cache: PrefixCache | str | None = "auto",
-               kv_dtype: str | None = None):
+               kv_dtype: str | None = None,
+               compact_rows: bool = False):
     """See the class docstring; `unroll_layers`: see `programs.cached_step_fn`
     (None: `programs.unrolls`' depth rule).
 
@@ -115,6 +118,9 @@ class Decoder:
     window always take the reference path.
     `kv_dtype`: dtype of the rows' KV cache and of stored prefixes:
     "bfloat16", "float32" or None (the model's dtype).
+    `compact_rows`: `generate` gathers the rows still running into a smaller
+    row bucket between decode chunks (`compaction.py`; the same tokens);
+    False: one decode loop over every row until the longest is done.
     """
     self.graphdef, self.state = nnx.split(model)
     self.unroll_layers = programs.unrolls(model, unroll_layers)
@@ -126,6 +132,7 @@ class Decoder:
                          f"got {kv_dtype!r}")
       kv_dtype = name
     self.kv_dtype = kv_dtype
+    self.compact_rows = bool(compact_rows)
     if isinstance(prefix_cache, str):
       if prefix_cache != "auto":
         raise ValueError(f"prefix_cache: expected 'auto', None or a "
@@ -300,16 +307,74 @@ class Decoder:
                       stop=stop, seed=seed, keys=keys,
                       add_special_tokens=add_special_tokens)
     plan, cache, logits, rows, prefix = self._prefill_rows(plan)
-    tokens, logprobs, finish, counts, _ = programs.decode(
-        self.graphdef, self.state, cache, logits, rows, plan.eos_e,
-        plan.stop_ids_e, plan.stop_table, *prefix, n_buf=plan.n_buf,
-        unroll_layers=self.unroll_layers)
-    tokens, logprobs, finish, counts = jax.device_get(
-        (tokens, logprobs, finish, counts))
+    if (self.compact_rows and plan.n_buf > compaction.CHUNK_STEPS
+        and len(plan.row_prompt) >= 2 * compaction.MIN_ROWS):
+      tokens, logprobs, finish, counts = self._decode_compacting(
+          plan, cache, logits, rows, prefix)
+    else:
+      tokens, logprobs, finish, counts, _ = programs.decode(
+          self.graphdef, self.state, cache, logits, rows, plan.eos_e,
+          plan.stop_ids_e, plan.stop_table, *prefix, n_buf=plan.n_buf,
+          unroll_layers=self.unroll_layers)
+      tokens, logprobs, finish, counts = jax.device_get(
+          (tokens, logprobs, finish, counts))
     self.stats["generated_tokens"] += int(counts[plan.real_rows()].sum())
     return [[self._completion(plan, i * n + j, tokens, logprobs, finish,
                               counts) for j in range(n)]
             for i in range(plan.num_prompts)]
+
+  def _decode_compacting(self, plan: Plan, cache, logits, rows, prefix):
+    """`programs.decode`'s loop run `compaction.CHUNK_STEPS` steps at a
+    time, the rows still running gathered into a smaller row bucket
+    between chunks whenever they fit one (`compaction.py`); host copies of
+    every row's (tokens, logprobs, finish, count), as `decode` returns."""
+    s = programs.decode_start(cache, logits, rows, plan.eos_e,
+                              plan.stop_ids_e, plan.stop_table,
+                              n_buf=plan.n_buf)
+    weights = (programs.layer_weights(self.graphdef, self.state)
+               if self.unroll_layers else None)
+    kv, length = prefix
+    if kv is not None and self.unroll_layers:
+      kv = programs.unstack_prefix(kv)  # Once, not once per chunk.
+    groups_now = (len(length) if length is not None and np.ndim(length) == 1
+                  else None)
+    num_rows = len(plan.row_prompt)
+    out = (np.full((num_rows, plan.n_buf), PAD_ID, np.int32),
+           np.zeros((num_rows, plan.n_buf), np.float32),
+           np.zeros((num_rows,), np.int32), np.zeros((num_rows,), np.int32))
+    origin = np.arange(num_rows)  # The plan's row of each row (-1: padding).
+
+    def harvest(s):
+      got = jax.device_get((s.tokens, s.logprobs, s.finish, s.count))
+      real = origin >= 0
+      for dst, src in zip(out, got):
+        dst[origin[real]] = np.asarray(src)[real]
+
+    divisor = batching.batch_divisor()
+    while True:
+      t, finish = jax.device_get((s.t, s.finish))
+      if int(t) >= plan.n_buf or not np.any(finish == RUNNING):
+        break
+      c = compaction.plan(finish, groups_now, divisor)
+      if c is not None:
+        harvest(s)  # The rows left behind are finished: copied now.
+        stacked = not self.unroll_layers
+        if c.src_groups is None:
+          s, rows, _, _ = compaction.gather(s, rows, c.src_rows, c.live,
+                                            stacked=stacked)
+        else:
+          s, rows, kv, length = compaction.gather(
+              s, rows, c.src_rows, c.live, kv, length, c.src_groups,
+              stacked=stacked)
+          groups_now = len(c.src_groups)
+        origin = np.where(c.live, origin[c.src_rows], -1)
+      s = programs.decode_chunk(
+          self.graphdef, self.state, weights, s, rows, plan.eos_e,
+          plan.stop_ids_e, plan.stop_table, np.zeros((len(origin),), bool),
+          np.int32(compaction.CHUNK_STEPS), kv, length,
+          unroll_layers=self.unroll_layers)
+    harvest(s)
+    return out
 
   def start(self, prompts, **kwargs) -> Generation:
     """`generate(prompts, **kwargs)` run a chunk of decode steps at a time.

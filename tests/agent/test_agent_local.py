@@ -231,6 +231,13 @@ def test_factory_passes_the_decode_budget_through():
   default = factory.make_policy(sections.policy("tiny-random"), g24)
   assert default.budget == budget.default_budget()
   assert default.kv_dtype == "float32" and default.max_batch is None
+  # Row compaction: off for the tiny policies unless asked for.
+  assert not default.decoder.compact_rows
+  on = factory.make_policy(sections.policy("tiny-random", compact_rows="on"),
+                           g24)
+  assert on.decoder.compact_rows
+  assert factory.decode_options(sections.policy(
+      "smollm2-135m-instruct"))["compact_rows"]
 
 
 @pytest.mark.parametrize("field,value,match", [
@@ -238,6 +245,8 @@ def test_factory_passes_the_decode_budget_through():
     ("memory_budget_gb", float("nan"), r"memory_budget_gb must be >= 0.*nan"),
     ("kv_dtype", "int8", r"config.policy.kv_dtype: expected one of .*'int8'"),
     ("max_batch", -2, r"config.policy.max_batch must be >= 0"),
+    ("compact_rows", "yes", r"config.policy.compact_rows: expected auto, on "
+     r"or off, got 'yes'"),
 ])
 def test_bad_decode_config_values_name_the_field(field, value, match):
   from armap_jax.agent import factory

@@ -61,3 +61,24 @@ def test_bench_plan_smoke(tmp_path, env_name):
   m = re.match(r"smallest wall-time ratio reference/ours: " + _X, last)
   assert m, last
   assert float(m.group(1)) == min(ratios)
+
+
+@pytest.mark.slow  # Compiles two searches twice.
+def test_bench_compact_smoke(tmp_path):
+  """experiments/bench_compact.py --smoke: both sides run, the same
+  proposals, a ratio per search and the last line's smallest."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
+  env.pop("XLA_FLAGS", None)
+  p = subprocess.run(
+      [sys.executable, os.path.join(_ROOT, "experiments", "bench_compact.py"),
+       "--smoke", "--searches=bon,beam"],
+      cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+  assert p.returncode == 0, (p.stdout[-3000:], p.stderr[-3000:])
+  out = p.stdout
+  assert re.search(r"^machine: .*\(.*logical CPU", out, re.M), out
+  blocks = re.split(r"^== ", out, flags=re.M)[1:]
+  assert [b.split()[0] for b in blocks] == ["bon", "beam"], out
+  for b in blocks:
+    assert "proposals the same" in b, b
+    assert re.search(r"wall-time ratio off/on " + _X, b), b
+  assert re.search(r"smallest wall-time ratio off/on: " + _X, out), out

@@ -1,0 +1,172 @@
+"""Row compaction A/B: the same whole searches with our engine, compaction
+off vs on (`decoding/compaction.py`), in one process.
+
+Takes `bench_plan.py`'s searches, puzzles and flags (`--searches`,
+`--puzzles`, `--env`, `--max_new_tokens`, `--seed`, `--smoke`,
+`--threads`, `--dtype`). Each side runs once to compile, then `--rounds`
+timed runs alternate off / on (this machine is noisy: the best of each is
+kept). Both sides use the same seeds, so with the same tokens (what
+compaction promises) they walk the same tree: the script compares every
+proposal and exits 1 if any differs. Prints the CPU, then per search the wall-time ratio
+off / on and the decode rows stepped per generated token on each side; the
+last line carries the smallest ratio as N.NNx.
+
+  python experiments/bench_compact.py --searches=beam,bon --puzzles=20
+  python experiments/bench_compact.py --smoke
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from absl import app, flags
+
+import bench_decode
+import bench_plan
+from armap_jax.runtime import launch
+
+_ROUNDS = flags.DEFINE_integer("rounds", 1, "timed runs per side",
+                               lower_bound=1)
+
+
+class RowSteps:
+  """Counts the decode rows stepped (rows x steps of every decode loop) by
+  wrapping `programs.decode` and `programs.decode_chunk`."""
+
+  def __init__(self):
+    import jax
+    from armap_jax.decoding import programs
+    self.row_steps = 0
+    self._programs = programs
+    self._orig = (programs.decode, programs.decode_chunk)
+    jax_get = jax.device_get
+
+    def decode(*a, **k):
+      out = self._orig[0](*a, **k)
+      # Rows x (steps run: the longest row's count, the loop's length).
+      counts = jax_get(out[3])
+      self.row_steps += counts.shape[0] * max(int(counts.max()) - 1, 0)
+      return out
+
+    def chunk(graphdef, state, weights, s, *a, **k):
+      t0 = int(jax_get(s.t))
+      rows = s.tokens.shape[0]
+      out = self._orig[1](graphdef, state, weights, s, *a, **k)
+      self.row_steps += rows * (int(jax_get(out.t)) - t0)
+      return out
+
+    programs.decode, programs.decode_chunk = decode, chunk
+
+
+def main(argv):
+  del argv
+  from armap_jax.runtime import hostmem
+  hostmem.tune_malloc()
+  import jax
+  import transformers
+
+  from armap_jax.agent import factory
+  from armap_jax.agent.local_policy import LocalPolicy
+  from armap_jax.configs import sections
+  from armap_jax.envs import registry
+  from armap_jax.models import registry as model_registry
+  from armap_jax.rewards import load as rewards_load
+  from armap_jax.runtime import machine
+  from armap_jax.search import factory as search_factory
+  from armap_jax.search.common import Budget
+
+  dtype = bench_decode._DTYPE.value
+  print(f"machine: {machine.describe()}; jax {jax.__version__} "
+        f"({jax.devices()[0].platform}), {dtype}")
+  env_name = bench_plan._ENV.value
+  env_cfg = sections.env(env_name, **({"protocol": "tot"}
+                                      if env_name == "game24" else {}))
+  if bench_plan._SMOKE.value:
+    # 8 tasks: Best-of-4's calls reach 32 rows, enough to compact.
+    name, puzzles = "tiny-random", 8
+    max_new = bench_plan.SMOKE_MAX_NEW
+    max_steps = bench_plan.SMOKE_MAX_STEPS[env_name]
+    model, _, _ = bench_decode.load("tiny", dtype)
+    tok = transformers.PreTrainedTokenizerFast.from_pretrained(
+        model_registry.policy_path(model_registry.DEFAULT_POLICY))
+  else:
+    from armap_jax.models import gguf as gguf_lib
+    from armap_jax.models.gguf_file import GGUFFile
+    name, puzzles = "smollm2-135m-instruct", bench_plan._PUZZLES.value
+    max_new, max_steps = bench_plan._MAX_NEW.value, bench_plan.MAX_STEPS[
+        env_name]
+    model, _, _ = bench_decode.load("smollm2", dtype)
+    path = gguf_lib.known_model_path(name)
+    tok = gguf_lib.tokenizer_from_gguf(GGUFFile(path), path)
+  policy_cfg = sections.policy(
+      "smollm2-135m-instruct" if env_name == "webshop" else name)
+  fmt = factory.prompt_format(policy_cfg, env_cfg)
+  chat = False if getattr(fmt, "name", "").endswith("-trace") else None
+  counter = RowSteps()
+  sides = {}
+  for key, compact in (("off", False), ("on", True)):
+    pol = LocalPolicy(model, tok, fmt=fmt, chat=chat, name=name,
+                      compact_rows=compact)
+    sides[key] = (pol, bench_plan.TimedDecoder(pol.decoder))
+    pol.decoder = sides[key][1]
+  tasks = registry.get_spec(env_name).splits("dev")[:puzzles]
+  envs = registry.env_factory(env_cfg)
+  scorer = rewards_load.make_scorer("oracle", env=env_name,
+                                    protocol=env_cfg.protocol)
+  search_cfg = sections.search(seed=bench_plan._SEED.value)
+  print(f"policy {name}; {len(tasks)} {env_name} dev tasks, {max_steps} "
+        f"actions max, {max_new} new tokens per action; {_ROUNDS.value} "
+        f"timed run(s) per side after one that compiles", flush=True)
+
+  ratios = {}
+  for s in bench_plan._SEARCHES.value:
+    method, sizes = bench_plan.SEARCHES[s]
+    if bench_plan._SMOKE.value:
+      sizes = bench_plan.SMOKE_SIZES[s]
+    searcher = search_factory.make_searcher(search_cfg, method)
+    budget = Budget(max_steps=max_steps, **sizes)
+    args = (tasks, scorer, envs, budget, max_new)
+
+    def run(key):
+      pol, timed = sides[key]
+      stats = lambda: (timed.stats["model_s"], 0, "",
+                       timed.stats["generated_tokens"])
+      r0 = counter.row_steps
+      side = bench_plan.run_side(searcher, pol, stats, *args)
+      return side, counter.row_steps - r0
+
+    off0, _ = run("off")  # Compiles.
+    on0, _ = run("on")
+    best = {"off": None, "on": None}
+    for _ in range(_ROUNDS.value):
+      for key in ("off", "on"):
+        got = run(key)
+        if best[key] is None or got[0].wall_s < best[key][0].wall_s:
+          best[key] = got
+    (a, steps_a), (b, steps_b) = best["off"], best["on"]
+    same = (bench_plan.first_difference(off0.rec, on0.rec)
+            or bench_plan.first_difference(a.rec, b.rec))
+    ratio = a.wall_s / b.wall_s
+    ratios[s] = ratio
+    print(f"\n== {s} ({bench_plan.describe(method, budget)}, {len(tasks)} "
+          f"tasks)\n"
+          f"  compaction off {a.wall_s:9.2f} s (first run {off0.wall_s:.2f} "
+          f"s); decode row-steps {steps_a}, per generated token "
+          f"{steps_a / max(1, a.generated):.2f}\n"
+          f"  compaction on  {b.wall_s:9.2f} s (first run {on0.wall_s:.2f} "
+          f"s); decode row-steps {steps_b}, per generated token "
+          f"{steps_b / max(1, b.generated):.2f}\n"
+          f"  wall-time ratio off/on {ratio:.2f}x; generated tokens off "
+          f"{a.generated}, on {b.generated}; proposals "
+          f"{'the same' if not same else 'DIFFER: ' + same}", flush=True)
+    if same or a.generated != b.generated:
+      print(f"compaction changed the proposals of {s}", file=sys.stderr)
+      sys.exit(1)
+  worst = min(ratios, key=ratios.get)
+  print(f"smallest wall-time ratio off/on: {ratios[worst]:.2f}x ({worst}; "
+        f"{', '.join(f'{k} {v:.2f}x' for k, v in ratios.items())})")
+
+
+if __name__ == "__main__":
+  launch.run_main(main)
