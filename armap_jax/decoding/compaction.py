@@ -102,24 +102,42 @@ def plan(finish_r: np.ndarray, num_groups: int | None,
   return Compaction(src_rows=src, live=live, src_groups=src_groups)
 
 
-def _take_cache(cache, src, stacked: bool):
-  """Rows `src` of a KV cache ({"k", "v"}: stacked [L, R, ...] or a tuple
-  of per-layer [R, ...])."""
-  if stacked:
-    return jax.tree.map(lambda c: c[:, src], cache)
-  return jax.tree.map(lambda c: c[src], cache)
+@functools.partial(jax.jit, static_argnames=("name", "stacked"))
+def _take_rows(c, src, *, name: str, stacked: bool):
+  """Rows `src` of one cache array ("k" or "v"; stacked [L, R, ...] or one
+  layer's [R, ...])."""
+  return batching.shard_cache({name: c[:, src] if stacked else c[src]})[name]
+
+
+def take_cache_rows(cache: dict, src, stacked: bool) -> dict:
+  """Rows `src` of a KV cache ({"k", "v"}: stacked [L, R, ...] or tuples
+  of per-layer [R, ...]), in place: each old array is dropped as soon as
+  its rows are copied, so a per-layer cache needs one layer's copy more
+  than the new cache, not the old cache twice over (the caller must hold
+  no other reference to the old arrays; a stacked cache is copied whole)."""
+  src = jnp.asarray(src)
+  for name in list(cache):
+    if stacked:
+      cache[name] = _take_rows(cache[name], src, name=name, stacked=True)
+      continue
+    layers = list(cache[name])
+    cache[name] = None
+    for i in range(len(layers)):
+      layers[i] = _take_rows(layers[i], src, name=name, stacked=False)
+    cache[name] = tuple(layers)
+  return cache
 
 
 @functools.partial(jax.jit, static_argnames=("stacked",))
 def gather(s: DecodeState, rows: DecodeRows, src, live, prefix=None,
            prefix_len=None, src_groups=None, *, stacked: bool):
-  """The state, per-row inputs and (grouped) prefix of the new layout: row
-  i is old row `src[i]`; rows not `live` are finished padding. `stacked`:
-  the cache (and a grouped prefix) is stacked over layers, else per layer."""
+  """The state (its cache excepted: `take_cache_rows`), per-row inputs and
+  (grouped) prefix of the new layout: row i is old row `src[i]`; rows not
+  `live` are finished padding. `stacked`: a grouped prefix is stacked over
+  layers, else per layer."""
   take = lambda x: batching.shard_rows(x[src])
   s = DecodeState(
-      t=s.t, cache=batching.shard_cache(_take_cache(s.cache, src, stacked)),
-      kv_valid=take(s.kv_valid), tokens=take(s.tokens),
+      t=s.t, cache=None, kv_valid=take(s.kv_valid), tokens=take(s.tokens),
       logprobs=take(s.logprobs),
       finish=batching.shard_rows(jnp.where(live, s.finish[src], CANCELLED)),
       stop_state=take(s.stop_state), count=take(s.count))
@@ -128,7 +146,7 @@ def gather(s: DecodeState, rows: DecodeRows, src, live, prefix=None,
       max_new=take(rows.max_new), prompt_len=take(rows.prompt_len),
       kv_valid=take(rows.kv_valid))
   if src_groups is not None:
-    prefix = _take_cache(prefix, src_groups, stacked)
+    prefix = jax.tree.map(
+        lambda c: c[:, src_groups] if stacked else c[src_groups], prefix)
     prefix_len = prefix_len[src_groups]
   return s, rows, prefix, prefix_len
-

@@ -359,6 +359,9 @@ class Decoder:
       if c is not None:
         harvest(s)  # The rows left behind are finished: copied now.
         stacked = not self.unroll_layers
+        # The state lets go of its cache, which is gathered layer by layer.
+        cache, s = s.cache, dataclasses.replace(s, cache=None)
+        cache = compaction.take_cache_rows(cache, c.src_rows, stacked)
         if c.src_groups is None:
           s, rows, _, _ = compaction.gather(s, rows, c.src_rows, c.live,
                                             stacked=stacked)
@@ -367,6 +370,7 @@ class Decoder:
               s, rows, c.src_rows, c.live, kv, length, c.src_groups,
               stacked=stacked)
           groups_now = len(c.src_groups)
+        s = dataclasses.replace(s, cache=cache)
         origin = np.where(c.live, origin[c.src_rows], -1)
       s = programs.decode_chunk(
           self.graphdef, self.state, weights, s, rows, plan.eos_e,

@@ -142,3 +142,23 @@ def test_small_calls_and_short_budgets_take_one_loop(model, monkeypatch):
   dec.generate(_flat_prompts(), n=4, max_new_tokens=8, stop=STOPS,
                temperature=1.0)  # 8 new tokens: one chunk.
   assert calls == []
+
+
+@pytest.mark.parametrize("stacked", [True, False])
+def test_take_cache_rows_in_place(stacked):
+  import jax.numpy as jnp
+  rng = np.random.default_rng(0)
+  k = rng.normal(size=(3, 16, 2, 4, 8)).astype(np.float32)  # [L, R, K, H, S]
+  v = rng.normal(size=(3, 16, 2, 8, 4)).astype(np.float32)
+  if stacked:
+    cache = {"k": jnp.asarray(k), "v": jnp.asarray(v)}
+  else:
+    cache = {"k": tuple(jnp.asarray(x) for x in k),
+             "v": tuple(jnp.asarray(x) for x in v)}
+  src = np.array([5, 2, 2, 9, 0, 0, 0, 0], np.int32)
+  out = compaction.take_cache_rows(cache, src, stacked)
+  assert out is cache  # Gathered in place: the old arrays are let go.
+  got_k = np.asarray(out["k"]) if stacked else np.stack(out["k"])
+  got_v = np.asarray(out["v"]) if stacked else np.stack(out["v"])
+  np.testing.assert_array_equal(got_k, k[:, src])
+  np.testing.assert_array_equal(got_v, v[:, src])
