@@ -5,9 +5,14 @@ Takes `bench_plan.py`'s searches, puzzles and flags (`--searches`,
 `--puzzles`, `--env`, `--max_new_tokens`, `--seed`, `--smoke`,
 `--threads`, `--dtype`). Each side runs once to compile, then `--rounds`
 timed runs alternate off / on (this machine is noisy: the best of each is
-kept). Both sides use the same seeds, so with the same tokens (what
-compaction promises) they walk the same tree: the script compares every
-proposal and exits 1 if any differs. Prints the CPU, then per search the wall-time ratio
+kept). The side with compaction follows the other's proposals
+(`bench_plan.Recorder`): it generates for every history its searcher asks
+about, but the searcher gets the other side's proposals, so both walk the
+same tree. Its own proposals are compared with the followed ones and the
+share that differ is printed: on a real model a few do, as they do when
+a call is split in two (a row's float32 logits depend on the call's row
+count at the ~1e-5 level, and a sampled token moves to its neighbouring id
+when the draw lies that close to a boundary; docs/performance.md). Prints the CPU, then per search the wall-time ratio
 off / on and the decode rows stepped per generated token on each side; the
 last line carries the smallest ratio as N.NNx.
 
@@ -28,6 +33,32 @@ from armap_jax.runtime import launch
 
 _ROUNDS = flags.DEFINE_integer("rounds", 1, "timed runs per side",
                                lower_bound=1)
+
+
+class Spy:
+  """A policy that keeps what it proposed (a following `Recorder` hands the
+  searcher the followed side's proposals instead)."""
+
+  def __init__(self, policy):
+    self._p = policy
+    self.name = policy.name
+    self.own = []
+
+  def propose(self, histories, n, sampling):
+    out = self._p.propose(histories, n, sampling)
+    self.own.append(out)
+    return out
+
+
+def differing(spy: Spy, followed) -> tuple[int, int]:
+  """(proposals whose action differs from the followed side's, all)."""
+  diff = total = 0
+  for own, (_, _, theirs) in zip(spy.own, followed.calls):
+    for a, b in zip(own, theirs):
+      for x, y in zip(a, b):
+        total += 1
+        diff += x.action != y.action
+  return diff, total
 
 
 class RowSteps:
@@ -128,25 +159,29 @@ def main(argv):
     budget = Budget(max_steps=max_steps, **sizes)
     args = (tasks, scorer, envs, budget, max_new)
 
-    def run(key):
+    def run(key, follow=None):
       pol, timed = sides[key]
+      spy = Spy(pol)
       stats = lambda: (timed.stats["model_s"], 0, "",
                        timed.stats["generated_tokens"])
       r0 = counter.row_steps
-      side = bench_plan.run_side(searcher, pol, stats, *args)
-      return side, counter.row_steps - r0
+      side = bench_plan.run_side(searcher, spy, stats, *args, follow=follow)
+      return side, counter.row_steps - r0, spy
 
-    off0, _ = run("off")  # Compiles.
-    on0, _ = run("on")
+    off0, _, _ = run("off")  # Compiles.
+    on0, _, _ = run("on", follow=off0.rec)
     best = {"off": None, "on": None}
+    diff = total = 0
     for _ in range(_ROUNDS.value):
       for key in ("off", "on"):
-        got = run(key)
+        got = run(key, follow=None if key == "off" else off0.rec)
+        if key == "on":
+          d, t = differing(got[2], off0.rec)
+          diff, total = diff + d, total + t
         if best[key] is None or got[0].wall_s < best[key][0].wall_s:
           best[key] = got
-    (a, steps_a), (b, steps_b) = best["off"], best["on"]
-    same = (bench_plan.first_difference(off0.rec, on0.rec)
-            or bench_plan.first_difference(a.rec, b.rec))
+    (a, steps_a, _), (b, steps_b, _) = best["off"], best["on"]
+    rerun = bench_plan.first_difference(off0.rec, a.rec)
     ratio = a.wall_s / b.wall_s
     ratios[s] = ratio
     print(f"\n== {s} ({bench_plan.describe(method, budget)}, {len(tasks)} "
@@ -158,10 +193,13 @@ def main(argv):
           f"s); decode row-steps {steps_b}, per generated token "
           f"{steps_b / max(1, b.generated):.2f}\n"
           f"  wall-time ratio off/on {ratio:.2f}x; generated tokens off "
-          f"{a.generated}, on {b.generated}; proposals "
-          f"{'the same' if not same else 'DIFFER: ' + same}", flush=True)
-    if same or a.generated != b.generated:
-      print(f"compaction changed the proposals of {s}", file=sys.stderr)
+          f"{a.generated}, on {b.generated}; proposals with compaction that "
+          f"differ from the other side's: {diff} of {total}; the side "
+          f"without it on its rerun: "
+          f"{'the same' if not rerun else rerun}", flush=True)
+    if rerun:  # The same calls twice must give the same tokens.
+      print(f"{s}: a rerun without compaction changed its proposals",
+            file=sys.stderr)
       sys.exit(1)
   worst = min(ratios, key=ratios.get)
   print(f"smallest wall-time ratio off/on: {ratios[worst]:.2f}x ({worst}; "

@@ -67,7 +67,8 @@ class LocalPolicy:
     kv_dtype: the KV cache's dtype, "float32" or "bfloat16" (None: the
       model's).
     compact_rows: gather the rows still running into fewer rows between
-      decode chunks (`decoding/compaction.py`; the same tokens).
+      decode chunks (`decoding/compaction.py`; the same tokens up to
+      float32 rounding).
     progress: show a transient bar of decoded rows when a call is split
       into several decode calls.
   """

@@ -76,9 +76,10 @@ def policy(name: str = "random", **overrides: Any) -> ml_collections.ConfigDict:
       "memory_budget_gb": 0.0,
       "kv_dtype": "",  # KV cache: "float32", "bfloat16" ("" = model dtype).
       # Gather the rows still running into fewer rows between decode chunks
-      # (decoding/compaction.py; same tokens): "on", "off", or "auto" = when
-      # the policy is a language model (a step costs in proportion to its
-      # rows there; each smaller row bucket is one more compiled program).
+      # (decoding/compaction.py; same tokens up to f32 rounding): "on", "off",
+      # or "auto" = when the policy is a language model (a step costs in
+      # proportion to its rows there; each smaller row bucket is one more
+      # compiled program).
       "compact_rows": "auto",
       # After each stage of the main job, drop the compiled programs (later
       # stages load them again from the persistent compilation cache): "on",

@@ -119,8 +119,9 @@ class Decoder:
     `kv_dtype`: dtype of the rows' KV cache and of stored prefixes:
     "bfloat16", "float32" or None (the model's dtype).
     `compact_rows`: `generate` gathers the rows still running into a smaller
-    row bucket between decode chunks (`compaction.py`; the same tokens);
-    False: one decode loop over every row until the longest is done.
+    row bucket between decode chunks (`compaction.py`; the same tokens up
+    to float32 rounding); False: one decode loop over every row until the
+    longest is done.
     """
     self.graphdef, self.state = nnx.split(model)
     self.unroll_layers = programs.unrolls(model, unroll_layers)

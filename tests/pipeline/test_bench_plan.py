@@ -79,6 +79,7 @@ def test_bench_compact_smoke(tmp_path):
   blocks = re.split(r"^== ", out, flags=re.M)[1:]
   assert [b.split()[0] for b in blocks] == ["bon", "beam"], out
   for b in blocks:
-    assert "proposals the same" in b, b
+    assert re.search(r"differ from the other side.s: \d+ of [1-9]", b), b
+    assert "without it on its rerun: the same" in b, b
     assert re.search(r"wall-time ratio off/on " + _X, b), b
   assert re.search(r"smallest wall-time ratio off/on: " + _X, out), out
