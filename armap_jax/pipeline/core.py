@@ -8,9 +8,9 @@ wall time, process CPU time and peak resident memory into ``timings.json``
 quiet one needs; ``peak_rss_gib`` is the process's running maximum at the
 stage's end, ``stage_peak_rss_gib`` the highest resident memory sampled while
 the stage ran (every 0.25 s: `launch.RSSWatch`) and ``end_rss_gib`` what the
-process held when it finished; the marker also keeps ``rss_timeline``, at
-most 256 [seconds into the stage, GiB] points with the peaks kept, to say
-which part of a stage set its peak); a later run skips it (logging "skip") and keeps the
+process held when it finished; ``stages/<name>.rss.json`` keeps at most
+256 [seconds into the stage, GiB] points with the peaks kept, to say which
+part of a stage set its peak); a later run skips it (logging "skip") and keeps the
 recorded numbers. Stages write their artefacts atomically or through
 resumable writers, so a run killed mid-stage redoes only that stage's
 unfinished part.
@@ -97,6 +97,7 @@ class Workdir:
       return info
     logging.info("stage %-10s start", name)
     t0, c0 = time.perf_counter(), time.process_time()
+    t_start = time.time()
     with launch.RSSWatch() as watch:
       out = fn() or {}
       if self.after_stage is not None:
@@ -112,12 +113,14 @@ class Workdir:
             "stage_peak_rss_gib": round(watch.peak_bytes / 2**30, 2),
             "end_rss_gib": round(watch.end_bytes / 2**30, 2),
             "jax_live_gib": round(launch.jax_live_bytes() / 2**30, 2),
-            # [seconds into the stage, GiB], at most 256 points, peaks kept.
-            "rss_timeline": [[round(t - watch.timeline[0][0], 1),
-                              round(b / 2**30, 3)]
-                             for t, b in watch.timeline],
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **out}
+    # Beside the marker, not in it (summaries read the markers): at most
+    # 256 [seconds into the stage, GiB] points, the peaks kept.
+    write_json(self.marker(name)[:-len(".done")] + ".rss.json", {
+        "started": t_start, "interval_s": watch.interval,
+        "points": [[round(t - t_start, 1), round(b / 2**30, 3)]
+                   for t, b in watch.timeline]})
     write_json(self.marker(name), info)
     self._save_timing(name, info)
     self.ran.append(name)

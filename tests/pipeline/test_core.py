@@ -23,6 +23,11 @@ def test_timings_json_has_seconds_cpu_and_peak_memory_per_stage(tmp_path):
     assert raw[name]["peak_rss_gib"] == wd.info(name)["peak_rss_gib"] > 0
     assert raw[name]["seconds"] == wd.info(name)["seconds"] >= 0
   assert wd.timings() == {k: v["seconds"] for k, v in raw.items()}
+  # Each stage's RSS timeline sits beside its marker.
+  tl = json.load(open(os.path.join(wd.root, "stages", "a.rss.json")))
+  assert 1 <= len(tl["points"]) <= 256 and tl["interval_s"] > 0
+  assert max(g for _, g in tl["points"]) <= raw["a"]["stage_peak_rss_gib"] + 0.01
+  assert "rss_timeline" not in wd.info("a")
   # A rerun skips done stages and keeps their numbers.
   again = Workdir(wd.root)
   assert again.stage("a", lambda: 1 / 0) == info
