@@ -23,9 +23,8 @@ last line carries the smallest ratio as N.NNx.
 from __future__ import annotations
 
 import sys
-import time
 
-from absl import app, flags
+from absl import flags
 
 import bench_decode
 import bench_plan
@@ -95,13 +94,10 @@ def main(argv):
   from armap_jax.runtime import hostmem
   hostmem.tune_malloc()
   import jax
-  import transformers
 
-  from armap_jax.agent import factory
   from armap_jax.agent.local_policy import LocalPolicy
   from armap_jax.configs import sections
   from armap_jax.envs import registry
-  from armap_jax.models import registry as model_registry
   from armap_jax.rewards import load as rewards_load
   from armap_jax.runtime import machine
   from armap_jax.search import factory as search_factory
@@ -110,30 +106,12 @@ def main(argv):
   dtype = bench_decode._DTYPE.value
   print(f"machine: {machine.describe()}; jax {jax.__version__} "
         f"({jax.devices()[0].platform}), {dtype}")
-  env_name = bench_plan._ENV.value
-  env_cfg = sections.env(env_name, **({"protocol": "tot"}
-                                      if env_name == "game24" else {}))
-  if bench_plan._SMOKE.value:
-    # 8 tasks: Best-of-4's calls reach 32 rows, enough to compact.
-    name, puzzles = "tiny-random", 8
-    max_new = bench_plan.SMOKE_MAX_NEW
-    max_steps = bench_plan.SMOKE_MAX_STEPS[env_name]
-    model, _, _ = bench_decode.load("tiny", dtype)
-    tok = transformers.PreTrainedTokenizerFast.from_pretrained(
-        model_registry.policy_path(model_registry.DEFAULT_POLICY))
-  else:
-    from armap_jax.models import gguf as gguf_lib
-    from armap_jax.models.gguf_file import GGUFFile
-    name, puzzles = "smollm2-135m-instruct", bench_plan._PUZZLES.value
-    max_new, max_steps = bench_plan._MAX_NEW.value, bench_plan.MAX_STEPS[
-        env_name]
-    model, _, _ = bench_decode.load("smollm2", dtype)
-    path = gguf_lib.known_model_path(name)
-    tok = gguf_lib.tokenizer_from_gguf(GGUFFile(path), path)
-  policy_cfg = sections.policy(
-      "smollm2-135m-instruct" if env_name == "webshop" else name)
-  fmt = factory.prompt_format(policy_cfg, env_cfg)
-  chat = False if getattr(fmt, "name", "").endswith("-trace") else None
+  # --smoke: 8 tasks, so that Best-of-4's calls reach 32 rows (compacted).
+  st = bench_plan.setup(dtype, smoke_tasks=8)
+  env_name, env_cfg, name, max_new, max_steps, tok, fmt, chat, model = (
+      st.env_name, st.env_cfg, st.name, st.max_new, st.max_steps, st.tok,
+      st.fmt, st.chat, st.ours_model)
+  puzzles = st.tasks
   counter = RowSteps()
   sides = {}
   for key, compact in (("off", False), ("on", True)):

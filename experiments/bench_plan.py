@@ -220,15 +220,66 @@ def run_side(searcher, policy, stats_of, tasks, scorer, envs, budget,
               cands_per_task=[len(r.candidates) for r in res])
 
 
+@dataclasses.dataclass
+class Setup:
+  """What the flags ask for: the env, the policy on both sides, the sizes."""
+  env_name: str
+  env_cfg: object
+  max_steps: int
+  name: str
+  tasks: int
+  max_new: int
+  ours_model: object
+  torch_model: object
+  tok: object
+  fmt: object
+  chat: bool | None
+
+
+def setup(dtype: str, smoke_tasks: int = 2) -> Setup:
+  """The env (`--env`), SmolLM2 on both sides (`--smoke`: a tiny random
+  Llama over the trace tokenizer, `smoke_tasks` tasks) and its prompt
+  format, for `bench_plan` and `bench_compact`."""
+  import transformers
+
+  from armap_jax.agent import factory
+  from armap_jax.configs import sections
+  env_name = _ENV.value
+  env_cfg = sections.env(env_name, "tot" if env_name == "game24" else None,
+                         max_steps=(SMOKE_MAX_STEPS if _SMOKE.value else
+                                    MAX_STEPS)[env_name])
+  if _SMOKE.value:
+    from armap_jax.models import registry as model_registry
+    name, tasks, max_new = "tiny-random", smoke_tasks, SMOKE_MAX_NEW
+    ours_model, tmodel, _ = bench_decode.load("tiny", dtype)
+    tok = transformers.PreTrainedTokenizerFast.from_pretrained(
+        model_registry.policy_path(model_registry.DEFAULT_POLICY))
+  else:
+    from armap_jax.models import gguf as gguf_lib
+    from armap_jax.models.gguf_file import GGUFFile
+    name, tasks, max_new = ("smollm2-135m-instruct", _PUZZLES.value,
+                            _MAX_NEW.value)
+    ours_model, tmodel, _ = bench_decode.load("smollm2", dtype)
+    path = gguf_lib.known_model_path(name)
+    tok = gguf_lib.tokenizer_from_gguf(GGUFFile(path), path)
+  # The tiny model reads SmolLM2's WebShop format (no trace format there).
+  policy_cfg = sections.policy(
+      "smollm2-135m-instruct" if env_name == "webshop" else name)
+  fmt = factory.prompt_format(policy_cfg, env_cfg)
+  chat = False if getattr(fmt, "name", "").endswith("-trace") else None
+  return Setup(env_name=env_name, env_cfg=env_cfg,
+               max_steps=int(env_cfg.max_steps), name=name, tasks=tasks,
+               max_new=max_new, ours_model=ours_model, torch_model=tmodel,
+               tok=tok, fmt=fmt, chat=chat)
+
+
 def main(argv):
   del argv
   from armap_jax.runtime import hostmem
   hostmem.tune_malloc()  # Before JAX starts its threads (see hostmem).
   import jax
   import torch
-  import transformers
 
-  from armap_jax.agent import factory
   from armap_jax.agent.hf_policy import HFPolicy
   from armap_jax.agent.local_policy import LocalPolicy
   from armap_jax.configs import sections
@@ -248,30 +299,12 @@ def main(argv):
         f"({jax.devices()[0].platform}), torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), {dtype}")
 
-  env_name = _ENV.value
-  env_cfg = sections.env(env_name, "tot" if env_name == "game24" else None,
-                         max_steps=(SMOKE_MAX_STEPS if _SMOKE.value else
-                                    MAX_STEPS)[env_name])
-  max_steps = int(env_cfg.max_steps)
-  if _SMOKE.value:
-    from armap_jax.models import registry as model_registry
-    name, puzzles, max_new = "tiny-random", 2, SMOKE_MAX_NEW
-    ours_model, tmodel, _ = bench_decode.load("tiny", dtype)
-    tok = transformers.PreTrainedTokenizerFast.from_pretrained(
-        model_registry.policy_path(model_registry.DEFAULT_POLICY))
-  else:
-    from armap_jax.models import gguf as gguf_lib
-    from armap_jax.models.gguf_file import GGUFFile
-    name, puzzles = "smollm2-135m-instruct", _PUZZLES.value
-    max_new = _MAX_NEW.value
-    ours_model, tmodel, _ = bench_decode.load("smollm2", dtype)
-    path = gguf_lib.known_model_path(name)
-    tok = gguf_lib.tokenizer_from_gguf(GGUFFile(path), path)
-  # The tiny model reads SmolLM2's WebShop format (no trace format there).
-  policy_cfg = sections.policy(
-      "smollm2-135m-instruct" if env_name == "webshop" else name)
-  fmt = factory.prompt_format(policy_cfg, env_cfg)
-  chat = False if getattr(fmt, "name", "").endswith("-trace") else None
+  st = setup(dtype)
+  env_name, env_cfg, max_steps, name = (st.env_name, st.env_cfg,
+                                        st.max_steps, st.name)
+  puzzles, max_new, ours_model, tmodel, tok, fmt, chat = (
+      st.tasks, st.max_new, st.ours_model, st.torch_model, st.tok, st.fmt,
+      st.chat)
   ours = LocalPolicy(ours_model, tok, fmt=fmt, chat=chat, name=name,
                      compact_rows=_COMPACT.value)
   timed = TimedDecoder(ours.decoder)
