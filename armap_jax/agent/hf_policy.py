@@ -46,6 +46,27 @@ def completion_length(token_ids: Sequence[int], eos_ids: Sequence[int],
   return len(token_ids)
 
 
+def stop_on_completion(prompt_len: int, stop: Sequence[str], decode):
+  """A `transformers` stopping criterion ending a row once its *generated*
+  text holds a stop string. `generate(stop_strings=...)` also matches
+  across the prompt's end: a chat prompt ends in "assistant\n", and a row
+  whose first word is "Observation" matched "\nObservation" and stopped
+  after 3 tokens, where our decoder (like an LLM server) reads stop strings
+  in the completion only and went on."""
+  import torch
+  import transformers
+
+  class _CompletionStop(transformers.StoppingCriteria):
+
+    def __call__(self, input_ids, scores, **kwargs):
+      del scores, kwargs
+      done = [any(s in decode(row[prompt_len:].tolist()) for s in stop)
+              for row in input_ids]
+      return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+  return transformers.StoppingCriteriaList([_CompletionStop()])
+
+
 class HFPolicy:
   """`Policy` over a `transformers` causal LM (see the module docstring).
 
@@ -122,7 +143,8 @@ class HFPolicy:
         do_sample=True, temperature=float(sampling.temperature),
         top_p=float(sampling.top_p), top_k=int(sampling.top_k))
     if stop:
-      kw.update(stop_strings=list(stop), tokenizer=self.tokenizer)
+      kw.update(stopping_criteria=stop_on_completion(len(ids), stop,
+                                                     self._decode))
     x = torch.tensor([ids], dtype=torch.long)
     torch.manual_seed(int(sampling.seed))
     t0 = time.perf_counter()

@@ -112,3 +112,15 @@ def test_completion_length():
   # The token that completes a stop string ends the row; padding follows.
   assert completion_length([1, 2, 3, 4, 4], [9], ("bc",), dec) == 3
   assert completion_length([1, 2, 3, 9, 4], [9], ("cd",), dec) == 4
+
+
+def test_stop_strings_read_the_completion_only():
+  """A prompt ending in "\\n" and a row whose first word is "Obs" must not
+  match the stop string "\\nObs" (transformers' `stop_strings` would)."""
+  from armap_jax.agent.hf_policy import stop_on_completion
+  dec = lambda ids: "".join(chr(i) for i in ids)
+  prompt = [ord(c) for c in "Task\n"]
+  rows = torch.tensor([prompt + [ord(c) for c in "Obs.."],
+                       prompt + [ord(c) for c in "a\nObs"]])
+  crit = stop_on_completion(len(prompt), ("\nObs",), dec)
+  assert crit(rows, None).tolist() == [False, True]
