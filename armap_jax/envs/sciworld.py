@@ -21,10 +21,10 @@ variation. ``--env=sciworld`` restricts the tasks to
 Scoring: the simulator reports a raw score in [-100, 100] after every step
 (negative means the task was failed, which ends the episode). The episode score
 is the maximum raw score reached, clamped at 0 and divided by 100, so it lies in
-[0, 1]. Each `StepResult.reward` is the increase of that running maximum, so the
-rewards of an episode sum to its score minus the score the opening observation
-already earned (`initial_score`); use ``info["score"]`` of the last step as the
-episode's score. `info` carries ``score`` (running
+[0, 1]. Each `StepResult.reward` is the increase of that running maximum, and
+the first step's reward also credits what the opening observation already
+earned (`initial_score`), so the rewards of an episode sum to its score (the
+simulator's own); ``info["score"]`` of the last step is the same number. `info` carries ``score`` (running
 maximum, in [0, 1]), ``raw_score`` (the simulator's current score, /100),
 ``success`` (the simulator marked the task completed with score 100),
 ``invalid`` and ``moves``.
@@ -43,7 +43,9 @@ fails on that (see its docstring). Every call into the JVM has a time limit
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
+import contextlib
 import hashlib
 import os
 import random
@@ -83,6 +85,104 @@ _HINT = ("Valid actions look like 'open door to kitchen', 'go to kitchen', "
 _SPLIT_CACHE: dict[str, tuple[tuple[int, ...], ...]] = {}
 _SPLIT_LOCK = threading.Lock()
 _LAUNCH_LOCK = threading.Lock()
+
+
+def _shutdown(sw) -> None:
+  """Shuts a `scienceworld.ScienceWorldEnv`'s JVM down and waits for it to
+  exit (kills it if it hangs)."""
+  proc = sw._gateway.java_process  # pylint: disable=protected-access
+  try:
+    sw.close()
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning("sciworld: error while closing the gateway: %s", e)
+  # ScienceWorldEnv.__del__ would close again; make that a no-op.
+  sw.close = lambda: None
+  try:
+    proc.wait(timeout=10)
+  except Exception:  # pylint: disable=broad-except
+    proc.kill()
+    proc.wait(timeout=10)
+
+
+class _JVMPool:
+  """Idle JVMs that closed envs hand to the next env made, inside
+  `jvm_pool()` scopes only (outside them `close()` shuts the JVM down).
+
+  Starting a JVM costs ~5 CPU seconds; a search over a batch of tasks makes
+  one env per task and closes it, so without a pool an evaluation of 42 tasks
+  starts 42 JVMs per method. Entries are keyed by what the JVM was started
+  with (jar, heap) and carry the (task, variation) it has loaded.
+  """
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._idle: dict[tuple, list[tuple[Any, Any]]] = {}
+    self._capacity: list[int] = []  # One entry per open scope.
+
+  def offer(self, key: tuple, sw, loaded) -> bool:
+    """Keeps `sw` for reuse if a scope is open and has room (and the JVM is
+    alive); False: the caller shuts it down."""
+    proc = sw._gateway.java_process  # pylint: disable=protected-access
+    with self._lock:
+      cap = max(self._capacity, default=0)
+      if proc.poll() is not None or sum(map(len, self._idle.values())) >= cap:
+        return False
+      self._idle.setdefault(key, []).append((sw, loaded))
+      return True
+
+  def take(self, key: tuple):
+    """(sw, loaded) of an idle JVM started with `key`, or None."""
+    with self._lock:
+      while self._idle.get(key):
+        sw, loaded = self._idle[key].pop()
+        if sw._gateway.java_process.poll() is None:  # pylint: disable=protected-access
+          return sw, loaded
+    return None
+
+  def idle(self) -> int:
+    with self._lock:
+      return sum(map(len, self._idle.values()))
+
+  def open(self, max_idle: int) -> None:
+    with self._lock:
+      self._capacity.append(int(max_idle))
+
+  def close(self) -> None:
+    """Ends the innermost scope; the last one shuts every idle JVM down."""
+    with self._lock:
+      if self._capacity:
+        self._capacity.pop()
+      if self._capacity:
+        return
+    self.drain()
+
+  def drain(self) -> None:
+    """Shuts every idle JVM down (at interpreter exit)."""
+    with self._lock:
+      idle = [sw for entries in self._idle.values() for sw, _ in entries]
+      self._idle.clear()
+    for sw in idle:
+      _shutdown(sw)
+
+
+_POOL = _JVMPool()
+atexit.register(_POOL.drain)
+
+
+@contextlib.contextmanager
+def jvm_pool(max_idle: int = 8):
+  """Within this scope a closed `SciWorldEnv` keeps its JVM (up to
+  `max_idle` idle ones) for the next env made; leaving the outermost scope
+  shuts every idle JVM down. The main job runs inside one
+  (`EnvSpec.session`); set `max_idle` to the most envs alive at once
+  (`collect.num_envs`, `eval.batch_tasks`)."""
+  if int(max_idle) < 0:
+    raise ValueError(f"jvm_pool: max_idle must be >= 0, got {max_idle}")
+  _POOL.open(max_idle)
+  try:
+    yield _POOL
+  finally:
+    _POOL.close()
 
 
 def parse_task_id(task_id: str) -> tuple[str, int]:
@@ -160,6 +260,10 @@ class SciWorldEnv(ReplayEnv):
   def _server(self):
     """Starts the JVM on first use; returns the py4j PythonInterface."""
     if self._sw is None:
+      got = _POOL.take(self._pool_key())
+      if got is not None:
+        self._sw, self._loaded = got
+        return self._sw.server
       try:
         from scienceworld import ScienceWorldEnv  # pylint: disable=g-import-not-at-top
       except ImportError as e:  # pragma: no cover - depends on install
@@ -219,27 +323,22 @@ class SciWorldEnv(ReplayEnv):
     except Exception:  # pylint: disable=broad-except
       pass
 
+  def _pool_key(self) -> tuple:
+    return (self._jar_path, self._java_heap)
+
   def close(self) -> None:
-    """Shuts the JVM down and waits for it to exit (kills it if it hangs)."""
+    """Shuts the JVM down and waits for it to exit (kills it if it hangs);
+    inside a `jvm_pool()` scope it is kept for the next env instead."""
     sw, self._sw = self._sw, None
-    self._loaded = None
+    loaded, self._loaded = self._loaded, None
     if self._pool is not None:
       self._pool.shutdown(wait=False)
       self._pool = None
     if sw is None:
       return
-    proc = sw._gateway.java_process  # pylint: disable=protected-access
-    try:
-      sw.close()
-    except Exception as e:  # pylint: disable=broad-except
-      logging.warning("sciworld: error while closing the gateway: %s", e)
-    # ScienceWorldEnv.__del__ would close again; make that a no-op.
-    sw.close = lambda: None
-    try:
-      proc.wait(timeout=10)
-    except Exception:  # pylint: disable=broad-except
-      proc.kill()
-      proc.wait(timeout=10)
+    if _POOL.offer(self._pool_key(), sw, loaded):
+      return
+    _shutdown(sw)
 
   def __del__(self):
     try:
@@ -462,7 +561,9 @@ class SciWorldEnv(ReplayEnv):
       obs = got
       if obs.strip() == _UNKNOWN:
         obs, invalid = f"{_UNKNOWN} {_HINT}", True
-    prev = max(0, self._max_score)
+    # The first step's reward also credits the opening 'look around''s score
+    # (`initial_score`): the rewards then sum to the episode's score.
+    prev = max(0, self._max_score) if self._history else 0
     self._max_score = max(self._max_score, raw)
     self._last_raw = raw
     success = completed and raw >= 100

@@ -26,6 +26,7 @@ Fields (see docs/architecture.md, "Env and EnvSpec"):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib
@@ -81,6 +82,10 @@ class EnvSpec:
   # the test split, or ("test_seen", "test_unseen") where the benchmark
   # reports seen and unseen task variations.
   eval_splits: tuple[str, ...] = ("test",)
+  # "module:function(max_idle) -> context manager" that keeps the env's
+  # expensive resources (ScienceWorld's JVMs) alive between the envs a job
+  # makes and closes, and releases them on exit; None: nothing to keep.
+  session_fn: str | None = None
 
   @property
   def module(self) -> str:
@@ -119,6 +124,13 @@ class EnvSpec:
     """The env's ground-truth value of a partial trajectory, or None (then
     the oracle scores a trajectory by its reward so far)."""
     return _resolve(self.partial_value) if self.partial_value else None
+
+  def session(self, max_idle: int = 8):
+    """A context manager for a job that makes many envs of this kind (see
+    `session_fn`); a no-op where the env has nothing to keep."""
+    if self.session_fn is None:
+      return contextlib.nullcontext()
+    return _resolve(self.session_fn)(max_idle)
 
   def describe(self, **env_kwargs: Any) -> dict | None:
     """The env's description of its data (None where it has none)."""
@@ -275,6 +287,8 @@ SPECS: dict[str, EnvSpec] = {
         recipe="armap_jax.data.sciworld_recipe:recipe_pairs",
         leak_texts_fn="armap_jax.envs.sciworld:leak_texts",
         describe_fn="armap_jax.envs.sciworld:describe_env",
+        # Closed envs hand their JVM to the next one (~5 CPU s a start).
+        session_fn="armap_jax.envs.sciworld:jvm_pool",
         eval_splits=("test_seen", "test_unseen")),
     "webshop": EnvSpec(
         name="webshop", env_class="armap_jax.envs.webshop:WebShopEnv",

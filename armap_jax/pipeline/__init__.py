@@ -95,7 +95,17 @@ class LazyPolicy:
 
 
 def run(cfg, workdir: str) -> str:
-  """Runs (or resumes) every stage; returns the summary.md text."""
+  """Runs (or resumes) every stage; returns the summary.md text.
+
+  The whole job runs inside the env's session (`EnvSpec.session`: for
+  ScienceWorld a JVM pool, so the envs the stages make and close reuse JVMs
+  instead of starting one per task), sized to the most envs alive at once."""
+  max_idle = max(int(cfg.collect.num_envs), int(cfg.eval.batch_tasks))
+  with stages.spec(cfg).session(max_idle=max_idle):
+    return _run(cfg, workdir)
+
+
+def _run(cfg, workdir: str) -> str:
   ms = eval_lib.methods(cfg)  # A bad method list fails before any stage.
   wd = Workdir(workdir)
   if release_programs(cfg):

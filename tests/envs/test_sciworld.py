@@ -91,9 +91,11 @@ def test_quick_gold_invalid_replay_and_no_leak():
     rng = random.Random(0)
     junk = ["", "   ", "reset task", "x" * 3000, "go to", "🙂 ünïcode\nfoo",
             "".join(chr(rng.randrange(32, 127)) for _ in range(40))]
-    for a in junk:
+    for i, a in enumerate(junk):
       r = env.step(a)
-      assert r.observation and not r.done and r.reward == 0.0
+      # Only the first step credits the opening observation's score.
+      assert r.observation and not r.done
+      assert r.reward == (env.initial_score if i == 0 else 0.0)
       assert r.info["invalid"], (a, r.observation)
     assert "not available" in env.step("reset task").observation
 
@@ -111,7 +113,8 @@ def test_quick_gold_invalid_replay_and_no_leak():
         break
     assert res.done and res.info["success"]
     assert res.info["score"] == pytest.approx(1.0)
-    assert total + env.initial_score == pytest.approx(1.0)
+    # The first step credits the opening observation's score: rewards sum to it.
+    assert total == pytest.approx(1.0)
     with pytest.raises(EnvError):
       env.step("look around")
 

@@ -15,6 +15,7 @@ if shutil.which("java") is None:
 
 from armap_jax.envs import registry  # noqa: E402
 from armap_jax.envs.base import EnvError  # noqa: E402
+from armap_jax.envs import sciworld  # noqa: E402
 from armap_jax.envs.sciworld import SciWorldEnv  # noqa: E402
 from tests.envs.test_sciworld import _child_java_pids  # noqa: E402
 
@@ -44,6 +45,42 @@ def test_a_hung_step_times_out_and_the_env_recovers():
   finally:
     env.close()
   assert _child_java_pids() == before
+
+
+def test_jvm_pool_reuses_jvms_and_closes_them_on_exit():
+  """Inside `jvm_pool`, a closed env's JVM serves the next env (same
+  observations as a fresh one); the pool keeps at most `max_idle`; leaving
+  the scope, and closing outside any scope, leaves no JVM behind."""
+  before = _child_java_pids()
+  with registry.get_spec("sciworld").session(max_idle=1) as pool:
+    a = SciWorldEnv(task_names=["find-plant"])
+    tid, tid2 = a.task_ids("train")[:2]
+    obs = a.reset(tid)
+    first = a.step("look around").observation
+    (pid,) = _child_java_pids() - before
+    a.close()
+    assert pool.idle() == 1 and _child_java_pids() - before == {pid}
+    b, c = (SciWorldEnv(task_names=["find-plant"]) for _ in range(2))
+    assert b.reset(tid) == obs and b.step("look around").observation == first
+    assert _child_java_pids() - before == {pid} and pool.idle() == 0
+    assert "This room is called" in c.reset(tid2)  # A second JVM starts.
+    assert len(_child_java_pids() - before) == 2
+    b.close()
+    c.close()  # The pool is full (max_idle=1): this JVM shuts down.
+    assert pool.idle() == 1 and len(_child_java_pids() - before) == 1
+    # The kept JVM last ran tid: another task loads into it.
+    d = SciWorldEnv(task_names=["find-plant"])
+    assert d.reset(tid2) and not d.step("look around").done
+    d.close()
+  assert _child_java_pids() == before
+  # Outside a scope, close() shuts the JVM down as before.
+  e = SciWorldEnv(task_names=["find-plant"])
+  e.reset(tid)
+  e.close()
+  assert _child_java_pids() == before and sciworld._POOL.idle() == 0  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="max_idle"):
+    with sciworld.jvm_pool(-1):
+      pass
 
 
 @pytest.mark.slow
