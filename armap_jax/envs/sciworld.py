@@ -118,6 +118,7 @@ class _JVMPool:
     self._lock = threading.Lock()
     self._idle: dict[tuple, list[tuple[Any, Any]]] = {}
     self._capacity: list[int] = []  # One entry per open scope.
+    self.started = self.reused = 0  # JVM starts and reuses in this process.
 
   def offer(self, key: tuple, sw, loaded) -> bool:
     """Keeps `sw` for reuse if a scope is open and has room (and the JVM is
@@ -136,6 +137,7 @@ class _JVMPool:
       while self._idle.get(key):
         sw, loaded = self._idle[key].pop()
         if sw._gateway.java_process.poll() is None:  # pylint: disable=protected-access
+          self.reused += 1
           return sw, loaded
     return None
 
@@ -154,6 +156,8 @@ class _JVMPool:
         self._capacity.pop()
       if self._capacity:
         return
+    logging.info("sciworld: JVM pool closed (%d JVMs started, %d reuses in "
+                 "this process)", self.started, self.reused)
     self.drain()
 
   def drain(self) -> None:
@@ -279,6 +283,7 @@ class SciWorldEnv(ReplayEnv):
         try:
           self._sw = ScienceWorldEnv("", serverPath=self._jar_path,
                                      envStepLimit=self.step_limit)
+          _POOL.started += 1  # Under _LAUNCH_LOCK.
         finally:
           if old is None:
             os.environ.pop("JAVA_TOOL_OPTIONS", None)

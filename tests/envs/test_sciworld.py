@@ -177,8 +177,10 @@ def test_gold_plans_win_across_tasks():
   """The simulator's gold plan wins one dev variation of every task."""
   before = _child_java_pids()
   failures = []
-  # Some gold plans (e.g. grow-fruit) need more than the usual 100 steps.
-  with SciWorldEnv(step_limit=2000) as env:
+  # Some gold plans (e.g. grow-fruit) need more than the usual 100 steps;
+  # loading their gold plans took over the default 60 s call timeout on a
+  # loaded 2-core machine.
+  with SciWorldEnv(step_limit=2000, call_timeout_s=600) as env:
     names = env.task_names()
     assert len(names) == 30
     for name in names:

@@ -61,7 +61,9 @@ def test_jvm_pool_reuses_jvms_and_closes_them_on_exit():
     a.close()
     assert pool.idle() == 1 and _child_java_pids() - before == {pid}
     b, c = (SciWorldEnv(task_names=["find-plant"]) for _ in range(2))
+    reused, started = pool.reused, pool.started
     assert b.reset(tid) == obs and b.step("look around").observation == first
+    assert (pool.reused, pool.started) == (reused + 1, started)
     assert _child_java_pids() - before == {pid} and pool.idle() == 0
     assert "This room is called" in c.reset(tid2)  # A second JVM starts.
     assert len(_child_java_pids() - before) == 2
