@@ -24,7 +24,8 @@ is the maximum raw score reached, clamped at 0 and divided by 100, so it lies in
 [0, 1]. Each `StepResult.reward` is the increase of that running maximum, and
 the first step's reward also credits what the opening observation already
 earned (`initial_score`), so the rewards of an episode sum to its score (the
-simulator's own); ``info["score"]`` of the last step is the same number. `info` carries ``score`` (running
+simulator's own); ``info["score"]`` of the last step is the same number.
+`info` carries ``score`` (running
 maximum, in [0, 1]), ``raw_score`` (the simulator's current score, /100),
 ``success`` (the simulator marked the task completed with score 100),
 ``invalid`` and ``moves``.
@@ -161,7 +162,8 @@ class _JVMPool:
     self.drain()
 
   def drain(self) -> None:
-    """Shuts every idle JVM down (at interpreter exit)."""
+    """Shuts every idle JVM down (when the last scope ends, and at
+    interpreter exit)."""
     with self._lock:
       idle = [sw for entries in self._idle.values() for sw, _ in entries]
       self._idle.clear()
