@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 from absl import logging
+from tqdm import tqdm
 
 from armap_jax.envs import registry
 from armap_jax.pipeline import plan as plan_lib
@@ -149,6 +150,10 @@ def score(cfg, wd, kind: str) -> dict[str, Any]:
   sc = scorer(cfg, wd, kind)
   path = os.path.join(_root(wd), f"scores_{_file_tag(kind)}.jsonl")
   tmp = path + ".tmp"
+  # A bar over candidates (a judge that is a language model reads each
+  # candidate's whole prompt: minutes per task on a CPU).
+  bar = tqdm(total=sum(len(r.candidates[:limit]) for r in res),
+             desc=f"score {_file_tag(kind)}", unit="cand", dynamic_ncols=True)
   with open(tmp, "w", encoding="utf-8") as f:
     for r in res:
       cands = r.candidates[:limit]
@@ -157,6 +162,8 @@ def score(cfg, wd, kind: str) -> dict[str, Any]:
           "task_id": r.task_id, "scores": [float(x) for x in s],
           "success": [float(c.trajectory.success) for c in cands],
           "reward": [float(c.trajectory.reward) for c in cands]}) + "\n")
+      bar.update(len(cands))
+  bar.close()
   os.replace(tmp, path)
   return {"tasks": len(res), "candidates": limit,
           "scorer_tokens": int(getattr(sc, "tokens_used", 0) or 0)}
