@@ -79,11 +79,12 @@ _ENV_DEFAULTS = {
     # env is a JVM: rollouts and search batches keep at most 8 alive.
     "sciworld": {
         # Collect at T=1.0 (the dev calibration of sciworld-tiny, 42 tasks x
-        # 4 samples: success 8.3%, score 36.7; greedy 4.8%, 43.9) on 168
-        # train tasks, chosen on dev (docs/sciworld.md): 42 tasks gave the
-        # ORM 299 pairs and 57-68% held-out pair accuracy (28 pairs); 168
-        # tasks: 75.7% (107 pairs).
-        "collect.num_tasks": 168, "collect.samples": 4,
+        # 4 samples: success 8.3%, score 36.7; greedy 4.8%, 43.9) on 504 of
+        # the 744 train tasks, chosen on dev (docs/sciworld.md): 42 tasks
+        # gave the ORM 299 pairs and 57-68% held-out pair accuracy (28
+        # pairs); 168 tasks 75.7% (107 pairs), dev ARMAP-B 52.4; 504 tasks
+        # 83.9% (392 pairs), dev ARMAP-B 56.0 (14 min of collect).
+        "collect.num_tasks": 504, "collect.samples": 4,
         "collect.temperature": 1.0, "collect.num_envs": 8,
         # No MCTS trees on train tasks (replaying a JVM per node is slow):
         # the PRM learns from the collected episodes' prefix trees; it only
