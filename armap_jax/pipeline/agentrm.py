@@ -152,9 +152,9 @@ def score(cfg, wd, kind: str) -> dict[str, Any]:
   tmp = path + ".tmp"
   # A bar over candidates (a judge that is a language model reads each
   # candidate's whole prompt: minutes per task on a CPU).
-  bar = tqdm(total=sum(len(r.candidates[:limit]) for r in res),
-             desc=f"score {_file_tag(kind)}", unit="cand", dynamic_ncols=True)
-  with open(tmp, "w", encoding="utf-8") as f:
+  with tqdm(total=sum(len(r.candidates[:limit]) for r in res),
+            desc=f"score {_file_tag(kind)}", unit="cand",
+            dynamic_ncols=True) as bar, open(tmp, "w", encoding="utf-8") as f:
     for r in res:
       cands = r.candidates[:limit]
       s = np.asarray(sc.score([c.trajectory for c in cands]), np.float64)
@@ -163,7 +163,6 @@ def score(cfg, wd, kind: str) -> dict[str, Any]:
           "success": [float(c.trajectory.success) for c in cands],
           "reward": [float(c.trajectory.reward) for c in cands]}) + "\n")
       bar.update(len(cands))
-  bar.close()
   os.replace(tmp, path)
   return {"tasks": len(res), "candidates": limit,
           "scorer_tokens": int(getattr(sc, "tokens_used", 0) or 0)}
